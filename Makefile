@@ -1,0 +1,70 @@
+# gpuqueue — the two commands a new user runs are `make demo` and `make test`.
+# Everything installs into .venv (Python 3.11+) and node_modules (fauxqs, the local SQS server).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick clean
+
+## install: the virtual environment with the worker, scaler and dev extras, and fauxqs
+install: $(STAMP) node_modules/.package-lock.json
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned (==2.13.0) in the worker extra: a CPU wheel lies on these machines' disk.
+	$(PY) -m pip install -q -e '.[worker,scaler,dev]'
+	touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+## demo: local SQS + CPU worker + bundled MiniLM, end to end, then stops everything
+demo: install
+	$(PY) -m worker.demo
+
+## test: lint, type-check, the whole suite, and the offline deploy checks
+test: install lint
+	$(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) deploy-check
+
+lint: install
+	$(VENV)/bin/ruff check worker scaler tests bench deploy
+	$(VENV)/bin/mypy
+
+## bench: side-by-side throughput ratios (BENCH_QUICK=1 for a shorter run)
+bench: install
+	$(PY) bench/worker_throughput.py
+
+bench-quick: install
+	BENCH_QUICK=1 $(PY) bench/worker_throughput.py
+
+## lambda-zip: the scaler's Lambda bundle (no boto3, no torch)
+lambda-zip: install
+	$(PY) deploy/lambda/build_zip.py
+
+## deploy-check: render and validate manifests, template and Dockerfile offline
+deploy-check: install
+	bash deploy/check.sh
+
+## image / image-test: build the two-stage image with buildah/podman and smoke-test it
+image: install
+	bash deploy/image/build.sh
+
+image-test: image
+	bash deploy/image/test.sh
+
+## chaos: crash, drain, fault and fuzz suites (chaos-quick: smaller numbers)
+chaos: install
+	CHAOS_SCALE=full $(PY) -m pytest -q -p no:cacheprovider tests/chaos -s
+
+chaos-quick: install
+	CHAOS_SCALE=quick $(PY) -m pytest -q -p no:cacheprovider tests/chaos -s
+
+clean:
+	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache
