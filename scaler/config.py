@@ -1,0 +1,197 @@
+"""Settings (pydantic-settings, prefix SCALER_) and the targets list.
+
+A configuration error becomes one `ConfigError` line naming the variable (the CLI prints it, the
+Lambda raises it); no traceback for a typo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from scaler.policy import PolicyConfig
+
+GKE_CLUSTER_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/clusters/[^/]+$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+DEFAULT_PROMETHEUS_QUERY = (
+    'sum(rate(gpuqueue_messages_succeeded_total{{namespace="{namespace}",'
+    'deployment="{deployment}"}}[2m]))'
+)
+
+
+class ConfigError(ValueError):
+    """One line, naming the variable."""
+
+
+class TargetConfig(BaseModel):
+    """One (queue, Deployment) pair and its policy knobs (defaults = PolicyConfig's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue_url: str = Field(min_length=1)
+    deployment: str = Field(description="namespace/name")
+    name: str | None = None
+    min_replicas: int = Field(default=PolicyConfig.min_replicas, ge=0)
+    max_replicas: int = Field(default=PolicyConfig.max_replicas, ge=1)
+    target_backlog_per_replica: float | None = Field(default=None, gt=0)
+    activation_backlog: int = Field(default=PolicyConfig.activation_backlog, ge=0)
+    count_in_flight: bool = PolicyConfig.count_in_flight
+    count_delayed: bool = PolicyConfig.count_delayed
+    scale_down_stabilization_s: float = Field(
+        default=PolicyConfig.scale_down_stabilization_s, ge=0
+    )
+    cooldown_to_zero_s: float = Field(default=PolicyConfig.cooldown_to_zero_s, ge=0)
+    max_step_up: int | None = Field(default=None, ge=1)
+    startup_delay_s: float = Field(default=PolicyConfig.startup_delay_s, ge=0)
+    drain_rate_prior: float = Field(default=PolicyConfig.drain_rate_prior, gt=0)
+    target_wait_s: float = Field(default=PolicyConfig.target_wait_s, gt=0)
+    prometheus_query: str | None = None
+
+    @field_validator("deployment")
+    @classmethod
+    def _namespace_name(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) != 2 or not all(DNS_LABEL_RE.match(p) for p in parts):
+            raise ValueError(f"must be 'namespace/name', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TargetConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas {self.max_replicas} < min_replicas {self.min_replicas}"
+            )
+        return self
+
+    @property
+    def namespace(self) -> str:
+        return self.deployment.split("/")[0]
+
+    @property
+    def deployment_name(self) -> str:
+        return self.deployment.split("/")[1]
+
+    @property
+    def label(self) -> str:
+        return self.name or self.deployment
+
+    def policy(self) -> PolicyConfig:
+        return PolicyConfig(
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            target_backlog_per_replica=self.target_backlog_per_replica,
+            activation_backlog=self.activation_backlog,
+            count_in_flight=self.count_in_flight,
+            count_delayed=self.count_delayed,
+            scale_down_stabilization_s=self.scale_down_stabilization_s,
+            cooldown_to_zero_s=self.cooldown_to_zero_s,
+            max_step_up=self.max_step_up,
+            startup_delay_s=self.startup_delay_s,
+            drain_rate_prior=self.drain_rate_prior,
+            target_wait_s=self.target_wait_s,
+        )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCALER_", extra="ignore")
+
+    targets: list[TargetConfig] = Field(default_factory=list)
+    targets_file: Path | None = None
+    gke_cluster: str | None = None
+    google_auth: Literal["wif", "secret"] = "wif"
+    wif_config: str | None = None
+    sa_key_secret_id: str | None = None
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    container_api_endpoint: str | None = None
+    drain_rate_source: Literal["cloudwatch", "prometheus", "prior"] = "cloudwatch"
+    prometheus_url: str | None = None
+    prometheus_query: str = DEFAULT_PROMETHEUS_QUERY
+    drain_window_s: int = Field(default=300, ge=60, le=3600)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    dry_run: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("gke_cluster")
+    @classmethod
+    def _cluster_path(cls, value: str | None) -> str | None:
+        if value is not None and not GKE_CLUSTER_RE.match(value):
+            raise ValueError(f"must be projects/P/locations/L/clusters/C, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.targets_file is not None:
+            if self.targets:
+                raise ValueError("set SCALER_TARGETS or SCALER_TARGETS_FILE, not both")
+            self.targets = load_targets_file(self.targets_file)
+        if not self.targets:
+            raise ValueError("no targets: set SCALER_TARGETS (JSON list) or SCALER_TARGETS_FILE")
+        seen: set[str] = set()
+        for target in self.targets:
+            if target.deployment in seen:
+                raise ValueError(f"deployment {target.deployment} listed twice")
+            seen.add(target.deployment)
+        if self.gke_cluster and self.google_auth == "secret" and not self.sa_key_secret_id:
+            raise ValueError("SCALER_GOOGLE_AUTH=secret needs SCALER_SA_KEY_SECRET_ID")
+        if self.drain_rate_source == "prometheus" and not self.prometheus_url:
+            raise ValueError("SCALER_DRAIN_RATE_SOURCE=prometheus needs SCALER_PROMETHEUS_URL")
+        return self
+
+    def wif_info(self) -> dict[str, Any] | None:
+        """The external-account credential config: inline JSON or a path to it (not a secret)."""
+        if not self.wif_config:
+            return None
+        text = self.wif_config.strip()
+        if not text.startswith("{"):
+            text = Path(text).read_text()
+        info = json.loads(text)
+        if not isinstance(info, dict) or info.get("type") != "external_account":
+            raise ConfigError("SCALER_WIF_CONFIG: not an external_account credential config")
+        return info
+
+
+def load_targets_file(path: Path) -> list[TargetConfig]:
+    text = Path(path).read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if isinstance(data, dict) and "targets" in data:
+        data = data["targets"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of targets (or {{targets: [...]}})")
+    return [TargetConfig.model_validate(item) for item in data]
+
+
+def _variable(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "SCALER_*"
+    head = f"SCALER_{str(loc[0]).upper()}"
+    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    return head + rest
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; any problem → ConfigError, one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        raise ConfigError(f"{_variable(loc)}: {msg}" if loc else msg) from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a complex value (a JSON list) from the environment
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"SCALER_{field.group(1).upper()}" if field else "SCALER_*"
+        raise ConfigError(f"{name}: not valid JSON") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"SCALER_TARGETS_FILE: {exc}") from None

@@ -1,0 +1,256 @@
+"""How many replicas do we want: the default scaling policy. Pure: no I/O, no clock, no globals.
+
+`decide(observation, state, config)` returns the desired replica count, a one-line reason and the
+state to remember until the next run (the runner keeps it in a Deployment annotation).
+
+It does what KEDA's aws-sqs-queue scaler under the HPA does, then goes further:
+
+* backlog = visible + in-flight (+ delayed, optional); activation strictly above a threshold for
+  0→1; scale to zero only `cooldown_to_zero_s` after the backlog was last above it; [min, max];
+  an optional scale-up step cap; scale-down stabilization (the max of the recommendations over
+  the window); a 10 % tolerance band so noisy counts do not flap.
+* capacity comes from the *measured* drain rate per serving replica (learned from the deletes the
+  drain source reports, a configured prior until there is data), not from a fixed "messages per
+  replica" number: a GPU that drains 40 msg/s and one that drains 0.5 msg/s need different counts.
+* the node start-up delay: replicas asked for now serve only `startup_delay_s` later, so the
+  policy sizes for the backlog projected at that moment (arrivals keep coming meanwhile).
+* only *ready* replicas count as capacity: a pod still loading its model or draining after
+  SIGTERM is not serving.
+* scale-down as soon as the backlog allows, never while the backlog exceeds what the serving
+  replicas drain within the stabilization window (so work is not killed mid-burst).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Per-target knobs (defaults are the README's)."""
+
+    min_replicas: int = 0
+    max_replicas: int = 10
+    #: KEDA's queueLength. None: derived, = drain rate per replica × target_wait_s.
+    target_backlog_per_replica: float | None = None
+    activation_backlog: int = 0
+    count_in_flight: bool = True
+    count_delayed: bool = False
+    scale_down_stabilization_s: float = 180.0
+    cooldown_to_zero_s: float = 300.0
+    #: None: no cap (the policy already sizes from measured throughput).
+    max_step_up: int | None = None
+    startup_delay_s: float = 150.0
+    drain_rate_prior: float = 1.0
+    #: Drain the projected backlog within this many seconds once the capacity is there.
+    target_wait_s: float = 60.0
+    tolerance: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError(
+                f"need 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
+                f"got min={self.min_replicas} max={self.max_replicas}"
+            )
+        if self.drain_rate_prior <= 0 or self.target_wait_s <= 0:
+            raise ValueError("drain_rate_prior and target_wait_s must be > 0")
+        if self.target_backlog_per_replica is not None and self.target_backlog_per_replica <= 0:
+            raise ValueError("target_backlog_per_replica must be > 0")
+        if self.max_step_up is not None and self.max_step_up < 1:
+            raise ValueError("max_step_up must be >= 1")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one run sees. Counts are SQS's approximate attributes; replicas from the scale/status."""
+
+    now: float
+    visible: int
+    in_flight: int
+    delayed: int
+    current: int
+    ready: int
+    #: Messages deleted per second by all replicas over the drain source's last window (None: no data).
+    drained_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class State:
+    """Remembered between runs (JSON in an annotation; see scaler.state)."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    last_active: float | None = None
+    #: learned messages/s one ready replica drains
+    drain_rate: float | None = None
+    arrival_rate: float | None = None
+    prev_time: float | None = None
+    prev_backlog: int | None = None
+    prev_visible: int | None = None
+    prev_ready: int | None = None
+    last_scale_up: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    reason: str
+    state: State
+    backlog: int
+
+
+def backlog_of(obs: Observation, cfg: PolicyConfig) -> int:
+    """KEDA's definition: visible + in-flight (scaleOnInFlight) + delayed (scaleOnDelayed)."""
+    backlog = obs.visible
+    if cfg.count_in_flight:
+        backlog += obs.in_flight
+    if cfg.count_delayed:
+        backlog += obs.delayed
+    return max(0, backlog)
+
+
+def clamp(value: int, cfg: PolicyConfig) -> int:
+    return max(cfg.min_replicas, min(cfg.max_replicas, value))
+
+
+def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple[float, str]:
+    """Per-replica drain rate and where it came from.
+
+    A window where work was waiting all along (visible > 0 at both ends) measures capacity: the
+    estimate moves half-way to it. A window where the queue ran dry only proves a lower bound
+    (replicas drained at least that much), so it can raise the estimate, never lower it. The
+    sample is used only when the ready count did not change over the window.
+    """
+    learned = state.drain_rate
+    rate = obs.drained_per_s
+    if rate is not None and obs.ready > 0 and state.prev_ready == obs.ready:
+        per_replica = rate / obs.ready
+        saturated = obs.visible > 0 and (state.prev_visible or 0) > 0
+        if saturated and per_replica > 0:
+            learned = per_replica if learned is None else 0.5 * learned + 0.5 * per_replica
+        elif per_replica > (learned if learned is not None else cfg.drain_rate_prior):
+            learned = per_replica
+    if learned is None or learned <= 0:
+        return cfg.drain_rate_prior, "prior"
+    return learned, "measured"
+
+
+def estimate_arrivals(
+    obs: Observation, state: State, backlog: int, drain_rate: float
+) -> float | None:
+    """Arrival rate = growth of the backlog + what was served, smoothed (fast up, slow down)."""
+    if state.prev_time is None or state.prev_backlog is None or obs.now <= state.prev_time:
+        return obs.drained_per_s
+    dt = obs.now - state.prev_time
+    if obs.drained_per_s is not None:
+        served = obs.drained_per_s
+    elif (state.prev_visible or 0) > 0:
+        # no drain data: replicas with work waiting drained at capacity
+        served = (state.prev_ready or 0) * drain_rate
+    else:
+        served = 0.0
+    sample = max(0.0, (backlog - state.prev_backlog) / dt + served)
+    old = state.arrival_rate
+    if old is None or sample >= old:
+        return sample
+    return 0.5 * old + 0.5 * sample
+
+
+def needed_replicas(
+    obs: Observation, state: State, backlog: int, mu: float, arrivals: float, cfg: PolicyConfig
+) -> tuple[int, float]:
+    """Replicas that drain the backlog projected at the moment new capacity could serve.
+
+    Replicas asked for now serve `startup_delay_s` later; ready replicas drain meanwhile, and
+    replicas already starting (spec > ready) join after what is left of their delay.
+    """
+    delay = cfg.startup_delay_s
+    starting = max(0, obs.current - obs.ready)
+    if state.last_scale_up is not None:
+        starting_left = max(0.0, delay - (obs.now - state.last_scale_up))
+    else:
+        starting_left = delay
+    projected = (
+        backlog
+        + arrivals * delay
+        - obs.ready * mu * delay
+        - starting * mu * (delay - starting_left)
+    )
+    projected = max(0.0, projected)
+    need_rate = arrivals + projected / cfg.target_wait_s
+    need = math.ceil(need_rate / mu - EPS) if need_rate > 0 else 0
+    if cfg.target_backlog_per_replica is not None:
+        need = max(need, math.ceil(backlog / cfg.target_backlog_per_replica - EPS))
+    return need, projected
+
+
+def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
+    backlog = backlog_of(obs, cfg)
+    current = max(0, obs.current)
+    ready = max(0, min(obs.ready, max(current, obs.ready)))
+    obs = replace(obs, current=current, ready=ready)
+    active = backlog > cfg.activation_backlog
+    last_active = obs.now if active else state.last_active
+    mu, mu_source = learn_drain_rate(obs, state, cfg)
+    arrivals = estimate_arrivals(obs, state, backlog, mu)
+    lam = arrivals or 0.0
+    need, projected = needed_replicas(obs, state, backlog, mu, lam, cfg)
+    why = "sized for projected backlog"
+
+    if current > 0 and need > 0 and abs(need / current - 1.0) <= cfg.tolerance:
+        need, why = current, "within tolerance"
+    if active:
+        if need < 1:
+            need, why = 1, "active: at least one replica"
+    elif current == 0 and need > 0 and backlog == 0:
+        # below activation and nothing waiting: arrivals estimate alone never wakes a GPU
+        need, why = 0, "idle"
+    elif current == 0:
+        need, why = 0, f"backlog {backlog} <= activation {cfg.activation_backlog}"
+    if need == 0 and current > 0:
+        since = None if last_active is None else obs.now - last_active
+        if since is None or since < cfg.cooldown_to_zero_s:
+            need = 1
+            why = "cooling down before zero"
+
+    window = cfg.scale_down_stabilization_s
+    recs = tuple((t, n) for t, n in state.recommendations if obs.now - t < window)
+    recs = (*recs, (obs.now, need))
+    desired = need
+    if need < current:
+        stabilized = max(n for _, n in recs)
+        if stabilized > need:
+            desired = min(current, stabilized)
+            why = f"scale-down stabilization ({window:.0f}s)"
+        drainable = ready * mu * window
+        if desired < current and backlog > drainable:
+            desired = current
+            why = f"backlog {backlog} > {drainable:.0f} the ready replicas drain in {window:.0f}s"
+    if cfg.max_step_up is not None and desired > current + cfg.max_step_up:
+        desired = current + cfg.max_step_up
+        why = f"scale-up capped at +{cfg.max_step_up}"
+    bounded = clamp(desired, cfg)
+    if bounded != desired:
+        why = f"bounded to [{cfg.min_replicas}, {cfg.max_replicas}]"
+    desired = bounded
+
+    new_state = State(
+        recommendations=recs,
+        last_active=last_active,
+        drain_rate=mu if mu_source == "measured" else state.drain_rate,
+        arrival_rate=arrivals,
+        prev_time=obs.now,
+        prev_backlog=backlog,
+        prev_visible=obs.visible,
+        prev_ready=ready,
+        last_scale_up=obs.now if desired > current else state.last_scale_up,
+    )
+    reason = (
+        f"backlog {backlog} (visible {obs.visible}, in-flight {obs.in_flight}, "
+        f"delayed {obs.delayed}); ready {ready}/{current}; drain {mu:.2f}/s/replica ({mu_source}); "
+        f"arrivals {lam:.2f}/s; projected {projected:.0f} after {cfg.startup_delay_s:.0f}s start-up; "
+        f"{current} -> {desired}: {why}"
+    )
+    return Decision(desired=desired, reason=reason, state=new_state, backlog=backlog)
