@@ -36,6 +36,7 @@ HPA_SCALE_UP_MINIMUM = 4
 class SimPolicy(Protocol):
     name: str
     interval_s: float
+    cfg: PolicyConfig
 
     def initial_state(self) -> Any: ...
 

@@ -65,7 +65,7 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class Observation:
-    """What one run sees. Counts are SQS's approximate attributes; replicas from the scale/status."""
+    """What one run sees: SQS's approximate counts; replicas from the scale and status."""
 
     now: float
     visible: int
@@ -73,7 +73,7 @@ class Observation:
     delayed: int
     current: int
     ready: int
-    #: Messages deleted per second by all replicas over the drain source's last window (None: no data).
+    #: Messages deleted per second by all replicas over the drain window (None: no data).
     drained_per_s: float | None = None
 
 
@@ -249,8 +249,9 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     )
     reason = (
         f"backlog {backlog} (visible {obs.visible}, in-flight {obs.in_flight}, "
-        f"delayed {obs.delayed}); ready {ready}/{current}; drain {mu:.2f}/s/replica ({mu_source}); "
-        f"arrivals {lam:.2f}/s; projected {projected:.0f} after {cfg.startup_delay_s:.0f}s start-up; "
+        f"delayed {obs.delayed}); ready {ready}/{current}; "
+        f"drain {mu:.2f}/s/replica ({mu_source}); arrivals {lam:.2f}/s; "
+        f"projected {projected:.0f} after {cfg.startup_delay_s:.0f}s start-up; "
         f"{current} -> {desired}: {why}"
     )
     return Decision(desired=desired, reason=reason, state=new_state, backlog=backlog)

@@ -1,4 +1,4 @@
-"""Replay a traffic trace through a scaling policy (the very code the Lambda runs) against a queue model.
+"""Replay a traffic trace through a scaling policy (the code the Lambda runs) and a queue model.
 
 Pure: reads nothing but the trace file it is given, no clock. The model, one step per second:
 
@@ -85,7 +85,7 @@ def load_trace(path: str | Path) -> list[int]:
 
 
 def weighted_percentile(pairs: list[tuple[float, int]], q: float) -> float:
-    """Percentile over (value, count) pairs: the smallest value with >= q of the mass at or below."""
+    """Percentile of (value, count) pairs: the smallest value with >= q of the mass at or below."""
     total = sum(c for _, c in pairs)
     if total == 0:
         return 0.0
@@ -112,7 +112,7 @@ def simulate(
     ready_at: list[float] = []
     start = initial_replicas
     if start is None:
-        start = max(getattr(policy, "cfg").min_replicas, 1 if policy.name == "step" else 0)
+        start = max(policy.cfg.min_replicas, 1 if policy.name == "step" else 0)
     ready_at = [0.0] * start
     state = policy.initial_state()
     credit = 0.0

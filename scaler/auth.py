@@ -1,0 +1,71 @@
+"""Google credentials for the Lambda, with no long-lived key anywhere by default.
+
+* `wif` (default): Workload Identity Federation. google-auth's external-account (AWS) credentials
+  sign a GetCallerIdentity request with the Lambda role's own temporary credentials (the runtime
+  puts them in AWS_ACCESS_KEY_ID/…/AWS_SESSION_TOKEN), exchange it at Google STS, and impersonate
+  the service account. SCALER_WIF_CONFIG holds the credential config (not a secret).
+* `secret`: a service-account key JSON kept in AWS Secrets Manager, read at run time (never in the
+  zip, the environment or an image).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+
+
+class AuthError(RuntimeError):
+    pass
+
+
+def wif_credentials(info: dict[str, Any] | None) -> Any:
+    import google.auth
+    from google.auth import aws
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        if info is None:
+            creds, _ = google.auth.default(scopes=SCOPES)
+            return creds
+        return aws.Credentials.from_info(info, scopes=SCOPES)
+    except (GoogleAuthError, ValueError) as exc:
+        raise AuthError(f"Google WIF credential config unusable: {exc}") from None
+
+
+def secret_key_credentials(secret_id: str, client: Any | None = None) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+    from google.oauth2 import service_account
+
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager")
+    try:
+        secret = client.get_secret_value(SecretId=secret_id)["SecretString"]
+    except (ClientError, BotoCoreError, KeyError) as exc:
+        raise AuthError(f"Secrets Manager {secret_id}: cannot read the key ({exc})") from None
+    try:
+        info = json.loads(secret)
+        return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+    except (ValueError, KeyError) as exc:
+        # never echo the secret itself
+        raise AuthError(
+            f"Secrets Manager {secret_id}: not a service-account key JSON ({type(exc).__name__})"
+        ) from None
+
+
+def access_token(credentials: Any) -> str:
+    """Refresh (token exchange) and return the bearer token; names what failed."""
+    import google.auth.transport.requests
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        credentials.refresh(google.auth.transport.requests.Request())
+    except (GoogleAuthError, OSError, ValueError) as exc:
+        raise AuthError(f"Google token exchange failed: {exc}") from None
+    token = getattr(credentials, "token", None)
+    if not token:
+        raise AuthError("Google token exchange returned no access token")
+    return str(token)

@@ -1,0 +1,63 @@
+"""The SQS adapter: one GetQueueAttributes call per queue, the three approximate counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+class QueueError(RuntimeError):
+    """Names the queue and what SQS said."""
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    visible: int
+    in_flight: int
+    delayed: int
+
+
+class SqsQueues:
+    """Reads backlogs with plain boto3 (AWS_ENDPOINT_URL honoured by botocore itself)."""
+
+    def __init__(self, client: Any | None = None) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("sqs")
+        self._sqs = client
+
+    def snapshot(self, queue_url: str) -> QueueSnapshot:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self._sqs.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=list(ATTRIBUTES)
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                raise QueueError(f"SQS queue {queue_url} does not exist") from None
+            raise QueueError(f"SQS GetQueueAttributes {queue_url} failed: {code}: {exc}") from None
+        except BotoCoreError as exc:
+            raise QueueError(f"SQS GetQueueAttributes {queue_url} failed: {exc}") from None
+        attrs = resp.get("Attributes", {})
+        try:
+            return QueueSnapshot(
+                visible=int(attrs.get(ATTRIBUTES[0], 0)),
+                in_flight=int(attrs.get(ATTRIBUTES[1], 0)),
+                delayed=int(attrs.get(ATTRIBUTES[2], 0)),
+            )
+        except ValueError as exc:
+            raise QueueError(f"SQS {queue_url} returned non-numeric counts: {exc}") from None
+
+
+def queue_name(queue_url: str) -> str:
+    """The QueueName dimension CloudWatch uses: the last path segment of the URL."""
+    return queue_url.rstrip("/").rsplit("/", 1)[-1]
