@@ -1,0 +1,6 @@
+"""`python -m worker`: the long-running SQS consumer (same as the `gpuqueue-worker` script)."""
+
+from worker.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

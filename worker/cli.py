@@ -1,0 +1,143 @@
+"""Entry point: settings -> clients -> model -> /healthz -> warm-up -> pipeline -> wait for SIGTERM
+-> drain -> exit 0. A configuration problem is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from worker import logs
+from worker.config import ConfigError, WorkerSettings, load_settings
+from worker.logs import event
+from worker.metrics import Metrics
+
+log = logging.getLogger("worker")
+
+EXIT_CONFIG = 2
+
+
+def _aws_clients(settings: WorkerSettings) -> tuple[object, object | None, str]:
+    """boto3 clients from the standard chain; a missing region is a configuration error."""
+    import boto3
+    from botocore.exceptions import NoRegionError
+
+    from worker import s3, sqs
+
+    try:
+        sqs_client = sqs.make_client()
+        s3_client = s3.make_client() if settings.result_s3_uri else None
+    except NoRegionError:
+        raise ConfigError(
+            "AWS_REGION: not set (the region of the queues; or AWS_DEFAULT_REGION)"
+        ) from None
+    region = sqs_client.meta.region_name or boto3.session.Session().region_name or ""
+    return sqs_client, s3_client, region
+
+
+def _check_queues(settings: WorkerSettings, adapter: object) -> None:
+    """Fail at start, naming the variable, when a configured queue cannot be read."""
+    from worker.sqs import SqsAdapter
+
+    assert isinstance(adapter, SqsAdapter)
+    checks = [("WORKER_QUEUE_URL", settings.queue_url)]
+    if settings.result_queue_url:
+        checks.append(("WORKER_RESULT_QUEUE_URL", settings.result_queue_url))
+    for variable, url in checks:
+        try:
+            adapter.queue_attributes(url, ["QueueArn"])
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            raise ConfigError(f"{variable}: cannot read queue {url}: {code}") from None
+
+
+def run(settings: WorkerSettings) -> int:
+    from worker.http import HealthServer
+    from worker.model import ModelRunner
+    from worker.pipeline import Worker
+    from worker.s3 import ClaimCheckStore
+    from worker.sqs import SqsAdapter
+
+    sqs_client, s3_client, region = _aws_clients(settings)
+    adapter = SqsAdapter(sqs_client)
+    _check_queues(settings, adapter)
+    claim_check = None
+    if settings.s3_bucket_prefix and s3_client is not None:
+        bucket, prefix = settings.s3_bucket_prefix
+        claim_check = ClaimCheckStore(s3_client, bucket, prefix)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        event(log, "signal received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    metrics = Metrics()
+    worker: Worker | None = None
+    http = HealthServer(
+        settings.http_port,
+        healthy=lambda: worker.healthy() if worker else True,
+        ready=lambda: worker.ready() if worker else False,
+        metrics=metrics.render,
+    ).start()
+    event(log, "http listening", port=http.port)
+
+    try:
+        runner = ModelRunner.load(
+            settings.model,
+            settings.task,
+            settings.device,
+            settings.dtype,
+            settings.max_input_tokens,
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"WORKER_MODEL: cannot load {settings.model!r}: {str(exc).splitlines()[0]}"
+        ) from None
+    event(
+        log,
+        "model loaded",
+        model=runner.name,
+        task=runner.task,
+        device=runner.device,
+        dtype=runner.dtype,
+        max_input_tokens=runner.max_input_tokens,
+    )
+    if stop.is_set():
+        http.stop()
+        return 0
+    runner.warm_up()
+    worker = Worker(
+        settings, runner, adapter, claim_check=claim_check, metrics=metrics, region=region
+    )
+    worker.start()
+    while not stop.wait(1.0):
+        if worker.crashed is not None:
+            event(log, "a pipeline thread crashed; exiting", logging.ERROR)
+            worker.shutdown()
+            http.stop()
+            return 1
+    worker.shutdown()
+    http.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"gpuqueue-worker: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(settings.log_level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return run(settings)
+    except ConfigError as exc:
+        print(f"gpuqueue-worker: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG

