@@ -84,9 +84,9 @@ class Batcher(Generic[T]):
     def take(self, now: float, *, force: bool = False) -> list[T] | None:
         """The next batch if one is due (or any pending work when `force`), else None.
 
-        The batch is the run of length-sorted requests around the group's oldest request, grown
-        toward the neighbour of closer length until a budget would be exceeded, so no request
-        waits behind an endless stream of shorter ones."""
+        The batch is a run of length-sorted requests that contains the group's oldest request (so
+        no request waits behind an endless stream of shorter ones): of the runs that contain it,
+        the largest within the budgets, and among those the one with the least padding."""
         chosen_group: Hashable | None = None
         chosen_age = -1.0
         for group, items in self._groups.items():
@@ -100,39 +100,37 @@ class Batcher(Generic[T]):
             return None
         items = self._groups[chosen_group]
         start = min(range(len(items)), key=lambda i: (items[i].arrived, items[i].seq))
-        lo, hi = start, start + 1  # window items[lo:hi]
-        rows = items[start].rows
-        while hi - lo < self.limits.max_batch_size:
-            left = items[lo - 1] if lo > 0 else None
-            right = items[hi] if hi < len(items) else None
-            if left is None and right is None:
-                break
-            pick_left = right is None or (
-                left is not None
-                and items[start].length - left.length <= right.length - items[start].length
-            )
-            candidate = left if pick_left else right
-            assert candidate is not None
-            longest = max(items[hi - 1].length, candidate.length)
-            if padded_cost(rows + candidate.rows, longest) > self.limits.max_batch_tokens:
-                # the other side might still fit (it is shorter or adds fewer rows)
-                other = right if pick_left else left
-                if other is None:
-                    break
-                longest = max(items[hi - 1].length, other.length)
-                if padded_cost(rows + other.rows, longest) > self.limits.max_batch_tokens:
-                    break
-                candidate, pick_left = other, not pick_left
-            rows += candidate.rows
-            if pick_left:
-                lo -= 1
-            else:
-                hi += 1
+        lo, hi = self._best_window(items, start)
         batch = items[lo:hi]
         del items[lo:hi]
         if not items:
             del self._groups[chosen_group]
         return [p.payload for p in batch]
+
+    def _best_window(self, items: list[Pending[T]], start: int) -> tuple[int, int]:
+        """[lo, hi) around `start` in the sorted list: most requests, then least padding."""
+        best: tuple[int, int, int, int] | None = None  # (-size, waste, lo, hi)
+        first = max(0, start - self.limits.max_batch_size + 1)
+        for lo in range(first, start + 1):
+            rows = real = 0
+            hi = lo
+            while hi < len(items) and hi - lo < self.limits.max_batch_size:
+                candidate = items[hi]
+                cost = padded_cost(rows + candidate.rows, candidate.length)
+                if hi > lo and cost > self.limits.max_batch_tokens:
+                    break
+                rows += candidate.rows
+                real += candidate.rows * candidate.length
+                hi += 1
+            if hi <= start:
+                continue  # the budget closed the run before it reached the oldest request
+            waste = padded_cost(rows, items[hi - 1].length) - real
+            key = (-(hi - lo), waste, lo, hi)
+            if best is None or key < best:
+                best = key
+        if best is None:  # the oldest request alone is over the budget
+            return start, start + 1
+        return best[2], best[3]
 
     def drain(self) -> list[T]:
         """Everything pending, in no particular order (used when shutting down)."""

@@ -55,9 +55,8 @@ def _check_queues(settings: WorkerSettings, adapter: object) -> None:
 
 
 def run(settings: WorkerSettings) -> int:
+    # torch is imported only after the cheap checks, so a wrong setting fails in a second
     from worker.http import HealthServer
-    from worker.model import ModelRunner
-    from worker.pipeline import Worker
     from worker.s3 import ClaimCheckStore
     from worker.sqs import SqsAdapter
 
@@ -68,6 +67,9 @@ def run(settings: WorkerSettings) -> int:
     if settings.s3_bucket_prefix and s3_client is not None:
         bucket, prefix = settings.s3_bucket_prefix
         claim_check = ClaimCheckStore(s3_client, bucket, prefix)
+
+    from worker.model import ModelRunner
+    from worker.pipeline import Worker
 
     stop = threading.Event()
 

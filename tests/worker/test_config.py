@@ -1,0 +1,124 @@
+"""Settings: defaults, env parsing, and the one-line start-up failure (run as a real process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.config import ConfigError, WorkerSettings, bundled_model_dir, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/requests"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for key in list(os.environ):
+        if key.startswith("WORKER_"):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    settings = load_settings()
+    assert settings.task == "embed"
+    assert (settings.max_batch_size, settings.max_batch_tokens, settings.max_wait_ms) == (
+        32,
+        8192,
+        20,
+    )
+    assert (settings.receivers, settings.buffer_max, settings.visibility_timeout_s) == (4, 0, 60)
+    assert settings.heartbeat is True and settings.http_port == 8080
+    assert settings.model == bundled_model_dir()  # the bundled MiniLM when installed
+    assert settings.reply_to_patterns == ()
+    assert settings.s3_bucket_prefix is None
+
+
+def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    clean_env.setenv("WORKER_TASK", "classify")
+    clean_env.setenv("WORKER_HEARTBEAT", "false")
+    clean_env.setenv("WORKER_REPLY_TO_ALLOW", " https://a/1/x- , arn:aws:sqs:*:1:y-* ")
+    clean_env.setenv("WORKER_RESULT_S3_URI", "s3://bucket/some/prefix")
+    clean_env.setenv("WORKER_LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert settings.task == "classify" and settings.heartbeat is False
+    assert settings.reply_to_patterns == ("https://a/1/x-", "arn:aws:sqs:*:1:y-*")
+    assert settings.s3_bucket_prefix == ("bucket", "some/prefix/")
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "WORKER_QUEUE_URL"),
+        ({"WORKER_QUEUE_URL": "not a url"}, "WORKER_QUEUE_URL"),
+        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_TASK": "translate"}, "WORKER_TASK"),
+        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_MAX_BATCH_SIZE": "0"}, "WORKER_MAX_BATCH_SIZE"),
+        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_RECEIVERS": "many"}, "WORKER_RECEIVERS"),
+        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_RESULT_S3_URI": "http://x"}, "WORKER_RESULT_S3_URI"),
+        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_VISIBILITY_TIMEOUT_S": "50000"}, "WORKER_VISIBILITY_TIMEOUT_S"),
+    ],
+)  # fmt: skip
+def test_bad_setting_names_the_variable(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], variable: str
+) -> None:
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith(variable)
+    assert "\n" not in str(info.value)
+
+
+def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker"],
+        env={**base, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "WORKER_QUEUE_URL"),
+        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_MAX_WAIT_MS": "soon"}, "WORKER_MAX_WAIT_MS"),
+    ],
+)
+def test_process_exits_2_with_one_line_and_no_traceback(env: dict[str, str], variable: str) -> None:
+    done = _run_worker(env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_process_names_a_queue_that_does_not_exist(fauxqs_server) -> None:  # type: ignore[no-untyped-def]
+    missing = f"{fauxqs_server.endpoint_url}/000000000000/no-such-queue"
+    done = _run_worker(
+        {
+            "WORKER_QUEUE_URL": missing,
+            "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url,
+            "WORKER_HTTP_PORT": "0",
+        }
+    )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "WORKER_QUEUE_URL" in last and "Traceback" not in done.stderr
+
+
+def test_settings_are_immutable() -> None:
+    settings = WorkerSettings(queue_url=QUEUE)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
+        settings.task = "generate"  # type: ignore[misc]
