@@ -52,6 +52,11 @@ lambda-zip: install
 deploy-check: install
 	bash deploy/check.sh
 
+## deploy: apply an overlay with the image pinned by digest, wait for the rollout
+##   make deploy OVERLAY=gke-l4 IMAGE=REGISTRY/gpuqueue-worker@sha256:<digest>
+deploy: install
+	OVERLAY="$(OVERLAY)" IMAGE="$(IMAGE)" bash deploy/apply.sh
+
 ## image / image-test: build the two-stage image with buildah/podman and smoke-test it
 image: install
 	bash deploy/image/build.sh
