@@ -158,6 +158,7 @@ class Worker:
         self._receivers: list[threading.Thread] = []
         self._writers: list[threading.Thread] = []
         self.crashed: BaseException | None = None
+        self.heartbeats = 0  # visibility extensions made
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -754,6 +755,7 @@ class Worker:
             for i in outcome.succeeded:
                 jobs[group[i].key].visible_at = group[i].visible_at
                 extended += 1
+        self.heartbeats += extended
         if extended:
             event(log, "heartbeat", extended=extended, held=len(jobs))
         return extended
