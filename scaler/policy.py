@@ -160,7 +160,7 @@ def estimate_arrivals(
 
 def needed_replicas(
     obs: Observation, state: State, backlog: int, mu: float, arrivals: float, cfg: PolicyConfig
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
     """Replicas that drain the backlog projected at the moment new capacity could serve.
 
     Replicas asked for now serve `startup_delay_s` later; ready replicas drain meanwhile, and
@@ -180,10 +180,11 @@ def needed_replicas(
     )
     projected = max(0.0, projected)
     need_rate = arrivals + projected / cfg.target_wait_s
-    need = math.ceil(need_rate / mu - EPS) if need_rate > 0 else 0
+    exact = need_rate / mu
     if cfg.target_backlog_per_replica is not None:
-        need = max(need, math.ceil(backlog / cfg.target_backlog_per_replica - EPS))
-    return need, projected
+        exact = max(exact, backlog / cfg.target_backlog_per_replica)
+    need = math.ceil(exact - EPS) if exact > 0 else 0
+    return need, projected, exact
 
 
 def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
@@ -196,10 +197,11 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     mu, mu_source = learn_drain_rate(obs, state, cfg)
     arrivals = estimate_arrivals(obs, state, backlog, mu)
     lam = arrivals or 0.0
-    need, projected = needed_replicas(obs, state, backlog, mu, lam, cfg)
+    need, projected, exact = needed_replicas(obs, state, backlog, mu, lam, cfg)
     why = "sized for projected backlog"
 
-    if current > 0 and need > 0 and abs(need / current - 1.0) <= cfg.tolerance:
+    # like the HPA's usageRatio: compare the wanted capacity (unrounded) with what runs
+    if current > 0 and need > 0 and abs(exact / current - 1.0) <= cfg.tolerance + EPS:
         need, why = current, "within tolerance"
     if active:
         if need < 1:

@@ -1,0 +1,66 @@
+"""Settings: targets from env JSON or a YAML/JSON file; errors are one line naming the variable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaler.config import ConfigError, load_settings
+
+TARGET = {"queue_url": "http://sqs/q", "deployment": "ml/worker"}
+
+
+def test_targets_from_env_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALER_TARGETS", json.dumps([{**TARGET, "max_replicas": 7}]))
+    settings = load_settings()
+    target = settings.targets[0]
+    assert (target.namespace, target.deployment_name, target.max_replicas) == ("ml", "worker", 7)
+    assert target.policy().max_replicas == 7
+    assert settings.google_auth == "wif" and settings.drain_rate_source == "cloudwatch"
+
+
+def test_targets_from_yaml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "targets.yaml"
+    path.write_text(
+        "targets:\n"
+        "- queue_url: http://sqs/a\n  deployment: ml/a\n  startup_delay_s: 240\n"
+        "- queue_url: http://sqs/b\n  deployment: ml/b\n"
+    )
+    monkeypatch.setenv("SCALER_TARGETS_FILE", str(path))
+    settings = load_settings()
+    assert [t.deployment for t in settings.targets] == ["ml/a", "ml/b"]
+    assert settings.targets[0].startup_delay_s == 240
+
+
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"SCALER_TARGETS": "[{"}, "SCALER_TARGETS: not valid JSON"),
+        ({"SCALER_TARGETS": json.dumps([{**TARGET, "deployment": "worker"}])},
+         "SCALER_TARGETS[0].deployment"),
+        ({"SCALER_TARGETS": json.dumps([{**TARGET, "min_replicas": 5, "max_replicas": 2}])},
+         "max_replicas 2 < min_replicas 5"),
+        ({"SCALER_TARGETS": json.dumps([{**TARGET, "surprise": 1}])},
+         "SCALER_TARGETS[0].surprise"),
+        ({"SCALER_TARGETS": json.dumps([TARGET]), "SCALER_GKE_CLUSTER": "my-cluster"},
+         "SCALER_GKE_CLUSTER"),
+        ({"SCALER_TARGETS": json.dumps([TARGET]), "SCALER_DRAIN_RATE_SOURCE": "psychic"},
+         "SCALER_DRAIN_RATE_SOURCE"),
+        ({"SCALER_TARGETS": json.dumps([TARGET]),
+          "SCALER_GKE_CLUSTER": "projects/p/locations/l/clusters/c",
+          "SCALER_GOOGLE_AUTH": "secret"}, "SCALER_SA_KEY_SECRET_ID"),
+        ({"SCALER_TARGETS_FILE": "/nonexistent/targets.yaml"}, "SCALER_TARGETS_FILE"),
+        ({}, "SCALER_TARGETS"),
+    ],
+)
+def test_errors_are_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert needle in message and "\n" not in message

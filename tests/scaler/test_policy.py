@@ -1,0 +1,204 @@
+"""The default policy: unit tests on worked cases and hypothesis properties on its invariants."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaler.policy import Observation, PolicyConfig, State, backlog_of, decide
+
+CFG = PolicyConfig(min_replicas=0, max_replicas=20, drain_rate_prior=2.0, startup_delay_s=120)
+
+
+def obs(**kw: object) -> Observation:
+    base: dict[str, object] = dict(
+        now=1000.0, visible=0, in_flight=0, delayed=0, current=0, ready=0, drained_per_s=None
+    )
+    base.update(kw)
+    return Observation(**base)  # type: ignore[arg-type]
+
+
+def test_backlog_counts_in_flight_and_optionally_delayed() -> None:
+    o = obs(visible=10, in_flight=4, delayed=3)
+    assert backlog_of(o, CFG) == 14
+    assert backlog_of(o, PolicyConfig(count_in_flight=False)) == 10
+    assert backlog_of(o, PolicyConfig(count_delayed=True)) == 17
+
+
+def test_activation_is_strictly_greater_than_threshold() -> None:
+    cfg = PolicyConfig(activation_backlog=5, max_replicas=10)
+    assert decide(obs(visible=5), State(), cfg).desired == 0
+    assert decide(obs(visible=6), State(), cfg).desired >= 1
+
+
+def test_burst_from_zero_sized_for_projected_backlog_at_once() -> None:
+    # 600 waiting, prior 2 msg/s/replica, target wait 60 s -> 600/60/2 = 5 (no arrivals known)
+    d = decide(obs(visible=600), State(), CFG)
+    assert d.desired == 5
+    assert "0 -> 5" in d.reason
+
+
+def test_startup_delay_adds_arrivals_during_node_start() -> None:
+    prev = State(prev_time=940.0, prev_backlog=0, prev_visible=0, prev_ready=0)
+    # backlog grew 0 -> 600 in 60 s: 10 msg/s arriving; over the 120 s start-up another 1200
+    d = decide(obs(visible=600), prev, CFG)
+    # need = (10 + (600 + 1200) / 60) / 2 = 20
+    assert d.desired == 20
+
+
+def test_not_ready_replicas_are_not_capacity() -> None:
+    st_ = State(prev_time=940.0, prev_backlog=400, prev_visible=400, prev_ready=0)
+    all_ready = decide(obs(visible=400, current=4, ready=4), st_, CFG)
+    none_ready = decide(obs(visible=400, current=4, ready=0), st_, CFG)
+    assert none_ready.desired >= all_ready.desired
+
+
+def test_scale_to_zero_only_after_cooldown() -> None:
+    cfg = PolicyConfig(max_replicas=5, cooldown_to_zero_s=300, scale_down_stabilization_s=0)
+    state = State(last_active=900.0)
+    assert decide(obs(now=1000.0, current=2, ready=2), state, cfg).desired == 1
+    assert decide(obs(now=1201.0, current=2, ready=2), state, cfg).desired == 0
+
+
+def test_scale_down_stabilization_takes_max_over_window() -> None:
+    cfg = PolicyConfig(max_replicas=10, scale_down_stabilization_s=180, drain_rate_prior=2.0)
+    state = State(recommendations=((900.0, 6), (950.0, 4)), last_active=1000.0)
+    d = decide(obs(now=1000.0, visible=1, current=6, ready=6, drained_per_s=1.0), state, cfg)
+    assert d.desired == 6
+    later = decide(obs(now=1200.0, visible=1, current=6, ready=6, drained_per_s=1.0), state, cfg)
+    assert later.desired < 6
+
+
+def test_learns_drain_rate_from_saturated_window() -> None:
+    state = State(prev_time=940.0, prev_backlog=500, prev_visible=480, prev_ready=4)
+    d = decide(obs(visible=480, in_flight=20, current=4, ready=4, drained_per_s=20.0), state, CFG)
+    assert d.state.drain_rate == 5.0  # 20 msg/s over 4 ready replicas
+    assert "measured" in d.reason
+
+
+def test_unsaturated_window_never_lowers_the_estimate() -> None:
+    state = State(drain_rate=5.0, prev_time=940.0, prev_backlog=0, prev_visible=0, prev_ready=4)
+    d = decide(obs(visible=0, current=4, ready=4, drained_per_s=2.0), state, CFG)
+    assert d.state.drain_rate == 5.0
+
+
+def test_tolerance_keeps_current_on_small_deviation() -> None:
+    cfg = PolicyConfig(max_replicas=50, drain_rate_prior=1.0, startup_delay_s=0, target_wait_s=60)
+    # no arrivals known: need = 660/60/1 = 11, 10 % above the 10 running: stays 10
+    assert decide(obs(visible=660, current=10, ready=10), State(), cfg).desired == 10
+    # 720/60 = 12 is 20 % above: scales
+    assert decide(obs(visible=720, current=10, ready=10), State(), cfg).desired == 12
+
+
+def test_max_step_up_caps_growth() -> None:
+    cfg = PolicyConfig(max_replicas=50, max_step_up=2, drain_rate_prior=1.0)
+    assert decide(obs(visible=5000, current=3, ready=3), State(), cfg).desired == 5
+
+
+def test_bounds_respected_and_reported() -> None:
+    cfg = PolicyConfig(min_replicas=2, max_replicas=4)
+    assert decide(obs(visible=100000), State(), cfg).desired == 4
+    assert decide(obs(), State(), cfg).desired == 2
+
+
+# ---------------------------------------------------------------- properties
+
+counts = st.integers(min_value=0, max_value=100_000)
+replicas = st.integers(min_value=0, max_value=60)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> PolicyConfig:
+    low = draw(st.integers(min_value=0, max_value=10))
+    high = draw(st.integers(min_value=max(low, 1), max_value=60))
+    return PolicyConfig(
+        min_replicas=low,
+        max_replicas=high,
+        activation_backlog=draw(st.integers(min_value=0, max_value=20)),
+        scale_down_stabilization_s=draw(st.sampled_from([0.0, 60.0, 180.0, 300.0])),
+        cooldown_to_zero_s=draw(st.sampled_from([0.0, 300.0])),
+        startup_delay_s=draw(st.sampled_from([0.0, 60.0, 150.0, 300.0])),
+        drain_rate_prior=draw(st.floats(min_value=0.05, max_value=100)),
+        target_wait_s=draw(st.sampled_from([10.0, 60.0, 300.0])),
+        max_step_up=draw(st.one_of(st.none(), st.integers(min_value=1, max_value=10))),
+    )
+
+
+@st.composite
+def states(draw: st.DrawFn) -> State:
+    now = 10_000.0
+    if draw(st.booleans()):
+        return State()
+    recs = tuple(
+        (now - draw(st.floats(min_value=1, max_value=600)), draw(replicas))
+        for _ in range(draw(st.integers(min_value=0, max_value=6)))
+    )
+    return State(
+        recommendations=recs,
+        last_active=draw(st.one_of(st.none(), st.floats(min_value=0, max_value=now))),
+        drain_rate=draw(st.one_of(st.none(), st.floats(min_value=0.01, max_value=100))),
+        arrival_rate=draw(st.one_of(st.none(), st.floats(min_value=0, max_value=1000))),
+        prev_time=now - 60,
+        prev_backlog=draw(counts),
+        prev_visible=draw(counts),
+        prev_ready=draw(replicas),
+    )
+
+
+@st.composite
+def observations(draw: st.DrawFn) -> Observation:
+    current = draw(replicas)
+    return Observation(
+        now=10_000.0,
+        visible=draw(counts),
+        in_flight=draw(st.integers(min_value=0, max_value=5000)),
+        delayed=draw(st.integers(min_value=0, max_value=5000)),
+        current=current,
+        ready=draw(st.integers(min_value=0, max_value=current)),
+        drained_per_s=draw(st.one_of(st.none(), st.floats(min_value=0, max_value=1000))),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations(), states(), configs())
+def test_always_within_bounds(o: Observation, s: State, cfg: PolicyConfig) -> None:
+    d = decide(o, s, cfg)
+    assert cfg.min_replicas <= d.desired <= cfg.max_replicas
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations(), states(), configs())
+def test_never_scales_down_while_backlog_exceeds_window_drain(
+    o: Observation, s: State, cfg: PolicyConfig
+) -> None:
+    d = decide(o, s, cfg)
+    rate = d.state.drain_rate or cfg.drain_rate_prior
+    drainable = o.ready * rate * cfg.scale_down_stabilization_s
+    if d.backlog > drainable and o.current <= cfg.max_replicas:
+        assert d.desired >= o.current
+
+
+@settings(max_examples=400, deadline=None)
+@given(observations(), states(), configs(), st.integers(min_value=1, max_value=50_000))
+def test_monotone_in_backlog(o: Observation, s: State, cfg: PolicyConfig, extra: int) -> None:
+    low = decide(o, s, cfg)
+    more = Observation(**{**o.__dict__, "visible": o.visible + extra})
+    high = decide(more, s, cfg)
+    assert high.desired >= low.desired
+
+
+@settings(max_examples=200, deadline=None)
+@given(observations(), configs())
+def test_zero_backlog_with_no_history_never_wakes_from_zero(
+    o: Observation, cfg: PolicyConfig
+) -> None:
+    quiet = {"visible": 0, "in_flight": 0, "delayed": 0, "current": 0, "ready": 0}
+    idle = Observation(**{**o.__dict__, **quiet})
+    assert decide(idle, State(), cfg).desired == cfg.min_replicas
+
+
+def test_reason_is_one_line() -> None:
+    d = decide(obs(visible=10, current=1, ready=1), State(), CFG)
+    assert "\n" not in d.reason and math.isfinite(d.desired)

@@ -1,0 +1,59 @@
+"""The state annotation: round trip, and every malformed form reported and reset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaler.policy import State
+from scaler.state import ANNOTATION, decode, encode
+
+FULL = State(
+    recommendations=((100.0, 3), (160.0, 5)),
+    last_active=150.0,
+    drain_rate=2.5,
+    arrival_rate=7.0,
+    prev_time=160.0,
+    prev_backlog=40,
+    prev_visible=30,
+    prev_ready=4,
+    last_scale_up=100.0,
+)
+
+
+def test_round_trip() -> None:
+    state, problem = decode(encode(FULL), now=200.0)
+    assert problem is None
+    assert state == FULL
+
+
+def test_missing_annotation_is_a_fresh_state_without_problem() -> None:
+    assert decode(None, 0.0) == (State(), None)
+    assert decode("", 0.0) == (State(), None)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"v": 99}', "unknown version"),
+        ('{"v": 1, "recs": "x"}', "recs must be a list"),
+        ('{"v": 1, "recs": [[1, -2]]}', "recs replicas"),
+        ('{"v": 1, "drain_rate": "fast"}', "drain_rate"),
+        ('{"v": 1, "drain_rate": -1}', "drain_rate"),
+        ('{"v": 1, "prev": [1, 2]}', "prev must be"),
+        ('{"v": 1, "last_active": true}', "last_active"),
+    ],
+)
+def test_malformed_is_reported_and_reset(text: str, needle: str) -> None:
+    state, problem = decode(text, now=1000.0)
+    assert state == State()
+    assert problem is not None and needle in problem and ANNOTATION in problem
+
+
+def test_times_from_the_future_are_not_trusted() -> None:
+    text = json.dumps({"v": 1, "recs": [[10_000.0, 9]]})
+    state, problem = decode(text, now=1000.0)
+    assert state == State() and problem is not None and "future" in problem
