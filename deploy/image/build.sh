@@ -11,12 +11,13 @@
 #
 # Env: IMAGE_STORE (buildah storage root, default build/containers), IMAGE_NAME (default
 # localhost/gpuqueue-worker), FORCE_BASE=1 rebuilds the base even if its hash is unchanged.
-# Writes build/image/app.iid (image id) and prints timings.
+# Prints the time of each stage it built (build/image/*.seconds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/image/common.sh
 
 mkdir -p "$IMAGE_WORK"
+echo "image: buildah $(buildah --version | cut -d' ' -f3), storage driver $STORAGE_DRIVER ($IMAGE_STORE)"
 
 # 1. Stand-in OS image (stands in for pulling python:3.11-slim-bookworm from a registry).
 if ! image_exists "$OS_IMAGE"; then
@@ -56,4 +57,3 @@ build_stage app "$IMAGE_NAME:dev" --build-arg "BASE_IMAGE=$base_tag"
 t1=$(date +%s.%N)
 printf 'image: app stage built in %.1f s (%s)\n' "$(echo "$t1 - $t0" | bc)" "$IMAGE_NAME:dev"
 echo "$t1 - $t0" | bc >"$IMAGE_WORK/app.seconds"
-bah inspect --format '{{.FromImageID}}' "$IMAGE_NAME:dev" >"$IMAGE_WORK/app.iid" 2>/dev/null || true
