@@ -1,0 +1,111 @@
+"""SQS counts from a real local SQS server (fauxqs and moto); CloudWatch via moto's server;
+Prometheus via a local HTTP server answering /api/v1/query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import pytest
+
+from scaler.drain import CloudWatchDrain, DrainError, PrometheusDrain
+from scaler.queue import QueueError, SqsQueues, queue_name
+
+REGION = "us-east-1"
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_snapshot_counts_visible_in_flight_and_delayed(sqs_client: Any) -> None:
+    url = sqs_client.create_queue(QueueName=unique_name("scaler"))["QueueUrl"]
+    for i in range(5):
+        sqs_client.send_message(QueueUrl=url, MessageBody=f"m{i}")
+    sqs_client.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+    sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=2, VisibilityTimeout=600)
+    snap = SqsQueues(sqs_client).snapshot(url)
+    assert (snap.visible, snap.in_flight, snap.delayed) == (3, 2, 1)
+
+
+def test_missing_queue_is_named(sqs_client: Any) -> None:
+    url = sqs_client.create_queue(QueueName=unique_name("gone"))["QueueUrl"]
+    sqs_client.delete_queue(QueueUrl=url)
+    with pytest.raises(QueueError, match="does not exist") as info:
+        SqsQueues(sqs_client).snapshot(url)
+    assert url in str(info.value)
+
+
+def test_queue_name_from_url() -> None:
+    assert queue_name("https://sqs.eu-west-1.amazonaws.com/123/jobs") == "jobs"
+
+
+def test_cloudwatch_drain_rate_from_number_of_messages_deleted(moto_server: Any) -> None:
+    cw = boto3.client("cloudwatch", endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    name = unique_name("drained")
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    for minutes_ago, deleted in ((1, 600.0), (2, 300.0), (4, 60.0)):
+        cw.put_metric_data(
+            Namespace="AWS/SQS",
+            MetricData=[{
+                "MetricName": "NumberOfMessagesDeleted",
+                "Dimensions": [{"Name": "QueueName", "Value": name}],
+                "Timestamp": now - dt.timedelta(minutes=minutes_ago, seconds=-5),
+                "Value": deleted,
+            }],
+        )
+    source = CloudWatchDrain(cw, window_s=600, minutes=2)
+    rate = source.rate(f"http://localhost/123/{name}", now=now)
+    assert rate == pytest.approx((600 + 300) / 120)
+    assert source.rate("http://localhost/123/other-queue", now=now) is None
+
+
+class _Prom(BaseHTTPRequestHandler):
+    answer: dict[str, Any] = {}
+    queries: list[str] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        _Prom.queries.append(parse_qs(urlparse(self.path).query)["query"][0])
+        data = json.dumps(_Prom.answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def prometheus() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prom)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_prometheus_drain_rate(prometheus: str) -> None:
+    _Prom.answer = {"status": "success",
+                    "data": {"resultType": "vector", "result": [{"value": [0, "12.5"]}]}}
+    source = PrometheusDrain(prometheus, 'sum(rate(x{{namespace="{namespace}"}}[2m]))')
+    assert source.rate("q", "ml", "worker") == 12.5
+    assert _Prom.queries[-1] == 'sum(rate(x{namespace="ml"}[2m]))'
+    _Prom.answer = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    assert source.rate("q", "ml", "worker") is None
+    _Prom.answer = {"status": "error", "error": "parse error"}
+    with pytest.raises(DrainError, match="parse error"):
+        source.rate("q", "ml", "worker")
+
+
+def test_prometheus_unreachable_is_a_drain_error() -> None:
+    with pytest.raises(DrainError, match="Prometheus"):
+        PrometheusDrain("http://127.0.0.1:9", "up", timeout_s=2).rate("q", "ml", "w")
