@@ -39,7 +39,7 @@ def lookup_cluster(
             name=cluster_path,
             timeout=timeout_s,
             # one retry on 503/connection errors, then report: the next run comes in a minute
-            retry=Retry(initial=0.5, maximum=1.0, multiplier=2.0, timeout=timeout_s),
+            retry=Retry(initial=0.5, maximum=1.0, multiplier=2.0, timeout=min(timeout_s, 3.0)),
         )
     except gexc.GoogleAPIError as exc:
         raise GkeError(f"GKE get_cluster {cluster_path} failed: {exc}") from None

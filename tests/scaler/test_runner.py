@@ -1,0 +1,228 @@
+"""One run over several targets, end to end: a real local SQS server (fauxqs), the real
+`kubernetes` client against the local API stub, and for the GKE path the real google-auth /
+google-cloud-container code against local Google stand-ins and a TLS API stub.
+
+No kube-apiserver binary can be had here, hence the stub (tests/scaler/kubeapi_stub.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from google_stub import GoogleStub
+from kubeapi_stub import FakeDeployment, KubeApiStub, self_signed_cert
+
+from scaler.cluster import KubeCluster
+from scaler.config import Settings, TargetConfig, load_settings
+from scaler.queue import SqsQueues
+from scaler.runner import Deps, RunFailed, build_deps, raise_if_failed, run_once
+from scaler.state import ANNOTATION
+
+CLUSTER = "projects/proj/locations/europe-west4/clusters/gpu"
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def sqs(fauxqs_server: Any) -> Any:
+    return boto3.client("sqs", endpoint_url=fauxqs_server.endpoint_url)
+
+
+def queue_with(sqs: Any, n: int) -> str:
+    url = sqs.create_queue(QueueName=f"scaler-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    for start in range(0, n, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": "x"} for i in range(start, min(n, start + 10))],
+        )
+    return url
+
+
+def settings_for(*targets: dict[str, Any]) -> Settings:
+    return Settings(targets=[TargetConfig(**t) for t in targets], drain_rate_source="prior")
+
+
+def deps_for(sqs: Any, kubeconfig: str) -> Deps:
+    return Deps(
+        queues=SqsQueues(sqs),
+        cluster=KubeCluster.from_kubeconfig(kubeconfig, request_timeout_s=5),
+        clock=lambda: NOW,
+    )
+
+
+def test_serves_every_target_even_when_one_fails(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    busy = queue_with(sqs, 120)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=0, ready=0)
+    kube.deployments[("ml", "c")] = FakeDeployment(replicas=1, ready=1)
+    missing = busy.rsplit("/", 1)[0] + "/does-not-exist"
+    settings = settings_for(
+        {"queue_url": missing, "deployment": "ml/b"},
+        {"queue_url": busy, "deployment": "ml/a", "drain_rate_prior": 1.0, "max_replicas": 10},
+        {"queue_url": busy, "deployment": "ml/c", "max_replicas": 10},
+    )
+    outcomes = run_once(settings, deps_for(sqs, kubeconfig))
+    failed, a, c = outcomes
+    assert failed.error and "does not exist" in failed.error and "does-not-exist" in failed.error
+    # 120 waiting, 1 msg/s/replica, drain within 60 s: 2 replicas, patched at once from zero
+    assert (a.visible, a.current, a.desired, a.patched) == (120, 0, 2, True)
+    assert kube.deployments[("ml", "a")].replicas == 2
+    assert c.error is None
+    assert json.loads(kube.deployments[("ml", "a")].annotations[ANNOTATION])["v"] == 1
+    with pytest.raises(RunFailed, match="1 of 3 target"):
+        raise_if_failed(outcomes)
+
+
+def test_conflict_rereads_and_retries_once(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    url = queue_with(sqs, 300)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+
+    def someone_else_scales(dep: FakeDeployment) -> None:
+        dep.replicas, dep.resource_version = 2, dep.resource_version + 1
+
+    kube.before_scale_patch = someone_else_scales
+    settings = settings_for({"queue_url": url, "deployment": "ml/a", "max_replicas": 20})
+    [out] = run_once(settings, deps_for(sqs, kubeconfig))
+    assert out.error is None and out.patched and "after 409" in out.reason
+    first, second = kube.patches("scale")
+    assert first.body["metadata"]["resourceVersion"] == "100"
+    assert second.body["metadata"]["resourceVersion"] == "101"
+    assert kube.deployments[("ml", "a")].replicas == out.desired == second.body["spec"]["replicas"]
+
+
+def test_conflict_twice_is_an_error_without_a_third_patch(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    url = queue_with(sqs, 300)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+    kube.faults[("PATCH", "scale", "ml/a")] = [409, 409]
+    [out] = run_once(settings_for({"queue_url": url, "deployment": "ml/a"}),
+                     deps_for(sqs, kubeconfig))
+    assert out.error and "HTTP 409" in out.error
+    assert len(kube.patches("scale")) == 2 and kube.patches("deployment") == []
+    assert kube.deployments[("ml", "a")].replicas == 1
+
+
+@pytest.mark.parametrize("status", [403, 404, 500])
+def test_api_refusal_names_it_and_writes_nothing_else(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str, status: int
+) -> None:
+    url = queue_with(sqs, 300)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+    kube.faults[("PATCH", "scale", "ml/a")] = [status]
+    [out] = run_once(settings_for({"queue_url": url, "deployment": "ml/a"}),
+                     deps_for(sqs, kubeconfig))
+    assert out.error and f"HTTP {status}" in out.error and "ml/a" in out.error
+    assert kube.patches("deployment") == []
+    assert kube.deployments[("ml", "a")].replicas == 1
+
+
+def test_malformed_annotation_reported_reset_and_never_scaled_down(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    url = queue_with(sqs, 0)
+    kube.deployments[("ml", "a")] = FakeDeployment(
+        replicas=4, ready=4, annotations={ANNOTATION: "{garbage"}
+    )
+    [out] = run_once(settings_for({"queue_url": url, "deployment": "ml/a"}),
+                     deps_for(sqs, kubeconfig))
+    assert out.error and ANNOTATION in out.error and "malformed" in out.error
+    assert out.desired == 4 and kube.patches("scale") == []
+    fresh = json.loads(kube.deployments[("ml", "a")].annotations[ANNOTATION])
+    assert fresh["v"] == 1  # reset state written back, so the next run is healthy
+
+
+def test_dry_run_writes_nothing(sqs: Any, kube: KubeApiStub, kubeconfig: str) -> None:
+    url = queue_with(sqs, 50)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=0, ready=0)
+    [out] = run_once(settings_for({"queue_url": url, "deployment": "ml/a"}),
+                     deps_for(sqs, kubeconfig), dry_run=True)
+    assert out.desired == 1 and not out.patched and "[dry-run]" in out.line()
+    assert all(r.method == "GET" for r in kube.requests)
+
+
+def test_never_outside_bounds_even_when_running_above_max(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    url = queue_with(sqs, 30)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=12, ready=12)
+    [out] = run_once(
+        settings_for({"queue_url": url, "deployment": "ml/a", "min_replicas": 2,
+                      "max_replicas": 5}),
+        deps_for(sqs, kubeconfig),
+    )
+    assert out.desired is not None and 2 <= out.desired <= 5
+    assert kube.deployments[("ml", "a")].replicas == out.desired
+
+
+# ---------------------------------------------------------------- the GKE path, end to end
+
+
+@pytest.fixture
+def google() -> Iterator[GoogleStub]:
+    stub = GoogleStub()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def tls_kube(tmp_path: Path) -> Iterator[tuple[KubeApiStub, bytes]]:
+    cert, key, pem = self_signed_cert(tmp_path)
+    stub = KubeApiStub(tls=(cert, key))
+    yield stub, pem
+    stub.stop()
+
+
+def gke_env(monkeypatch: pytest.MonkeyPatch, google: GoogleStub, url: str, sqs_endpoint: str
+            ) -> None:
+    monkeypatch.setenv("SCALER_TARGETS", json.dumps([{"queue_url": url, "deployment": "ml/a"}]))
+    monkeypatch.setenv("SCALER_GKE_CLUSTER", CLUSTER)
+    monkeypatch.setenv("SCALER_WIF_CONFIG", json.dumps(google.wif_config()))
+    monkeypatch.setenv("SCALER_CONTAINER_API_ENDPOINT", google.url)
+    monkeypatch.setenv("SCALER_DRAIN_RATE_SOURCE", "prior")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", sqs_endpoint)
+
+
+def test_gke_wif_end_to_end(
+    monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
+    tls_kube: tuple[KubeApiStub, bytes],
+) -> None:
+    kube, ca_pem = tls_kube
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=0, ready=0)
+    google.cluster = {
+        "selfName": CLUSTER, "name": "gpu", "status": "RUNNING", "endpoint": kube.address,
+        "masterAuth": {"clusterCaCertificate": base64.b64encode(ca_pem).decode()},
+    }
+    gke_env(monkeypatch, google, queue_with(sqs, 60), fauxqs_server.endpoint_url)
+    settings = load_settings()
+    [out] = run_once(settings, build_deps(settings))
+    assert out.error is None, out.error
+    assert out.patched and kube.deployments[("ml", "a")].replicas == out.desired == 1
+    # the bearer token is the impersonated service account's, over TLS verified by the GKE CA
+    assert {r.authorization for r in kube.requests} == {"Bearer sa-token"}
+
+
+@pytest.mark.parametrize("fault", ["gke-down", "sts-refuses"])
+def test_gke_or_token_failure_fails_every_target_by_name(
+    monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
+    fault: str,
+) -> None:
+    if fault == "gke-down":
+        google.container_fail = 503
+    else:
+        google.sts_fail = 403
+    gke_env(monkeypatch, google, queue_with(sqs, 5), fauxqs_server.endpoint_url)
+    settings = load_settings()
+    outcomes = run_once(settings, build_deps(settings))
+    needle = "get_cluster" if fault == "gke-down" else "token exchange failed"
+    assert all(o.error and needle in o.error for o in outcomes)
+    with pytest.raises(RunFailed, match=needle):
+        raise_if_failed(outcomes)
