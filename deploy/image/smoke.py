@@ -34,7 +34,10 @@ PODMAN = ["podman", *os.environ.get("PODMAN_FLAGS", "").split()]
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PODMAN, *args], check=check, capture_output=True, text=True)
+    done = subprocess.run([*PODMAN, "--log-level", "error", *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float) -> T:
@@ -91,7 +94,7 @@ def main(image: str) -> int:
         "--env", f"WORKER_HTTP_PORT={port}",
         "--env", "WORKER_DEVICE=cpu",
         "--env", f"AWS_ENDPOINT_URL={server.endpoint_url}",
-        "--env", "AWS_REGION=us-east-1",
+        "--env", "AWS_DEFAULT_REGION=us-east-1",
         "--env", "AWS_ACCESS_KEY_ID=testing",
         "--env", "AWS_SECRET_ACCESS_KEY=testing",
         image,
@@ -105,7 +108,13 @@ def main(image: str) -> int:
         base = f"http://127.0.0.1:{port}"
         uid = podman("exec", name, "id", "-u").stdout.strip()
         check(uid not in ("", "0"), f"runs as a non-root user (uid {uid})")
-        wait_for("/healthz 200", lambda: http_status(base + "/healthz") == 200, 120)
+        def healthy() -> bool:
+            state = podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+            if state != "running":
+                raise AssertionError(f"the container stopped before /healthz answered ({state})")
+            return http_status(base + "/healthz") == 200
+
+        wait_for("/healthz 200", healthy, 120)
         check(True, f"/healthz answers 200 ({time.monotonic() - started:.1f} s after start)")
         wait_for("/readyz 200", lambda: http_status(base + "/readyz") == 200, 300)
         check(True, f"/readyz answers 200: model warm ({time.monotonic() - started:.1f} s)")
@@ -146,10 +155,15 @@ def main(image: str) -> int:
             metrics = response.read().decode()
         check("gpuqueue_messages_succeeded_total 1.0" in metrics, "/metrics counts the success")
 
-        health = podman("inspect", "--format", "{{json .Config.Healthcheck}}", image).stdout
-        check("healthz" in health, "image keeps its HEALTHCHECK (docker format)")
+        config = json.loads(podman("image", "inspect", image).stdout)[0]
+        check("healthz" in json.dumps(config.get("Healthcheck")), "image keeps its HEALTHCHECK")
+        user = config["Config"].get("User", "")
+        check(user.split(":")[0] not in ("", "0", "root"), f"image's default user is {user}")
         hc = podman("healthcheck", "run", name, check=False)
-        check(hc.returncode == 0, f"HEALTHCHECK passes in the container (rc {hc.returncode})")
+        check(
+            hc.returncode == 0,
+            f"HEALTHCHECK passes in the container (rc {hc.returncode}) {hc.stderr.strip()}",
+        )
 
         stop_started = time.monotonic()
         podman("stop", "--time", "60", name)

@@ -118,6 +118,8 @@ def test_web_identity_for_sqs_without_keys(render, variant: str) -> None:
     spec = pod_spec(docs)
     env = env_of(docs)
     assert env["AWS_ROLE_ARN"].startswith("arn:aws:iam::")
+    # boto3 takes the region from AWS_DEFAULT_REGION only; AWS_REGION alone leaves it unset
+    assert env["AWS_DEFAULT_REGION"] in env["WORKER_QUEUE_URL"]
     token_file = env["AWS_WEB_IDENTITY_TOKEN_FILE"]
     mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     sources = {
