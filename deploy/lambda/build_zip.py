@@ -2,7 +2,8 @@
 
 pip --target the `scaler` extra's dependencies, then drop what the Lambda never needs:
 * boto3/botocore/s3transfer/jmespath: the Python Lambda runtime ships them;
-* kubernetes' second, asyncio client (kubernetes/aio, ~68 MB) and the aiohttp stack only it uses,
+* kubernetes' second, asyncio client (kubernetes/aio, ~68 MB) and the aiohttp stack only it uses;
+  of the 68 lazily imported API-group modules (kubernetes/client/api, ~23 MB) all but AppsV1Api;
   tests, __pycache__ and *.pyi;
 grpc stays even though the scaler uses transport="rest": google-api-core's gapic_v1 imports it.
 python-dateutil is pinned < 3: botocore in the runtime refuses 4.x.
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -49,8 +51,6 @@ DROP_DIRS = (
     "attrs",
     # optional at import time for what the handler uses (the import probe below proves it)
     "opentelemetry",
-    "oauthlib",
-    "requests_oauthlib",
     "pycparser",
     "google/cloud/container_v1beta1",
 )
@@ -85,6 +85,7 @@ def install(target: Path) -> None:
     subprocess.run(cmd, check=True)
 
 
+KEEP_KUBERNETES_APIS = ("__init__.py", "apps_v1_api.py")
 # PyYAML's optional C accelerator (2.7 MB): safe_load of a small targets file is pure Python
 DROP_GLOBS = ("yaml/_yaml.*.so",)
 
@@ -96,6 +97,10 @@ def trim(target: Path) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     for rel in DROP_DIRS:
         shutil.rmtree(target / rel, ignore_errors=True)
+    # the generated API groups are imported lazily, one module each: keep only the scaler's
+    for module in (target / "kubernetes" / "client" / "api").glob("*.py"):
+        if module.name not in KEEP_KUBERNETES_APIS:
+            module.unlink()
     for pattern in DROP_GLOBS:
         for path in target.glob(pattern):
             path.unlink()
@@ -132,16 +137,23 @@ def precompile_imported(stage: Path) -> int:
     import importlib.util
     import py_compile
 
-    boto_dirs = {Path(__import__(m).__file__).parent.parent for m in ("boto3", "botocore")}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(stage), *map(str, boto_dirs)]))
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", IMPORT_PROBE, str(stage)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    with tempfile.TemporaryDirectory() as runtime:
+        # only what the Lambda runtime adds to the bundle: boto3 and its own dependencies
+        for name in RUNTIME_PROVIDED:
+            module = __import__(name)
+            os.symlink(Path(module.__file__).parent, Path(runtime) / name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONPATH"] = os.pathsep.join([str(stage), runtime])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", IMPORT_PROBE, str(stage)],
+            cwd=stage,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    if result.returncode != 0:
+        raise SystemExit(f"trimmed bundle cannot import the handler's needs:\n{result.stderr}")
     files = [line for line in result.stdout.splitlines() if line]
     for source in files:
         # optimize=2 drops docstrings (the generated kubernetes/google clients are mostly

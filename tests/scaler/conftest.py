@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from kubeapi_stub import KubeApiStub  # noqa: E402
+from kubeapi_stub import KubeApiStub
 
 
 @pytest.fixture

@@ -113,10 +113,11 @@ class GoogleStub:
     def get(self, path: str, headers: Any) -> tuple[int, dict[str, Any]]:
         if path.startswith("/v1/projects/"):
             if self.container_fail:
-                return self.container_fail, {"error": {"code": self.container_fail,
-                                                       "message": "injected", "status": "UNAVAILABLE"}}
+                err = {"code": self.container_fail, "message": "injected", "status": "UNAVAILABLE"}
+                return self.container_fail, {"error": err}
             if headers.get("Authorization") != "Bearer sa-token":
-                return 401, {"error": {"code": 401, "message": "no token", "status": "UNAUTHENTICATED"}}
+                err = {"code": 401, "message": "no token", "status": "UNAUTHENTICATED"}
+                return 401, {"error": err}
             name = path.split("?")[0][len("/v1/"):]
             if name != self.cluster.get("selfName"):
                 return 404, {"error": {"code": 404, "message": f"{name} not found",

@@ -45,7 +45,7 @@ class KubeApiStub:
         self.requests: list[Recorded] = []
         #: (method, "scale"|"deployment", ns/name) -> statuses to answer instead, one per request
         self.faults: dict[tuple[str, str, str], list[int]] = {}
-        #: called before a scale PATCH is applied (lets a test bump the version: a concurrent writer)
+        #: called before a scale PATCH is applied (a test plays a concurrent writer with it)
         self.before_scale_patch: Any = None
         self.lock = threading.Lock()
         stub = self

@@ -47,7 +47,7 @@ def test_wif_exchanges_a_signed_aws_request_for_a_google_token(google: GoogleStu
     assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=testing/")
     assert headers["x-goog-cloud-target-resource"] == AUDIENCE
     assert headers["x-amz-security-token"] == "testing"
-    sts = [r for r in google.requests if r[1] == "/sts/v1/token"][0][3]
+    sts = next(r for r in google.requests if r[1] == "/sts/v1/token")[3]
     assert sts["audience"] == AUDIENCE
     assert sts["grant_type"] == "urn:ietf:params:oauth:grant-type:token-exchange"
     impersonation = [r for r in google.requests if SA in r[1]]

@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import boto3
@@ -68,8 +68,8 @@ def test_cloudwatch_drain_rate_from_number_of_messages_deleted(moto_server: Any)
 
 
 class _Prom(BaseHTTPRequestHandler):
-    answer: dict[str, Any] = {}
-    queries: list[str] = []
+    answer: ClassVar[dict[str, Any]] = {}
+    queries: ClassVar[list[str]] = []
 
     def log_message(self, *args: Any) -> None:
         pass

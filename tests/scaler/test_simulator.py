@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ class Fixed:
     """A policy that always asks for n replicas (to check the queue model by hand)."""
 
     n: int
-    cfg: PolicyConfig = PolicyConfig()
+    cfg: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 1.0
     name: str = "fixed"
 
@@ -55,7 +55,7 @@ def test_weighted_percentile() -> None:
 def test_trace_errors_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("t,arrivals\n0,1\n1,x\n")
-    with pytest.raises(ValueError, match="bad.csv:3"):
+    with pytest.raises(ValueError, match=r"bad\.csv:3"):
         load_trace(bad)
     bad.write_text("time,count\n0,1\n")
     with pytest.raises(ValueError, match="t,arrivals"):
