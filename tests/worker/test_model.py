@@ -63,6 +63,8 @@ def test_embed_returns_one_unit_vector_per_input(embedder: ModelRunner) -> None:
     for vector in vectors:
         assert len(vector) == 32 and all(isinstance(x, float) for x in vector)
         assert torch.linalg.vector_norm(torch.tensor(vector)).item() == pytest.approx(1.0, abs=1e-5)
+        # rounded to 9 decimals: short JSON numbers, no float32-as-double 17-digit tails
+        assert all(x == round(x, 9) and len(repr(x)) <= 13 for x in vector)
     raw = run_one(embedder, SENTENCES[:1], {"normalize": False})
     assert torch.linalg.vector_norm(torch.tensor(raw[0])).item() != pytest.approx(1.0, abs=1e-3)
     assert torch.allclose(
