@@ -24,6 +24,7 @@ measure recovery.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import random
@@ -125,6 +126,17 @@ class _Reset(Exception):
     """Raised inside the handler to drop the client connection with a TCP RST."""
 
 
+class _Outage(Exception):
+    """An outage began while the call waited upstream (a long poll): answer 503."""
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # resets and client disconnects are the point of this server, not errors
+
+
 class FaultProxy:
     """Threaded reverse proxy: ``start()``, point clients at ``endpoint_url``, ``stop()``."""
 
@@ -137,8 +149,9 @@ class FaultProxy:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._local = threading.local()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._active: set[http.client.HTTPConnection] = set()
+        self._active_lock = threading.Lock()
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -159,6 +172,16 @@ class FaultProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def begin_outage(self) -> None:
+        """Every call fails with 503 from now on, long polls already waiting upstream included."""
+        self.plan = FaultPlan(outage=True)
+        with self._active_lock:
+            active = list(self._active)
+        for conn in active:
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
 
     # -- fault decisions --------------------------------------------------------------------
     def _draw(self, p: float) -> bool:
@@ -189,18 +212,25 @@ class FaultProxy:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         for attempt in range(2):
             conn = self._upstream()
+            with self._active_lock:
+                self._active.add(conn)
             try:
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 return resp.status, resp.getheaders(), data
             except (ConnectionError, http.client.HTTPException, OSError):
-                # A kept-alive upstream connection may have been closed by the server: reconnect
-                # once (the request never reached it, so this adds no fault of our own).
                 conn.close()
                 self._local.conn = None
+                if self.plan.enabled and self.plan.outage:
+                    raise _Outage from None
+                # A kept-alive upstream connection may have been closed by the server: reconnect
+                # once (the request never reached it, so this adds no fault of our own).
                 if attempt:
                     raise
+            finally:
+                with self._active_lock:
+                    self._active.discard(conn)
         raise AssertionError("unreachable")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -253,6 +283,11 @@ class FaultProxy:
                     self._handle(body)
                 except _Reset:
                     pass
+                except _Outage:
+                    proxy.stats.count_fault("outage", "in_flight")
+                    self._error(
+                        503, "ServiceUnavailable", "ServiceUnavailable;Receiver", "chaos: outage"
+                    )
                 except (ConnectionError, OSError):
                     self.close_connection = True
 

@@ -17,7 +17,7 @@ CHAOS_BREAK=a,b          deliberately broken builds, to show each chaos test can
   delete_before_write  every received request is deleted at once, before any result is written
   no_heartbeat         visibility extensions (ChangeMessageVisibility* with a timeout > 0) dropped
   no_release           releases on shutdown (ChangeMessageVisibility* with timeout 0) dropped
-  ignore_failed        `Failed` entries stripped from batch responses (the worker thinks all landed)
+  ignore_failed        `Failed` entries of batch responses turned into successes (all "landed")
   double_write         every result message sent twice
   retry_poison         requests answered with an error result are never deleted (poison retried)
   leak                 1 MiB of memory and one file descriptor leaked per ReceiveMessage call
@@ -129,7 +129,10 @@ def _patch_boto() -> None:
                     {"QueueUrl": api_params["QueueUrl"], "Entries": entries},
                 )
         if "ignore_failed" in BREAKS and isinstance(result, dict) and result.get("Failed"):
-            result = {**result, "Failed": []}
+            # Report every failed entry as a success, as a worker that never looked would assume.
+            fake = [{"Id": f["Id"], "MessageId": f"chaos-fake-{f['Id']}", "MD5OfMessageBody": ""}
+                    for f in result["Failed"]]
+            result = {**result, "Successful": [*result.get("Successful", []), *fake], "Failed": []}
         return result
 
     BaseClient._make_api_call = patched  # type: ignore[method-assign]
