@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -253,8 +254,6 @@ def test_alert_rules_use_metrics_the_worker_exports(render) -> None:
 
 
 def test_dashboard_uses_metrics_the_worker_exports() -> None:
-    import json
-
     dashboard = json.loads((REPO / "deploy" / "grafana" / "gpuqueue-dashboard.json").read_text())
     exprs = [
         target["expr"]
@@ -291,3 +290,67 @@ def test_make_deploy_refuses_anything_but_a_digest(kubectl: str, image: str) -> 
     done = _apply(image)
     assert done.returncode == 2
     assert "digest" in done.stderr
+
+
+def test_image_tag_from_branch_names() -> None:
+    """Branch names with '/' and other characters registries refuse become valid tags."""
+    cases = {
+        "feature/GPU-42": "feature-gpu-42",
+        "refs/heads/dependabot/pip/torch-2.13.0": "dependabot-pip-torch-2.13.0",
+        "-x//y@@z": "x-y-z",
+        "main": "main",
+        "a" * 300: "a" * 128,
+    }
+    tag_re = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    for ref, expected in cases.items():
+        done = subprocess.run(
+            ["bash", str(REPO / "deploy" / "image" / "tag.sh"), ref],
+            capture_output=True, text=True, check=True,
+        )
+        tag = done.stdout.strip()
+        assert tag == expected, ref
+        assert tag_re.match(tag), tag
+
+
+def test_workflows_build_base_weekly_and_on_change_and_app_per_commit() -> None:
+    import yaml
+
+    flows = REPO / ".github" / "workflows"
+    # PyYAML reads the `on:` key as True (YAML 1.1)
+    base = yaml.safe_load((flows / "base-image.yml").read_text())
+    base_on = base[True]
+    assert base_on["schedule"][0]["cron"].split()[-1] in {"1", "mon", "MON"}  # weekly
+    changed = set(base_on["push"]["paths"])
+    inputs = {"Dockerfile", "deploy/requirements-base.txt", "deploy/requirements-model.txt"}
+    assert inputs <= changed
+    app = yaml.safe_load((flows / "app-image.yml").read_text())
+    app_steps = " ".join(s.get("run", "") for s in app["jobs"]["app"]["steps"])
+    assert "--target app" in app_steps and "GITHUB_SHA" in app_steps
+    assert "deploy/image/tag.sh" in app_steps
+    for flow in (base, app):
+        # Workload Identity Federation, never a stored key
+        assert flow["permissions"]["id-token"] == "write"
+        assert "credentials_json" not in json.dumps(flow)
+    ci = yaml.safe_load((flows / "ci.yml").read_text())
+    ci_steps = " ".join(s.get("run", "") for job in ci["jobs"].values() for s in job["steps"])
+    assert "make test" in ci_steps and "make image image-test" in ci_steps
+
+
+def test_image_base_holds_every_worker_dependency() -> None:
+    """The app stage installs nothing: each runtime dependency of the worker must be in the base."""
+    import tomllib
+
+    def name(requirement: str) -> str:
+        bare = re.split(r"[<>=!~\[; ]", requirement.strip(), maxsplit=1)[0]
+        return bare.lower().replace("_", "-")
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {name(r) for r in project["dependencies"] + project["optional-dependencies"]["worker"]}
+    listed = {
+        name(line)
+        for line in (REPO / "deploy" / "requirements-base.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert needed <= listed, needed - listed
+    torch_pin = next(r for r in project["optional-dependencies"]["worker"] if r.startswith("torch"))
+    assert torch_pin in (REPO / "deploy" / "requirements-base.txt").read_text()
