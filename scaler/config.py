@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0)
     dry_run: bool = False
     log_level: str = "INFO"
+    #: Lambda only: decide this many times per invocation, run_interval_s apart. EventBridge fires
+    #: at most once a minute; 3 × 20 s sees a burst ~40 s sooner (set the function timeout >= 60 s
+    #: and reserved concurrency 1 so invocations never overlap).
+    runs_per_invocation: int = Field(default=1, ge=1, le=12)
+    run_interval_s: float = Field(default=20.0, ge=0, le=300)
 
     @field_validator("gke_cluster")
     @classmethod

@@ -208,3 +208,19 @@ def test_lambda_raises_when_a_target_failed(
     assert body["errorType"] == "RunFailed" and "no-such-queue" in body["errorMessage"]
     assert kube.deployments[("ml", "a")].replicas == 1  # the healthy target was still served
     assert kube.deployments[("ml", "b")].replicas == 0
+
+
+def test_lambda_decides_several_times_per_invocation(
+    fauxqs_server: Any, kube: KubeApiStub, kubeconfig: str, lambda_run: Any
+) -> None:
+    url = queue_with(fauxqs_server.endpoint_url, 10)
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=0, ready=0)
+    env = scaler_env([{"queue_url": url, "deployment": "ml/a"}], kubeconfig,
+                     fauxqs_server.endpoint_url)
+    env.update(SCALER_RUNS_PER_INVOCATION="3", SCALER_RUN_INTERVAL_S="0.3")
+    stub = lambda_run([{}], env)
+    kind, body = stub.results["req-1"]
+    assert kind == "response" and body["runs"] == 3
+    scale_reads = [r for r in kube.requests if r.method == "GET" and r.path.endswith("/scale")]
+    assert len(scale_reads) == 3
+    assert len(kube.patches("scale")) == 1  # 0 -> 1 once; the next two runs agree with it
