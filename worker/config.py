@@ -73,6 +73,13 @@ class WorkerSettings(BaseSettings):
     max_batch_tokens: int = Field(8192, ge=1)
     max_wait_ms: int = Field(20, ge=0, le=60_000)
     receivers: int = Field(4, ge=1, le=64)
+    receive_wait_s: int = Field(
+        20,
+        ge=0,
+        le=20,
+        description="long-poll WaitTimeSeconds: 20 = fewest empty receives; a drain waits for "
+        "the polls in flight, so lower means a faster SIGTERM drain on an empty queue",
+    )
     buffer_max: int = Field(0, ge=0, description="messages held at most; 0 = auto from throughput")
     visibility_timeout_s: int = Field(60, ge=1, le=SQS_MAX_VISIBILITY_S)
     heartbeat: bool = True

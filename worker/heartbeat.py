@@ -54,9 +54,10 @@ def plan_heartbeats(
 
 
 def next_heartbeat_check(visibility_timeout_s: int) -> float:
-    """How often to look: a quarter of the timeout, so a message is seen at least once between
-    its half-way mark and its expiry, but not more than once a second nor less than every 30 s."""
-    return min(30.0, max(1.0, visibility_timeout_s / 4.0))
+    """How often to look: a sixth of the timeout, so a message is seen at least twice between its
+    half-way mark and its expiry (one late look still leaves time for the call), but at most four
+    times a second and at least every 30 s."""
+    return min(30.0, max(0.25, visibility_timeout_s / 6.0))
 
 
 def buffer_bound(

@@ -40,7 +40,7 @@ from worker.heartbeat import Held, buffer_bound, next_heartbeat_check, plan_hear
 from worker.logs import event
 from worker.metrics import Metrics
 from worker.model import InputTooLong, ModelFailure
-from worker.sqs import RECEIVE_MAX, RECEIVE_WAIT_S, ReceivedMessage, SqsAdapter, chunks
+from worker.sqs import RECEIVE_MAX, ReceivedMessage, SqsAdapter, chunks
 
 log = logging.getLogger("worker.pipeline")
 
@@ -118,7 +118,6 @@ class Worker:
         claim_check: ClaimCheck | None = None,
         metrics: Metrics | None = None,
         region: str = "",
-        receive_wait_s: int = RECEIVE_WAIT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -127,7 +126,6 @@ class Worker:
         self.claim_check = claim_check
         self.metrics = metrics or Metrics()
         self.region = region
-        self.receive_wait_s = receive_wait_s
         self._clock = clock
         self.stats = Stats()
         self._stats_lock = threading.Lock()
@@ -229,8 +227,13 @@ class Worker:
         )
 
     def shutdown(self, timeout_s: float | None = None) -> None:
-        """The drain: stop receiving, finish the batch on the model, release everything else
-        (visibility 0), flush results and deletes, wait for the long polls to come back."""
+        """The drain: stop receiving, finish the batch on the model, wait for the in-flight long
+        polls to return, release everything not finished (visibility 0), flush results and
+        deletes.
+
+        Releasing only after the last long poll has returned matters: a released message that
+        one of our own polls picks up again costs it a receive count (ApproximateReceiveCount),
+        and a few rollouts would push innocent messages to the DLQ."""
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         deadline = self._clock() + timeout
         event(log, "draining", held=self.held)
@@ -244,11 +247,11 @@ class Worker:
         self._encode_q.put(None)
         for thread in self._threads[:3]:  # encoder, preparer, model: the batch in hand finishes
             thread.join(max(0.0, deadline - self._clock()))
-        self._release_unstarted()
-        # in-flight long polls return (at most receive_wait_s); what they bring is released
+        # leave a little time after the polls for the releases and the flush
+        polls_deadline = deadline - min(3.0, timeout / 5)
         for thread in self._receivers:
-            thread.join(max(0.0, deadline - self._clock()))
-        self._release_unstarted()  # a receiver may have queued work just before the drain began
+            thread.join(max(0.0, polls_deadline - self._clock()))
+        self._release_unstarted()
         for _ in self._writers:
             self._write_q.put(None)
         for thread in self._writers:
@@ -289,7 +292,7 @@ class Worker:
                 messages = self.sqs.receive(
                     self.settings.queue_url,
                     max_messages=n,
-                    wait_s=self.receive_wait_s,
+                    wait_s=self.settings.receive_wait_s,
                     visibility_timeout_s=self.settings.visibility_timeout_s,
                 )
             except Exception as exc:
@@ -319,13 +322,7 @@ class Worker:
             for job in jobs:
                 self.metrics.received.inc()
                 self.metrics.queue_wait_seconds.observe(job.queue_wait_s)
-            if self._draining.is_set():
-                # a long poll that returned after SIGTERM: give its messages straight back
-                for job in jobs:
-                    job.action, job.release_after_s, job.outcome = "release", 0, "released"
-                if jobs:
-                    self._write_q.put(jobs)
-            else:
+            if not self._draining.is_set():  # after SIGTERM they wait for the release in shutdown()
                 for job in jobs:
                     self._encode_q.put(job)
 

@@ -44,11 +44,11 @@ def test_no_extension_once_the_cap_is_reached() -> None:
     assert plan_heartbeats(held, now=limit - 1.0, visibility_timeout_s=60) == []
 
 
-def test_check_interval_sees_each_message_between_half_and_expiry() -> None:
-    for timeout in (2, 10, 60, 600, 43_200):
+def test_check_interval_sees_each_message_twice_between_half_and_expiry() -> None:
+    for timeout in (1, 2, 10, 60, 600, 43_200):
         interval = next_heartbeat_check(timeout)
-        assert 1.0 <= interval <= 30.0
-        assert interval < timeout / 2 or timeout <= 2
+        assert 0.25 <= interval <= 30.0
+        assert interval <= timeout / 4 or interval == 0.25
 
 
 def test_buffer_bound() -> None:

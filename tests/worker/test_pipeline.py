@@ -47,10 +47,11 @@ def start_worker(
         "receivers": 2,
         "http_port": 0,
         "max_wait_ms": 5,
+        "receive_wait_s": 1,
     }
     options.update(settings)
     sqs = SqsAdapter(make_client(endpoint_url=endpoint, region_name=REGION))
-    worker = Worker(WorkerSettings(**options), runner, sqs, region=REGION, receive_wait_s=1)
+    worker = Worker(WorkerSettings(**options), runner, sqs, region=REGION)
     workers.append(worker)
     return worker.start()
 
@@ -213,7 +214,7 @@ def test_shutdown_finishes_the_batch_in_hand_and_releases_the_rest(
     reader.poll(wait_s=0)
     assert len(reader.results) == sum(runner.batches) <= 8  # the batch in hand (+ one at most)
     # released with visibility 0: visible now, not after the 300 s timeout
-    visible, in_flight = wait_for(
+    visible, _in_flight = wait_for(
         lambda: (c := counts(sqs_client, queues.input))[1] == 0 and c, 10, "releases to land"
     )
     assert visible == n - len(reader.results)

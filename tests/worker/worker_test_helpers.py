@@ -161,7 +161,7 @@ class FakeRunner:
 
                 raise InputTooLong(index, len(seq), 50)
         poison = any("POISON" in t for t in texts)
-        return Encoded(ids + [[-1]] if poison else ids)
+        return Encoded([*ids, [-1]] if poison else ids)
 
     def prepare(self, items: Sequence[tuple[Encoded, Mapping[str, Any]]]) -> list[Encoded]:
         return [encoded for encoded, _ in items]
