@@ -1,7 +1,11 @@
 """The Lambda bundle: built by deploy/lambda/build_zip.py (`make lambda-zip`), then imported and
-run from the unzipped bundle alone (plus boto3, which the Lambda runtime provides) in a fresh
-interpreter, as Lambda does. A build takes ~20-40 s (pip --target from the registry), so an
-up-to-date build/lambda/scaler.zip is reused."""
+run from the unzipped bundle alone (plus boto3, which the Lambda runtime provides) in a fresh,
+read-only-bundle interpreter, as Lambda does.
+
+The bundle is built for this interpreter's Python (`--python-version`), so the test can load its
+binary wheels; `make lambda-zip` builds the same way for the template's runtime. A build takes
+~20-40 s (pip --target from the registry), so an up-to-date build/lambda-test/scaler.zip is reused.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import pytest
 from kubeapi_stub import FakeDeployment, KubeApiStub
 
 ROOT = Path(__file__).resolve().parents[2]
-ZIP = ROOT / "build" / "lambda" / "scaler.zip"
+OUT = ROOT / "build" / "lambda-test"
+ZIP = OUT / "scaler.zip"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 BUILD = ROOT / "deploy" / "lambda" / "build_zip.py"
 MB = 1_000_000
 
@@ -34,8 +40,10 @@ def _zip_is_fresh() -> bool:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not _zip_is_fresh():
-        proc = subprocess.run([sys.executable, str(BUILD)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(BUILD), "--out", str(OUT), "--python-version", PYTHON],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     root = tmp_path_factory.mktemp("lambda")
     task = root / "task"
