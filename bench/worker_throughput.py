@@ -56,7 +56,7 @@ import torch  # noqa: E402
 from bench.sentences import load_sentences  # noqa: E402
 from worker import devsqs  # noqa: E402
 from worker.config import bundled_model_dir, load_settings  # noqa: E402
-from worker.model import ModelRunner  # noqa: E402
+from worker.model import ModelFailure, ModelRunner  # noqa: E402
 from worker.pipeline import Worker  # noqa: E402
 from worker.sqs import SqsAdapter, make_client  # noqa: E402
 
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = ModelRunner.load(args.model, "embed", device=args.device, dtype=args.dtype)
     runner.warm_up()
     threads = torch.get_num_threads()
-    log(f"model {Path(args.model).name} on {runner.device} ({runner.dtype}), torch threads "
+    log(f"model {args.model} on {runner.device} ({runner.dtype}), torch threads "
         f"{threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {len(sentences)} "
         f"sentences ({source}), best of {args.repeats} rounds")
 
@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     sample = {i: sentences[int(i.split("-")[1])] for i in ids}
     sample_vectors = runner.run(runner.prepare([(runner.encode([s], {}), {})
                                                 for s in sample.values()]))
-    reference = {i: v[0] for i, v in zip(sample, sample_vectors, strict=True)}
+    reference: dict[str, list[float]] = {}
+    for request_id, output in zip(sample, sample_vectors, strict=True):
+        assert not isinstance(output, ModelFailure), output
+        reference[request_id] = output[0]
 
     # Rounds interleave every measurement, and each figure is the best over the rounds: a busy
     # neighbour (this machine is shared) then slows one round of everything, not one side.
