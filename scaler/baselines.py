@@ -46,7 +46,8 @@ class SimPolicy(Protocol):
 @dataclass
 class DefaultPolicy:
     cfg: PolicyConfig
-    interval_s: float = 60.0
+    #: the Lambda's default: 3 decisions per 1-minute invocation
+    interval_s: float = 20.0
     name: str = "default"
 
     def initial_state(self) -> State:
@@ -230,7 +231,7 @@ class SageMakerPolicy:
 
 def make_policy(name: str, cfg: PolicyConfig, tick_s: float | None = None) -> SimPolicy:
     if name == "default":
-        return DefaultPolicy(cfg, interval_s=tick_s or 60.0)
+        return DefaultPolicy(cfg, interval_s=tick_s or 20.0)
     if name == "keda":
         return KedaPolicy(cfg)
     if name == "step":

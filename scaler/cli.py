@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     def sim_knobs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--service-rate", type=float, default=2.0, help="msgs/s per ready replica")
         p.add_argument("--startup-delay", type=float, default=150.0, help="s to serve")
-        p.add_argument("--tick", type=float, default=60.0, help="default policy's period (s)")
+        p.add_argument("--tick", type=float, default=20.0, help="default policy's period (s)")
         p.add_argument("--count-lag", type=float, default=15.0, help="SQS count staleness (s)")
         p.add_argument("--min-replicas", type=int, default=0)
         p.add_argument("--max-replicas", type=int, default=20)

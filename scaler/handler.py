@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 # leave this much of the invocation's time unused after the last run
-SAFETY_MARGIN_S = 5.0
+SAFETY_MARGIN_S = 8.0
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             wake = start + index * settings.run_interval_s
             # a scheduled pause between decisions (not a synchronisation wait); stop early
             # rather than run into the function timeout
-            if _remaining_s(context) - (wake - time.monotonic()) < SAFETY_MARGIN_S + 10:
+            if _remaining_s(context) - (wake - time.monotonic()) < SAFETY_MARGIN_S:
                 break
             time.sleep(max(0.0, wake - time.monotonic()))
         runs.append(run_once(settings, deps, dry_run))

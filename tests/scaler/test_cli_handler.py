@@ -40,6 +40,7 @@ def scaler_env(targets: list[dict[str, Any]], kubeconfig: str, endpoint: str) ->
         SCALER_TARGETS=json.dumps(targets),
         SCALER_KUBECONFIG=kubeconfig,
         SCALER_DRAIN_RATE_SOURCE="prior",
+        SCALER_RUNS_PER_INVOCATION="1",
         AWS_ENDPOINT_URL=endpoint,
     )
     return env

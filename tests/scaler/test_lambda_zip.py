@@ -115,6 +115,7 @@ def test_handler_runs_from_the_bundle(
         "SCALER_TARGETS": json.dumps([{"queue_url": url, "deployment": "ml/a"}]),
         "SCALER_KUBECONFIG": kubeconfig,
         "SCALER_DRAIN_RATE_SOURCE": "prior",
+        "SCALER_RUNS_PER_INVOCATION": "1",
         "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url,
     }
     out = _fresh(bundle, """
