@@ -1,0 +1,103 @@
+"""The SQS adapter against real local servers (fauxqs and moto): receive attributes, batch calls
+that half-fail with HTTP 200 (`Failed` entries), per-entry retries, visibility changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from worker_test_helpers import counts, make_queues, send_bodies, wait_for
+
+from worker.contract import OutgoingMessage
+from worker.sqs import SqsAdapter, make_client
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def adapter(sqs_server: Any) -> SqsAdapter:
+    return SqsAdapter(
+        make_client(endpoint_url=sqs_server.endpoint_url, region_name=REGION),
+        sleep=lambda _: None,
+    )
+
+
+def test_receive_asks_for_receive_count_and_sent_timestamp(
+    adapter: SqsAdapter, sqs_client: Any
+) -> None:
+    queues = make_queues(sqs_client)
+    [message_id] = send_bodies(sqs_client, queues.input, ["hello"])
+    [first] = adapter.receive(queues.input, wait_s=1, visibility_timeout_s=0)
+    assert (first.message_id, first.body, first.receive_count) == (message_id, "hello", 1)
+    assert first.sent_timestamp_ms is not None and first.sent_timestamp_ms > 1_600_000_000_000
+    # visibility 0 on receive: it is visible again at once, and the count goes up
+    [second] = wait_for(lambda: adapter.receive(queues.input, wait_s=1), 10, "redelivery")
+    assert second.receive_count == 2
+
+
+def test_max_message_size_is_read_from_the_queue(adapter: SqsAdapter, sqs_client: Any) -> None:
+    queues = make_queues(sqs_client, result_max_size=2048)
+    assert adapter.max_message_size(queues.results) == 2048
+
+
+def test_delete_batch_reports_the_failed_entry_and_deletes_the_rest(
+    adapter: SqsAdapter, sqs_client: Any, sqs_server: Any
+) -> None:
+    if sqs_server.kind == "fauxqs":
+        pytest.skip("fauxqs 1.9.2 accepts any receipt handle on delete; AWS and moto reject it")
+    queues = make_queues(sqs_client)
+    send_bodies(sqs_client, queues.input, ["a", "b", "c"])
+    received = wait_for(
+        lambda: (got := [*adapter.receive(queues.input, wait_s=1)]) and len(got) == 3 and got,
+        10,
+        "three messages",
+    )
+    handles = [m.receipt_handle for m in received]
+    outcome = adapter.delete_batch(queues.input, [handles[0], "not-a-receipt-handle", handles[2]])
+    assert 1 in outcome.failed
+    assert set(outcome.succeeded) == {0, 2}
+    wait_for(lambda: counts(sqs_client, queues.input) == (0, 1), 10, "two deleted, one held")
+
+
+def test_failed_entries_are_retried_one_by_one(adapter: SqsAdapter, sqs_client: Any) -> None:
+    """A batch that half-fails with HTTP 200 (SenderFault false): the failed entry is retried
+    alone and lands; a sender-fault entry is not retried."""
+    queues = make_queues(sqs_client)
+    injected = {"done": False}
+
+    def half_fail(parsed: dict[str, Any], **_: Any) -> None:
+        # the server accepted all three; tell the adapter entry 1 failed on the server side
+        if not injected["done"] and parsed.get("Successful"):
+            injected["done"] = True
+            entry = next(e for e in parsed["Successful"] if e["Id"] == "1")
+            parsed["Successful"].remove(entry)
+            parsed.setdefault("Failed", []).append(
+                {"Id": "1", "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            )
+
+    adapter.client.meta.events.register("after-call.sqs.SendMessageBatch", half_fail)
+    calls_before = adapter.calls
+    outcome = adapter.send_batch(queues.results, [OutgoingMessage(f"m{i}") for i in range(3)])
+    assert outcome.succeeded == [0, 1, 2] and outcome.failed == {}
+    assert adapter.calls - calls_before == 2  # the batch call, then entry 1 alone
+    # entry 1 went out twice (at-least-once: a duplicate result, which consumers drop)
+    wait_for(lambda: counts(sqs_client, queues.results)[0] == 4, 10, "four messages")
+
+
+def test_sender_fault_entries_are_not_retried(adapter: SqsAdapter, sqs_client: Any) -> None:
+    queues = make_queues(sqs_client)
+    send_bodies(sqs_client, queues.input, ["x"])
+    [message] = wait_for(lambda: adapter.receive(queues.input, wait_s=1), 10, "a message")
+    calls_before = adapter.calls
+    outcome = adapter.change_visibility_batch(
+        queues.input, [(message.receipt_handle, 0), ("bogus-handle", 0)]
+    )
+    assert outcome.succeeded == [0] and list(outcome.failed) == [1]
+    assert adapter.calls - calls_before == 1  # SenderFault: no retry
+    # visibility 0: it is back at once
+    wait_for(lambda: counts(sqs_client, queues.input) == (1, 0), 10, "released")
+
+
+def test_more_than_ten_entries_is_refused(adapter: SqsAdapter) -> None:
+    with pytest.raises(ValueError):
+        adapter.send_batch("http://unused", [OutgoingMessage("x")] * 11)
