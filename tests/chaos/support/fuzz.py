@@ -14,21 +14,17 @@ Every strategy is tagged with a kind, so the test reports which kinds it generat
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from hypothesis import strategies as st
 
 # SQS accepts only these characters in a body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
 # #x10000-#x10FFFF. Anything else is refused at send time, so it can never reach a worker.
-SQS_ALPHABET = st.characters(
-    codec="utf-8",
-    categories=None,
-    exclude_characters=None,
-).filter(
-    lambda c: c in "\t\n\r"
-    or 0x20 <= ord(c) <= 0xD7FF
-    or 0xE000 <= ord(c) <= 0xFFFD
-    or ord(c) >= 0x10000
+# fauxqs 1.9.2 also refuses the astral planes (#x10000+), so raw text stays in the BMP and astral
+# characters travel as JSON escapes (\ud83d\ude00), which the worker's JSON parser decodes.
+SQS_ALPHABET = st.characters(codec="utf-8").filter(
+    lambda c: c in "\t\n\r" or 0x20 <= ord(c) <= 0xD7FF or 0xE000 <= ord(c) <= 0xFFFD
 )
 sqs_text = st.text(alphabet=SQS_ALPHABET, max_size=200)
 
@@ -37,12 +33,20 @@ UNICODE_EDGE = [
     "\ufeff",  # byte-order mark
     "\u202e",  # right-to-left override
     "e\u0301",  # combining accent
-    "\U0001f600",  # astral plane emoji
-    "\U0010fffd",  # last valid code point SQS accepts
+    # Astral-plane characters (emoji, U+10FFFD) are valid in SQS bodies but fauxqs 1.9.2 refuses
+    # them, and the worker echoes an unknown task raw into its error result: on fauxqs that result
+    # can never be sent (found by this suite; see the README's chaos section). Left out so the
+    # suite measures the worker, not the emulator; CHAOS_FUZZ_ASTRAL=1 puts them back.
+    *(["\U0001f600", "\U0010fffd"] if os.environ.get("CHAOS_FUZZ_ASTRAL") == "1" else []),
     "\ufffd",  # replacement character
     "\u0085",  # next line (C1 control)
     "Ω≈ç√∫",
-    "\\u0000",  # an escaped NUL inside JSON text
+    # Characters SQS refuses in a body, which JSON can still carry as escapes (\u0000, \ud800):
+    # a worker that echoes them raw into its error result cannot send that result.
+    "\x00",  # NUL
+    "\x01",  # a C0 control
+    "\ud800",  # a lone surrogate (not even encodable as UTF-8)
+    "\uffff",  # a non-character
 ]
 
 json_scalars = st.one_of(
@@ -61,8 +65,16 @@ json_values = st.recursive(
 )
 
 
+def _sqs_safe(c: str) -> bool:
+    o = ord(c)
+    return c in "\t\n\r" or 0x20 <= o <= 0xD7FF or 0xE000 <= o <= 0xFFFD
+
+
 def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)
+    text = json.dumps(obj, ensure_ascii=False)
+    if not all(_sqs_safe(c) for c in text):
+        text = "".join(c if _sqs_safe(c) else json.dumps(c)[1:-1] for c in text)
+    return text
 
 
 @st.composite
@@ -113,9 +125,8 @@ def wrong_types(draw: st.DrawFn, rid: str) -> tuple[str, str | None, str]:
     field_name = draw(st.sampled_from(["task", "inputs", "parameters", "reply_to"]))
     bad: Any
     if field_name == "task":
-        bad = draw(
-            st.one_of(st.none(), st.integers(), st.lists(sqs_text, max_size=2), st.booleans())
-        )
+        # (null is not here: a null task reads as "not given", which defaults to the worker's)
+        bad = draw(st.one_of(st.integers(), st.lists(sqs_text, max_size=2), st.booleans()))
     elif field_name == "inputs":
         bad = draw(
             st.one_of(
@@ -136,10 +147,9 @@ def wrong_types(draw: st.DrawFn, rid: str) -> tuple[str, str | None, str]:
     return f"wrong_type_{field_name}", rid, _dump(_request(rid, **{field_name: bad}))
 
 
-@st.composite
-def missing_fields(draw: st.DrawFn, rid: str) -> tuple[str, str | None, str]:
-    drop = draw(st.sampled_from(["task", "inputs"]))
-    return f"missing_{drop}", rid, _dump(_request(rid, **{drop: _MISSING}))
+def missing_inputs(rid: str) -> st.SearchStrategy[tuple[str, str | None, str]]:
+    # (task may be left out: it defaults to the worker's task; inputs may not)
+    return st.just(("missing_inputs", rid, _dump(_request(rid, inputs=_MISSING))))
 
 
 @st.composite
@@ -187,7 +197,7 @@ def too_long(draw: st.DrawFn, rid: str, max_tokens: int) -> tuple[str, str | Non
 def huge(draw: st.DrawFn, rid: str, max_body_bytes: int) -> tuple[str, str | None, str]:
     # Bigger than the worker's WORKER_MAX_BODY_BYTES but within SQS's 256 KiB message limit.
     size = draw(st.integers(min_value=max_body_bytes + 1, max_value=max_body_bytes + 4_000))
-    pad = draw(st.sampled_from(["a", "é", "\U0001f600"]))
+    pad = draw(st.sampled_from(["a", "é", "\u4e2d"]))
     body = _request(rid, inputs="x", parameters={"pad": pad * size})
     return "huge", rid, _dump(body)
 
@@ -243,7 +253,7 @@ def poison_bodies(
         not_json(),
         not_an_object(),
         wrong_types(rid),
-        missing_fields(rid),
+        missing_inputs(rid),
         wrong_task(rid),
         bad_reply_to(rid),
         too_long(rid, max_tokens),
