@@ -24,9 +24,12 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAIL: $*"; failures+=("$*"); }
 skip() { echo "SKIP: $*"; skips+=("$*"); }
 
+# checkov takes the longest to install on a fresh clone (about a minute): start it now, in
+# parallel with the other tools, and wait for it only when its step comes
+bash deploy/tools.sh checkov >"$OUT/checkov.path" 2>"$OUT/checkov.install.log" &
+checkov_install=$!
 KUBECTL=$(bash deploy/tools.sh kubectl) || { KUBECTL=""; skip "kubectl: could not fetch (build/tools/pip.log)"; }
 TOOLBIN=$(bash deploy/tools.sh venv) || { TOOLBIN=""; skip "validation venv: could not install (build/tools/pip.log)"; }
-CHECKOV=$(bash deploy/tools.sh checkov) || { CHECKOV=""; skip "checkov: could not install (build/tools/pip.log)"; }
 
 step "hadolint Dockerfile"
 if [[ -n $TOOLBIN ]]; then
@@ -85,6 +88,13 @@ if [[ -n $TOOLBIN ]]; then
 fi
 
 step "checkov (skips explained in deploy/checkov.yaml)"
+CHECKOV=""
+if wait "$checkov_install"; then
+    CHECKOV=$(cat "$OUT/checkov.path")
+else
+    cat "$OUT/checkov.install.log"
+    skip "checkov: could not install (build/tools/pip.log)"
+fi
 if [[ -n $CHECKOV ]]; then
     checkov_args=(--config-file deploy/checkov.yaml --output cli)
     "$CHECKOV" "${checkov_args[@]}" --framework kubernetes $(printf -- '-f %s ' "${rendered[@]}") \
