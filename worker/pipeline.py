@@ -568,7 +568,7 @@ class Worker:
     ) -> None:
         """Leave the request for redelivery after a short back-off (it keeps its receive count,
         so the redrive policy still counts this attempt)."""
-        backoff = min(self.settings.visibility_timeout_s, 2 ** min(job.message.receive_count, 10))
+        backoff = self._backoff_s(job)
         event(
             log,
             "transient failure: request left for redelivery",
@@ -581,6 +581,10 @@ class Worker:
         )
         job.action, job.release_after_s, job.outcome = "release", backoff, error_type
         self._put(job, out)
+
+    def _backoff_s(self, job: Job) -> int:
+        """2, 4, 8, ... seconds by receive count, at most one visibility timeout."""
+        return min(self.settings.visibility_timeout_s, 2 ** min(job.message.receive_count, 10))
 
     def _put(self, job: Job, out: list[Job] | None) -> None:
         if out is None:
@@ -650,9 +654,23 @@ class Worker:
         """Send results; returns the jobs whose result is durably written (safe to delete)."""
         limit = self._max_message_size(destination)
         messages: list[OutgoingMessage] = []
+        fitted: list[Job] = []
         for job in jobs:
-            assert job.result is not None
-            messages.append(self._fit(job, limit))
+            try:
+                messages.append(self._fit(job, limit))
+            except Exception as exc:  # S3 unreachable: this request comes back later
+                event(
+                    log,
+                    "claim-check write failed: request left for redelivery",
+                    logging.WARNING,
+                    message_id=job.message.message_id,
+                    error=str(exc)[:300],
+                )
+                job.outcome, job.release_after_s = "ResultWriteFailed", self._backoff_s(job)
+                self._release([job])
+                continue
+            fitted.append(job)
+        jobs = fitted
         sent: list[Job] = []
         for indexes in contract.pack_send_batches(messages, limit):
             outcome = self.sqs.send_batch(destination, [messages[i] for i in indexes])
@@ -667,8 +685,9 @@ class Worker:
                     error=reason,
                 )
             for job in failed:
-                job.outcome = "ResultWriteFailed"
-            self._forget(failed)
+                job.outcome, job.release_after_s = "ResultWriteFailed", self._backoff_s(job)
+            if failed:
+                self._release(failed)
         return sent
 
     def _fit(self, job: Job, limit: int) -> OutgoingMessage:

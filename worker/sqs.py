@@ -9,6 +9,7 @@ decides what it means (e.g. a result that could not be sent: leave the request f
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,19 +61,29 @@ class SqsAdapter:
     def __init__(self, client: Any, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
         self._sleep = sleep
-        self.calls = 0  # API calls made, for the calls-per-message figure
+        self._calls = 0
+        self._calls_lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        """API calls made so far (batch calls and single retries), for calls-per-message."""
+        return self._calls
+
+    def _count(self) -> None:
+        with self._calls_lock:
+            self._calls += 1
 
     # ------------------------------------------------------------------ reads
 
     def max_message_size(self, queue_url: str) -> int:
-        self.calls += 1
+        self._count()
         attributes = self.client.get_queue_attributes(
             QueueUrl=queue_url, AttributeNames=["MaximumMessageSize"]
         )["Attributes"]
         return int(attributes["MaximumMessageSize"])
 
     def queue_attributes(self, queue_url: str, names: Sequence[str] = ("All",)) -> dict[str, str]:
-        self.calls += 1
+        self._count()
         result = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(names))
         return dict(result.get("Attributes", {}))
 
@@ -95,7 +106,7 @@ class SqsAdapter:
         }
         if visibility_timeout_s is not None:
             kwargs["VisibilityTimeout"] = visibility_timeout_s
-        self.calls += 1
+        self._count()
         response = self.client.receive_message(**kwargs)
         out = []
         for message in response.get("Messages", []):
@@ -131,7 +142,7 @@ class SqsAdapter:
         batch_entries = [{"Id": str(i), **entry} for i, entry in enumerate(entries)]
         retry: dict[int, str] = {}
         try:
-            self.calls += 1
+            self._count()
             response = call(QueueUrl=queue_url, Entries=batch_entries)
         except Exception as exc:  # the whole call failed (after botocore's own retries)
             log.warning("sqs batch call failed: %s", exc)
@@ -148,7 +159,7 @@ class SqsAdapter:
         for index, reason in retry.items():
             for attempt in range(ENTRY_RETRIES):
                 try:
-                    self.calls += 1
+                    self._count()
                     single(entries[index])
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"

@@ -305,3 +305,38 @@ def test_sigterm_drains_and_exits_zero(sqs_server: Any, sqs_client: Any) -> None
     assert batches and all(b["size"] <= 2 for b in batches)
     assert sum(b["ok"] for b in batches) == done
     assert any(line["msg"] == "drained" for line in lines)
+
+
+def test_claim_check_write_failure_leaves_the_request_and_recovers(
+    sqs_server: Any,
+    sqs_client: Any,
+    s3_client: Any,
+    tiny_runner: ModelRunner,
+    workers: list[Worker],
+) -> None:
+    """S3 refuses the write (the bucket is missing): the request is not deleted, it comes back
+    after a short back-off, and once S3 works it is answered; the small result is unaffected."""
+    queues = make_queues(sqs_client, result_max_size=1024)
+    bucket = unique("later")
+    send_bodies(
+        sqs_client, queues.input, [request(SENTENCES * 4, id="large"), request("hi", id="small")]
+    )
+    worker = start(
+        sqs_server.endpoint_url,
+        tiny_runner,
+        workers,
+        claim_check=ClaimCheckStore(s3_client, bucket, ""),
+        queue_url=queues.input,
+        result_queue_url=queues.results,
+        result_s3_uri=f"s3://{bucket}",
+    )
+    reader = ResultReader(sqs_client, queues.results, s3_client=s3_client)
+    reader.wait_for(1, timeout=60)
+    assert [r["id"] for r in reader.results.values()] == ["small"]
+    failed = worker.metrics.failed.labels(error_type="ResultWriteFailed")
+    wait_for(lambda: failed._value.get() >= 1, 30, "a failed claim-check write")
+    s3_client.create_bucket(Bucket=bucket)
+    reader.wait_for(2, timeout=60)
+    assert reader.pointers == 1
+    wait_for(lambda: counts(sqs_client, queues.input) == (0, 0), 15, "input queue empty")
+    assert counts(sqs_client, queues.dlq) == (0, 0)
