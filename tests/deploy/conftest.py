@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ def _render(kubectl: str, path: str) -> tuple[dict[str, Any], ...]:
 
 
 @pytest.fixture(scope="session")
-def render(kubectl: str):  # type: ignore[no-untyped-def]
+def render(kubectl: str) -> Callable[[str], tuple[dict[str, Any], ...]]:
     """render("overlays/gke-l4") -> the documents `kubectl kustomize` prints for that folder."""
 
     def _do(relative: str) -> tuple[dict[str, Any], ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -36,7 +37,7 @@ def schemas() -> dict[Any, dict[str, Any]]:
     return loaded
 
 
-def all_docs(render) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def all_docs(render: Callable[[str], tuple[dict[str, Any], ...]]) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for variant in [f"overlays/{o}" for o in OVERLAYS] + [f"examples/{e}" for e in EXAMPLES]:
         docs.extend(render(variant))
