@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = None
     kube_context: str | None = None
     container_api_endpoint: str | None = None
+    gke_endpoint: Literal["public", "private", "dns"] = "public"
     drain_rate_source: Literal["cloudwatch", "prometheus", "prior"] = "cloudwatch"
     prometheus_url: str | None = None
     prometheus_query: str = DEFAULT_PROMETHEUS_QUERY

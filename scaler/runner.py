@@ -251,7 +251,11 @@ def _cluster(settings: Settings) -> Cluster:
             creds = wif_credentials(settings.wif_info())
         token = access_token(creds)
         access = lookup_cluster(
-            settings.gke_cluster, creds, settings.container_api_endpoint, timeout
+            settings.gke_cluster,
+            creds,
+            settings.container_api_endpoint,
+            timeout,
+            settings.gke_endpoint,
         )
         return KubeCluster.from_token(access.host, token, access.ca_pem, timeout)
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None

@@ -130,3 +130,18 @@ def test_gke_api_unreachable_is_named() -> None:
 def test_unknown_cluster_is_named(google: GoogleStub) -> None:
     with pytest.raises(GkeError, match="not found"):
         lookup_cluster("projects/proj/locations/x/clusters/nope", _static("sa-token"), google.url)
+
+
+def test_private_and_dns_endpoints(google: GoogleStub) -> None:
+    google.cluster["privateClusterConfig"] = {"privateEndpoint": "10.8.0.2"}
+    access = lookup_cluster(CLUSTER, _static("sa-token"), google.url, endpoint_kind="private")
+    assert access.host == "https://10.8.0.2" and access.ca_pem == CA_PEM
+    with pytest.raises(GkeError, match="DNS endpoint not enabled"):
+        lookup_cluster(CLUSTER, _static("sa-token"), google.url, endpoint_kind="dns")
+    google.cluster["controlPlaneEndpointsConfig"] = {
+        "dnsEndpointConfig": {"endpoint": "gke-0123.europe-west4.gke.goog",
+                              "allowExternalTraffic": True}
+    }
+    access = lookup_cluster(CLUSTER, _static("sa-token"), google.url, endpoint_kind="dns")
+    # a publicly trusted certificate: no cluster CA pinned
+    assert access.host == "https://gke-0123.europe-west4.gke.goog" and access.ca_pem is None
