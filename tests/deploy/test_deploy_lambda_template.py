@@ -83,7 +83,7 @@ def test_function_schedule_and_invoke_config(cfn_template: dict[str, Any]) -> No
     assert invoke["Properties"]["MaximumRetryAttempts"] == 0
     assert set(props["Environment"]["Variables"]) == {
         "SCALER_TARGETS", "SCALER_GKE_CLUSTER", "SCALER_GOOGLE_AUTH", "SCALER_WIF_CONFIG",
-        "SCALER_SA_KEY_SECRET_ID", "SCALER_DRAIN_RATE_SOURCE",
+        "SCALER_SA_KEY_SECRET_ID", "SCALER_DRAIN_RATE_SOURCE", "SCALER_RUNS_PER_INVOCATION",
     }
 
 
