@@ -68,8 +68,13 @@ def run(settings: WorkerSettings) -> int:
         bucket, prefix = settings.s3_bucket_prefix
         claim_check = ClaimCheckStore(s3_client, bucket, prefix)
 
-    from worker.model import ModelRunner
+    from worker.model import ModelRunner, resolve_device
     from worker.pipeline import Worker
+
+    try:
+        resolve_device(settings.device)
+    except ValueError as exc:
+        raise ConfigError(f"WORKER_DEVICE: {exc}") from None
 
     stop = threading.Event()
 
@@ -82,12 +87,17 @@ def run(settings: WorkerSettings) -> int:
 
     metrics = Metrics()
     worker: Worker | None = None
-    http = HealthServer(
-        settings.http_port,
-        healthy=lambda: worker.healthy() if worker else True,
-        ready=lambda: worker.ready() if worker else False,
-        metrics=metrics.render,
-    ).start()
+    try:
+        http = HealthServer(
+            settings.http_port,
+            healthy=lambda: worker.healthy() if worker else True,
+            ready=lambda: worker.ready() if worker else False,
+            metrics=metrics.render,
+        ).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"WORKER_HTTP_PORT: cannot listen on {settings.http_port}: {exc}"
+        ) from None
     event(log, "http listening", port=http.port)
 
     try:
@@ -99,9 +109,10 @@ def run(settings: WorkerSettings) -> int:
             settings.max_input_tokens,
         )
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"WORKER_MODEL: cannot load {settings.model!r}: {str(exc).splitlines()[0]}"
-        ) from None
+        http.stop()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        variable = "WORKER_MAX_INPUT_TOKENS" if "max_input_tokens" in reason else "WORKER_MODEL"
+        raise ConfigError(f"{variable}: cannot load {settings.model!r}: {reason}") from None
     event(
         log,
         "model loaded",

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,40 @@ def test_settings_are_immutable() -> None:
     settings = WorkerSettings(queue_url=QUEUE)
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
         settings.task = "generate"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"WORKER_MODEL": "/nonexistent/model-dir"}, "WORKER_MODEL"),
+        ({"WORKER_DEVICE": "cuda"}, "WORKER_DEVICE"),
+        ({"WORKER_MAX_INPUT_TOKENS": "100000"}, "WORKER_MAX_INPUT_TOKENS"),
+    ],
+)
+def test_process_names_a_model_setting_that_cannot_work(
+    fauxqs_server: Any, env: dict[str, str], variable: str
+) -> None:
+    if variable == "WORKER_DEVICE" and _cuda_available():
+        pytest.skip("this machine has CUDA, so WORKER_DEVICE=cuda is valid")
+    import boto3
+
+    client = boto3.client("sqs", endpoint_url=fauxqs_server.endpoint_url)
+    queue = client.create_queue(QueueName=f"cfg-{variable.lower().replace('_', '-')}")["QueueUrl"]
+    done = _run_worker(
+        {
+            "WORKER_QUEUE_URL": queue,
+            "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url,
+            "WORKER_HTTP_PORT": "0",
+            **env,
+        }
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gpuqueue-worker: configuration error: {variable}"), last
+    assert "Traceback" not in done.stderr
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
