@@ -9,6 +9,7 @@ its retries and alarms see it) — after every other target was served.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -236,11 +237,28 @@ def _drain(
     return NoDrainSource(), None
 
 
+# A warm Lambda container keeps its GKE access (token + endpoint) until 5 minutes before the
+# token expires: three cross-cloud calls (STS, IAM Credentials, GetCluster) saved per invocation.
+_GKE_CACHE: dict[tuple[Any, ...], tuple[Cluster, float]] = {}
+TOKEN_REUSE_MARGIN_S = 300.0
+
+
 def _cluster(settings: Settings) -> Cluster:
     from scaler.cluster import KubeCluster
 
     timeout = settings.request_timeout_s
     if settings.gke_cluster:
+        key = (
+            settings.gke_cluster,
+            settings.google_auth,
+            settings.wif_config,
+            settings.sa_key_secret_id,
+            settings.container_api_endpoint,
+            settings.gke_endpoint,
+        )
+        cached = _GKE_CACHE.get(key)
+        if cached and cached[1] - time.time() > TOKEN_REUSE_MARGIN_S:
+            return cached[0]
         from scaler.auth import access_token, secret_key_credentials, wif_credentials
         from scaler.gke import lookup_cluster
 
@@ -257,6 +275,11 @@ def _cluster(settings: Settings) -> Cluster:
             timeout,
             settings.gke_endpoint,
         )
-        return KubeCluster.from_token(access.host, token, access.ca_pem, timeout)
+        cluster = KubeCluster.from_token(access.host, token, access.ca_pem, timeout)
+        expiry = getattr(creds, "expiry", None)
+        if expiry is not None:
+            # google-auth keeps expiry as a naive UTC datetime
+            _GKE_CACHE[key] = (cluster, expiry.replace(tzinfo=dt.UTC).timestamp())
+        return cluster
     kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
     return KubeCluster.from_kubeconfig(kubeconfig, settings.kube_context, timeout)

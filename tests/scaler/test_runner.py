@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,3 +227,31 @@ def test_gke_or_token_failure_fails_every_target_by_name(
     assert all(o.error and needle in o.error for o in outcomes)
     with pytest.raises(RunFailed, match=needle):
         raise_if_failed(outcomes)
+
+
+def test_warm_container_reuses_gke_access_until_near_expiry(
+    monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
+    tls_kube: tuple[KubeApiStub, bytes],
+) -> None:
+    from scaler import runner
+
+    kube, ca_pem = tls_kube
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+    google.cluster = {
+        "selfName": CLUSTER, "name": "gpu", "status": "RUNNING", "endpoint": kube.address,
+        "masterAuth": {"clusterCaCertificate": base64.b64encode(ca_pem).decode()},
+    }
+    gke_env(monkeypatch, google, queue_with(sqs, 1), fauxqs_server.endpoint_url)
+    monkeypatch.setattr(runner, "_GKE_CACHE", {})
+    settings = load_settings()
+    for _ in range(2):
+        [out] = run_once(settings, build_deps(settings))
+        assert out.error is None
+    exchanges = [r for r in google.requests if r[1] == "/sts/v1/token"]
+    lookups = [r for r in google.requests if r[0] == "GET"]
+    assert len(exchanges) == 1 and len(lookups) == 1
+    # a token that expires within the margin is not reused
+    [(key, (cluster, _))] = runner._GKE_CACHE.items()
+    runner._GKE_CACHE[key] = (cluster, time.time() + 60)
+    run_once(settings, build_deps(settings))
+    assert len([r for r in google.requests if r[1] == "/sts/v1/token"]) == 2
