@@ -18,9 +18,10 @@ from scaler.policy import PolicyConfig
 
 GKE_CLUSTER_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/clusters/[^/]+$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# a Deployment's pods are named <deployment>-<replicaset hash>-<suffix>; scrapes label them by pod
 DEFAULT_PROMETHEUS_QUERY = (
     'sum(rate(gpuqueue_messages_succeeded_total{{namespace="{namespace}",'
-    'deployment="{deployment}"}}[2m]))'
+    'pod=~"{deployment}-[a-z0-9]+-[a-z0-9]+"}}[2m]))'
 )
 
 
