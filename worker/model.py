@@ -338,6 +338,9 @@ def _sentence_transformers_max_seq_length(model_dir: Path) -> int | None:
         return None
 
 
+_NON_FINITE = object()  # marks a sequence whose output held NaN/inf
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
@@ -591,7 +594,7 @@ class ModelRunner:
             group = _Group(list(range(len(items))), input_ids, attention_mask, options)
         try:
             with torch.inference_mode():
-                per_sequence = self._forward(group)
+                per_sequence = self._forward(group, items)
         except Exception as exc:
             if not _is_oom(exc):
                 if len(items) == 1:
@@ -617,9 +620,9 @@ class ModelRunner:
             )
         outputs: list[Any | ModelFailure] = []
         cursor = 0
-        for enc, params in items:
+        for enc, _ in items:
             n = len(enc.token_ids)
-            outputs.append(self._finish(per_sequence[cursor : cursor + n], params))
+            outputs.append(self._finish(per_sequence[cursor : cursor + n]))
             cursor += n
         return outputs
 
@@ -627,8 +630,11 @@ class ModelRunner:
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    def _forward(self, group: _Group) -> list[Any]:
-        """The forward pass for one padded group -> one JSON-able value per sequence."""
+    def _forward(
+        self, group: _Group, items: Sequence[tuple[Encoded, Mapping[str, Any]]]
+    ) -> list[Any]:
+        """The forward pass for one padded group -> one JSON-able value per sequence
+        (or _NON_FINITE where the model produced NaN/inf, e.g. a float16 overflow)."""
         non_blocking = self.device.startswith("cuda")
         input_ids = group.input_ids.to(self.device, non_blocking=non_blocking)
         attention_mask = group.attention_mask.to(self.device, non_blocking=non_blocking)
@@ -636,15 +642,25 @@ class ModelRunner:
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
             mask = attention_mask.unsqueeze(-1).to(torch.float32)
             summed = (hidden.to(torch.float32) * mask).sum(dim=1)
-            pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
-            return list(pooled.cpu())
+            pooled = (summed / mask.sum(dim=1).clamp(min=1e-9)).cpu()
+            normalize = torch.tensor(
+                [bool(p.get("normalize", True)) for enc, p in items for _ in enc.token_ids]
+            )
+            vectors = torch.where(normalize.unsqueeze(1), F.normalize(pooled, p=2, dim=1), pooled)
+            finite = torch.isfinite(vectors).all(dim=1).tolist()
+            # float32 values printed as Python floats take 17 digits; rounded to EMBED_DECIMALS
+            # they print short: the result JSON is ~40% smaller and twice as fast to serialise,
+            # and the change (<= 5e-10) is below float32 resolution for a unit vector's parts.
+            rows = torch.round(vectors.to(torch.float64), decimals=EMBED_DECIMALS).tolist()
+            return [row if ok else _NON_FINITE for row, ok in zip(rows, finite, strict=True)]
         if self.task == "classify":
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-            probs = torch.softmax(logits.to(torch.float32), dim=-1)
-            scores, labels = probs.max(dim=-1)
+            logits = logits.to(torch.float32)
+            finite = torch.isfinite(logits).all(dim=-1).tolist()
+            scores, labels = torch.softmax(logits, dim=-1).max(dim=-1)
             return [
-                {"label": self.labels[int(label)], "score": float(score)}
-                for score, label in zip(scores.tolist(), labels.tolist(), strict=True)
+                {"label": self.labels[int(label)], "score": float(score)} if ok else _NON_FINITE
+                for score, label, ok in zip(scores.tolist(), labels.tolist(), finite, strict=True)
             ]
         assert group.options is not None
         generated = self.model.generate(  # type: ignore[operator]
@@ -656,16 +672,12 @@ class ModelRunner:
         continuation = generated[:, input_ids.shape[1] :].cpu()
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in continuation]
 
-    def _finish(self, per_sequence: list[Any], params: Mapping[str, Any]) -> Any:
-        if self.task != "embed":
-            return per_sequence
-        vectors = torch.stack(per_sequence)
-        if params.get("normalize", True):
-            vectors = F.normalize(vectors, p=2, dim=1)
-        # float32 values printed as Python floats take 17 digits; rounded to EMBED_DECIMALS they
-        # print short: the result JSON is ~40% smaller and twice as fast to serialise, and the
-        # change (<= 5e-10) is below float32 resolution for the components of a unit vector.
-        return torch.round(vectors.to(torch.float64), decimals=EMBED_DECIMALS).tolist()
+    @staticmethod
+    def _finish(per_sequence: list[Any]) -> Any:
+        if any(value is _NON_FINITE for value in per_sequence):
+            # json.dumps(allow_nan=False) would refuse it anyway; a NaN vector is no answer
+            return ModelFailure("ModelError", "the model produced non-finite values (NaN/inf)")
+        return per_sequence
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -346,6 +346,38 @@ def test_model_error_is_isolated_to_the_request_causing_it(tiny_embed_model: Pat
     assert not isinstance(outputs[0], ModelFailure) and not isinstance(outputs[2], ModelFailure)
 
 
+def test_non_finite_output_fails_only_its_request(tiny_classify_model: Path) -> None:
+    """A NaN/inf output (e.g. float16 overflow) is a ModelFailure, never a result with NaN."""
+    runner = ModelRunner.load(str(tiny_classify_model), "classify", device="cpu")
+    poison = runner.encode(["monkey"], {}).token_ids[0][1]
+    real_forward = runner.model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        output = real_forward(*args, **kwargs)
+        rows = (kwargs["input_ids"] == poison).any(dim=1)
+        output.logits[rows] = float("nan")
+        return output
+
+    runner.model.forward = forward
+    outputs = run_many(runner, [["A man is eating."], ["monkey", "A girl."], ["A girl."]])
+    assert isinstance(outputs[1], ModelFailure) and "non-finite" in outputs[1].message
+    assert outputs[0][0]["label"] in {"negative", "neutral", "positive"}
+    assert outputs[2][0]["score"] > 0
+
+
+def test_embed_mixed_normalize_flags_in_one_batch(embedder: ModelRunner) -> None:
+    normalized, raw = run_many(embedder, [[SENTENCES[0]]], {})[0], run_one(
+        embedder, [SENTENCES[0]], {"normalize": False}
+    )
+    items = [
+        (embedder.encode([SENTENCES[0]], {}), {}),
+        (embedder.encode([SENTENCES[0]], {"normalize": False}), {"normalize": False}),
+    ]
+    together = embedder.run(embedder.prepare(items))
+    assert torch.allclose(torch.tensor(together[0]), torch.tensor(normalized), atol=1e-6)
+    assert torch.allclose(torch.tensor(together[1]), torch.tensor(raw), atol=1e-6)
+
+
 # ------------------------------------------------------------------ device, dtype, lifecycle
 
 
