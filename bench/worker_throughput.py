@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import time
 from collections import Counter
@@ -101,6 +102,21 @@ def bench_raw_runner(
         log(f"  raw runner, batch {batch_size}: {rate:.1f} sentences/s")
         best = max(best, (rate, batch_size))
     return best
+
+
+def sentence_transformers_padding(runner: ModelRunner, sentences: list[str]) -> float:
+    """Padded/real tokens of encode's batches: it orders sentences by character length."""
+    lengths = [len(runner.encode([s], {}).token_ids[0]) for s in sentences]
+    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+    padded = sum(
+        max(lengths[i] for i in order[k:k + 32]) * len(order[k:k + 32])
+        for k in range(0, len(order), 32)
+    )
+    return padded / sum(lengths)
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
 
 
 # ------------------------------------------------------------------------------ SQS helpers
@@ -313,25 +329,33 @@ def main(argv: list[str] | None = None) -> int:
     st_rate = raw_rate = naive_rate = 0.0
     raw_batch = 0
     runs: dict[float, WorkerRun] = {}
+    per_round: dict[str, list[float]] = {"vs_st": [], "vs_raw": [], "latency_hidden": []}
     server = devsqs.start_fauxqs()
     try:
         for round_no in range(1, args.repeats + 1):
             log(f"round {round_no}/{args.repeats}")
             rate = bench_sentence_transformers(args.model, sentences, runner)
             log(f"  sentence-transformers encode: {rate:.1f} sentences/s")
-            st_rate = max(st_rate, rate)
+            st_rate, round_st = max(st_rate, rate), rate
             sizes = [raw_batch] if raw_batch else ([32, 64] if QUICK else [16, 32, 64, 128])
             rate, size = bench_raw_runner(runner, sentences, sizes)
+            round_raw = rate
             if rate > raw_rate:
                 raw_rate, raw_batch = rate, size
+            round_runs: dict[float, WorkerRun] = {}
             for delay in (0.0, INJECTED_DELAY_S):
                 run = run_worker(server, runner, sentences, delay_s=delay, reference=reference)
                 log(f"  worker through fauxqs, {delay * 1000:.0f} ms per SQS call: "
                     f"{run.msgs_s:.1f} msgs/s, {run.calls_per_message:.3f} SQS calls/msg, "
                     f"mean batch {run.summary['mean_batch_size']}, padding "
                     f"{run.summary['padding_ratio']}, fauxqs CPU {run.server_cpu_s:.2f} s")
+                round_runs[delay] = run
                 if delay not in runs or run.msgs_s > runs[delay].msgs_s:
                     runs[delay] = run
+            plain_rate = round_runs[0.0].msgs_s
+            per_round["vs_st"].append(plain_rate / round_st)
+            per_round["vs_raw"].append(plain_rate / round_raw)
+            per_round["latency_hidden"].append(round_runs[INJECTED_DELAY_S].msgs_s / plain_rate)
             rate = run_naive(server, runner, sentences[: args.naive_messages])
             log(f"  naive consumer: {rate:.1f} msgs/s")
             naive_rate = max(naive_rate, rate)
@@ -339,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
 
     plain, delayed = runs[0.0], runs[INJECTED_DELAY_S]
+    st_padding = sentence_transformers_padding(runner, sentences)
+    # the worker's model thread alone: is the model starved, or slowed by the rest?
+    model_only = plain.summary["deleted"] / max(1e-9, plain.summary["inference_s"])
     figures = {
         "vs_sentence_transformers": round(plain.msgs_s / st_rate, 3),
         "vs_raw": round(plain.msgs_s / raw_rate, 3),
@@ -354,8 +381,13 @@ def main(argv: list[str] | None = None) -> int:
         "sqs_calls_per_message_50ms": round(delayed.calls_per_message, 3),
         "fauxqs_cpu_s": round(plain.server_cpu_s, 2),
         "fauxqs_cpu_s_50ms": round(delayed.server_cpu_s, 2),
+        "vs_sentence_transformers_median_of_rounds": _median(per_round["vs_st"]),
+        "vs_raw_median_of_rounds": _median(per_round["vs_raw"]),
+        "latency_hidden_median_of_rounds": _median(per_round["latency_hidden"]),
+        "worker_model_only_msgs_s": round(model_only, 1),
         "worker_mean_batch": plain.summary["mean_batch_size"],
         "worker_padding_ratio": plain.summary["padding_ratio"],
+        "sentence_transformers_padding_ratio": round(st_padding, 3),
         "worker_p50_s": plain.summary["p50_in_worker_s"],
         "worker_p95_s": plain.summary["p95_in_worker_s"],
         "messages": len(sentences),
@@ -385,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:34} {rate:9.1f} {ratio:12.2f}x {goal:>8}")
     print(f"SQS calls per message: {plain.calls_per_message:.3f} (goal <= 0.33; floor 0.3) "
           f"{dict(sorted(plain.calls_by_operation.items()))}")
+    print(f"padding: worker {plain.summary['padding_ratio']} (token-length sorted batches), "
+          f"sentence-transformers {st_padding:.3f} (its character-length order, batches of 32); "
+          f"the worker's model thread alone ran {figures['worker_model_only_msgs_s']} msgs/s")
+    print("per-round ratios: " + ", ".join(
+        f"{k} {[round(v, 2) for v in values]}" for k, values in per_round.items()))
     print(f"fauxqs CPU: {plain.server_cpu_s:.2f} s during the plain run "
           f"({plain.server_cpu_s / plain.seconds * 100:.0f}% of one core), "
           f"{delayed.server_cpu_s:.2f} s during the 50 ms run")
