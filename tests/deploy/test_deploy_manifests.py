@@ -91,6 +91,11 @@ def test_pod_security(render, overlay: str) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     for path in ("/tmp", "/cache"):
         assert "emptyDir" in volumes[mounts[path]], path
+    # the kubelet evicts a pod whose local storage passes its limit: the volumes must fit
+    sizes = [v["emptyDir"]["sizeLimit"] for v in volumes.values() if "emptyDir" in v]
+    gib = sum(int(size.removesuffix("Gi")) for size in sizes)
+    limit = int(container["resources"]["limits"]["ephemeral-storage"].removesuffix("Gi"))
+    assert gib <= limit, (gib, limit)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
