@@ -7,10 +7,11 @@
     heartbeat thread: ChangeMessageVisibilityBatch for messages held past half their timeout
 
 Every message the worker holds is a `Job` in `self._jobs` from receive until it is deleted,
-released (visibility set back) or left to expire. The number held is bounded (back-pressure: the
-receivers reserve room before they poll), so the worker never holds more than it can finish before
-visibility runs out. The model thread does nothing but run batches: tokenising, padding, parsing
-and every SQS/S3 call happen on other threads, so the accelerator does not wait on the network.
+released (visibility set back) or, if SQS cannot be reached, left to expire. The number held is
+bounded (back-pressure: the receivers reserve room before they poll), so the worker never holds
+more than it can finish before visibility runs out. The model thread does nothing but run
+batches: tokenising, padding, parsing and every SQS/S3 call happen on other threads, so the
+accelerator does not wait on the network.
 
 Delivery: a request is deleted only after its result was sent (at-least-once). Bad input gets an
 error result and is deleted at once. A transient failure (model error, result write failed) leaves
@@ -77,7 +78,7 @@ class Job:
     request: Request | None = None
     encoded: Any = None
     # set when the job leaves the model stage:
-    action: str = ""  # "send" | "release" | "forget" | "delete"
+    action: str = ""  # "send" (then delete) | "release" (visibility back) | "delete" (no result)
     result: OutgoingMessage | None = None
     destination: str | None = None
     release_after_s: int = 0
