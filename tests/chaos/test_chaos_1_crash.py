@@ -41,8 +41,8 @@ def test_crash_sigkill(
     fauxqs_server: Any,
     log_dir: Path,
 ) -> None:
-    requests = pick(300, 1500, 5000)
-    kills_wanted = pick(2, 8, 20)
+    requests = pick(300, 1000, 5000)
+    kills_wanted = pick(2, 6, 20)
     gap_s = pick((1.0, 3.0), (1.0, 6.0), (1.0, 7.0))
     visibility_s = pick(4, 6, 8)
     seed = int(os.environ.get("CHAOS_SEED", "0")) or random.randrange(1, 10**6)

@@ -52,9 +52,9 @@ def test_sqs_faults(
     fauxqs_server: Any,
     log_dir: Path,
 ) -> None:
-    n_clean = pick(150, 800, 3000)
-    n_faults = pick(300, 2000, 8000)
-    outage_s = pick(6.0, 10.0, 20.0)
+    n_clean = pick(150, 500, 3000)
+    n_faults = pick(300, 1200, 8000)
+    outage_s = pick(6.0, 8.0, 20.0)
     visibility_s = pick(5, 8, 10)
     endpoint = fauxqs_server.endpoint_url
     queues = chaos_queues("faults", visibility_s=visibility_s, max_receive=10)

@@ -40,8 +40,8 @@ def test_slow_model_heartbeats(
 ) -> None:
     visibility_s = 4
     slow_s = 3 * visibility_s
-    n_slow = pick(3, 6, 20)
-    n_fast = pick(30, 200, 1000)
+    n_slow = pick(3, 5, 20)
+    n_fast = pick(30, 100, 1000)
     endpoint = fauxqs_server.endpoint_url
     queues = chaos_queues("slow", visibility_s=visibility_s, max_receive=5)
     forward_log = log_dir / "forward.jsonl"

@@ -81,7 +81,7 @@ def test_poison_fuzz(
     fauxqs_server: Any,
     log_dir: Path,
 ) -> None:
-    n = pick(300, 2500, 10_500)
+    n = pick(300, 2000, 10_500)
     t_gen = time.monotonic()
     bodies = generate(n)
     gen_s = time.monotonic() - t_gen
