@@ -592,17 +592,24 @@ class ModelRunner:
             input_ids, attention_mask = self._collate(seqs)
             options = parse_generate_options(items[0][1]) if self.task == "generate" else None
             group = _Group(list(range(len(items))), input_ids, attention_mask, options)
+        error: str | None = None
+        oom = False
         try:
             with torch.inference_mode():
                 per_sequence = self._forward(group, items)
         except Exception as exc:
-            if not _is_oom(exc):
-                if len(items) == 1:
-                    log.warning("model error", exc_info=True)
-                    return [ModelFailure("ModelError", f"{type(exc).__name__}: {exc}")]
-                # Isolate the request that breaks the model; the others still get results.
-                return [out for item in items for out in self._run_with_split([item], None)]
-            del exc  # drop the traceback's references to device tensors before freeing the cache
+            oom = _is_oom(exc)
+            error = f"{type(exc).__name__}: {exc}"
+            if not oom and len(items) == 1:
+                log.warning("model error", exc_info=True)
+        # Act only after leaving the except block: while it runs, the traceback keeps the failed
+        # forward's frames, and with them its activations on the device, alive.
+        if error is not None and not oom:
+            if len(items) == 1:
+                return [ModelFailure("ModelError", error)]
+            # Isolate the request that breaks the model; the others still get results.
+            return [out for item in items for out in self._run_with_split([item], None)]
+        if oom:
             self._empty_cache()
             if len(items) == 1:
                 enc = items[0][0]
