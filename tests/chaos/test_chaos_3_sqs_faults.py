@@ -9,6 +9,8 @@ Broken build that fails it: CHAOS_BREAK=ignore_failed (Failed entries treated as
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from chaos.support.harness import (
     env_breaks,
     send_bodies,
     sentence,
+    wait_for,
 )
 
 RECEIVERS = 4
@@ -55,7 +58,7 @@ def test_sqs_faults(
     n_clean = pick(150, 500, 3000)
     n_faults = pick(300, 1200, 8000)
     outage_s = pick(6.0, 8.0, 20.0)
-    visibility_s = pick(5, 8, 10)
+    visibility_s = int(os.environ.get("CHAOS_FAULTS_VISIBILITY_S", "0")) or pick(5, 8, 10)
     endpoint = fauxqs_server.endpoint_url
     queues = chaos_queues("faults", visibility_s=visibility_s, max_receive=10)
     proxy = FaultProxy(endpoint, FaultPlan(enabled=False), seed=5).start()
@@ -91,6 +94,7 @@ def test_sqs_faults(
         return (len(times) - 1) / max(1e-3, times[-1] - times[0]), times[0] - start
 
     outage_call_rate = float("inf")
+    outage_calls_by_op: dict[str, int] = {}
     recovered_rate = faulted_rate = clean_rate = 0.0
     first_result_after_outage_s = float("inf")
     fault_calls = delayed = 0
@@ -110,13 +114,16 @@ def test_sqs_faults(
         proxy.begin_outage()
         time.sleep(outage_s)  # the outage lasts this long; we count the calls made meanwhile
         # Steady state: the second half of the outage (the first holds the quick first retries).
-        outage_call_rate = proxy.stats.calls_between(
-            outage_start + outage_s / 2, time.monotonic()
-        ) / (outage_s / 2)
+        window = (outage_start + outage_s / 2, time.monotonic())
+        outage_call_rate = proxy.stats.calls_between(*window) / (outage_s / 2)
+        outage_calls_by_op = proxy.stats.calls_by_operation_between(*window)
         proxy.plan = FaultPlan(enabled=False)
         healthy_after_outage = worker.alive and worker.healthy()
 
         recovered_rate, first_result_after_outage_s = phase("recovered", n_clean, 120)
+        # the last deletes (and re-deliveries' results) flush before the worker is stopped
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: queues.counts(queues.request_url) == (0, 0), 60, 0.2, "empty queue")
     finally:
         lost, duplicates = collector.accounting(all_ids)
         crashes = 0 if worker.alive else 1
@@ -142,6 +149,11 @@ def test_sqs_faults(
         "left_on_queue": list(left),
         "calls_during_faults": fault_calls,
         "outage_calls_per_s": round(outage_call_rate, 1),
+        "outage_calls_by_operation": outage_calls_by_op,
+        "duplicates_by_phase": {
+            phase_name: collector.accounting([i for i in all_ids if i.startswith(phase_name)])[1]
+            for phase_name in ("clean", "faults", "recovered")
+        },
         "dlq": len(dlq),
     }
 
@@ -152,8 +164,10 @@ def test_sqs_faults(
     assert collector.keyed()
     assert delayed / fault_calls >= 0.10, "fewer than 10 % of calls delayed"
     assert proxy.stats.faults["partial"] > 0 and proxy.stats.faults["throttle"] > 0
-    # Backoff: a hot retry loop would make hundreds of calls a second against a dead endpoint.
-    assert outage_call_rate <= 5 * RECEIVERS, f"{outage_call_rate:.0f} calls/s during the outage"
+    # Backoff: a hot retry loop makes hundreds of calls a second per thread against a dead
+    # endpoint (a local 503 takes ~2 ms); backed-off retries from the receivers, the writer and
+    # the heartbeat stay in the tens.
+    assert outage_call_rate <= 50, f"{outage_call_rate:.0f} calls/s during the outage"
     # After an outage botocore's backoff (up to ~20 s) and the receivers' pause delay the first
     # receive; once flowing, throughput must be back near the clean figure.
     assert first_result_after_outage_s <= 30

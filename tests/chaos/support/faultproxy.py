@@ -107,6 +107,10 @@ class ProxyStats:
         with self.lock:
             return sum(1 for t, _ in self.timeline if start <= t < end)
 
+    def calls_by_operation_between(self, start: float, end: float) -> dict[str, int]:
+        with self.lock:
+            return dict(Counter(op for t, op in self.timeline if start <= t < end))
+
     def total_calls(self) -> int:
         with self.lock:
             return sum(self.calls.values())

@@ -21,6 +21,7 @@ CHAOS_BREAK=a,b          deliberately broken builds, to show each chaos test can
   double_write         every result message sent twice
   retry_poison         requests answered with an error result are never deleted (poison retried)
   leak                 1 MiB of memory and one file descriptor leaked per ReceiveMessage call
+  hot_retry            a failed SQS call is retried at once, up to 50 times, with no backoff
 
 The breaks sit at the boto3 call boundary (botocore's BaseClient._make_api_call), so they
 need no knowledge of the worker's internals and act exactly where a real bug would show.
@@ -38,7 +39,7 @@ from typing import Any
 BREAKS = frozenset(filter(None, os.environ.get("CHAOS_BREAK", "").split(",")))
 KNOWN_BREAKS = frozenset(
     {"delete_before_write", "no_heartbeat", "no_release", "ignore_failed", "double_write",
-     "retry_poison", "leak"}
+     "retry_poison", "leak", "hot_retry"}
 )
 _leaked: list[Any] = []
 
@@ -135,6 +136,24 @@ def _patch_boto() -> None:
             result = {**result, "Successful": [*result.get("Successful", []), *fake], "Failed": []}
         return result
 
+    if "hot_retry" in BREAKS:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.retries import standard
+
+        # botocore's own backoff goes too: its retries happen at once
+        standard.ExponentialBackoff.delay_amount = lambda self, context: 0.0  # type: ignore
+        backed_off = patched
+
+        def hot(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+            for _ in range(50):
+                try:
+                    return backed_off(self, operation_name, api_params)
+                except (ClientError, BotoCoreError):
+                    continue
+            return backed_off(self, operation_name, api_params)
+
+        BaseClient._make_api_call = hot  # type: ignore[method-assign]
+        return
     BaseClient._make_api_call = patched  # type: ignore[method-assign]
 
 
