@@ -1,4 +1,4 @@
-"""The embedded local AWS endpoints: start and stop them from the demo, the tests and the benchmarks.
+"""The embedded local AWS endpoints, started and stopped by the demo, the tests and the benchmarks.
 
 `fauxqs` (npm, pinned in package.json) is the default SQS server: it keeps thousands of messages a
 second flat to tens of thousands deep, so a benchmark measures the worker, not the emulator.
@@ -61,7 +61,7 @@ class LocalServer:
             self.process.wait()
 
     def cpu_seconds(self) -> float:
-        """User+system CPU seconds the server has used so far (Linux /proc), for benchmark reports."""
+        """User+system CPU seconds the server has used so far (Linux /proc), for bench reports."""
         try:
             fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
@@ -72,11 +72,14 @@ class LocalServer:
 
 
 def find_fauxqs_module() -> Path:
-    """Locate fauxqs' entry module in a node_modules folder (repo root, cwd, or GPUQUEUE_NODE_MODULES)."""
+    """Locate fauxqs' entry module: GPUQUEUE_NODE_MODULES, the repo root, or the cwd."""
     candidates = []
     if env := os.environ.get("GPUQUEUE_NODE_MODULES"):
         candidates.append(Path(env))
-    candidates += [Path(__file__).resolve().parent.parent / "node_modules", Path.cwd() / "node_modules"]
+    candidates += [
+        Path(__file__).resolve().parent.parent / "node_modules",
+        Path.cwd() / "node_modules",
+    ]
     for node_modules in candidates:
         module = node_modules / "fauxqs" / "dist" / "app.js"
         if module.is_file():
@@ -153,9 +156,13 @@ def running(kind: str = "fauxqs") -> Iterator[LocalServer]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.devsqs", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.devsqs", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--moto", action="store_true", help="start moto's server instead of fauxqs")
-    parser.add_argument("--port", type=int, default=0, help="port to bind on 127.0.0.1 (default: free)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port to bind on 127.0.0.1 (default: free)"
+    )
     args = parser.parse_args(argv)
     try:
         server = start_moto(args.port) if args.moto else start_fauxqs(args.port)
@@ -163,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devsqs: {exc}", file=sys.stderr)
         return 1
     print(f"export AWS_ENDPOINT_URL={server.endpoint_url}", flush=True)
-    stop = lambda *_: server.stop()  # noqa: E731
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.process.wait()
     except KeyboardInterrupt:
