@@ -132,6 +132,14 @@ def reply_to_allowed(
     return False
 
 
+_SQS_UNSAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_safe(text: str) -> bool:
+    """Whether SQS can carry `text` in a message attribute (its allowed Unicode ranges)."""
+    return _SQS_UNSAFE.search(text) is None
+
+
 def _first_error(error: ValidationError) -> str:
     item = error.errors()[0]
     loc = ".".join(str(part) for part in item["loc"]) or "body"
@@ -168,9 +176,17 @@ def parse_request(
     # the caller's id and reply_to are kept even when the rest is invalid, so the error can
     # reach the caller and be matched to its request.
     raw_id = data.get("id")
-    request_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= MAX_ID_CHARS else None
+    request_id = (
+        raw_id
+        if isinstance(raw_id, str) and len(raw_id) <= MAX_ID_CHARS and sqs_safe(raw_id)
+        else None
+    )
     raw_reply = data.get("reply_to")
     reply_to = raw_reply if isinstance(raw_reply, str) else None
+    if reply_to is not None and not (reply_to.isascii() and reply_to.isprintable()):
+        return BadRequest(
+            "ReplyToNotAllowed", "reply_to must be a plain ASCII queue URL", request_id, None
+        )
     if reply_to is not None and not reply_to_allowed(
         reply_to, reply_to_patterns, always_allowed_reply_to, region
     ):
@@ -188,6 +204,10 @@ def parse_request(
         return BadRequest("InvalidRequest", _first_error(exc), request_id, reply_to)
     except RecursionError:
         return BadRequest("InvalidRequest", "body is nested too deeply", request_id, reply_to)
+    if parsed.id is not None and not sqs_safe(parsed.id):
+        return BadRequest(
+            "InvalidRequest", "id holds characters SQS cannot carry (e.g. a lone surrogate)"
+        )
     if parsed.version is not None and parsed.version != CONTRACT_VERSION:
         return BadRequest(
             "InvalidRequest",
@@ -289,7 +309,10 @@ def dedup_key(message_id: str) -> str:
 
 
 def result_message(result: Mapping[str, Any]) -> OutgoingMessage:
-    body = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # ASCII-only JSON: a lone surrogate echoed from a request (valid as a JSON escape) or a control
+    # character a model generated would otherwise make the body unsendable (SQS accepts only some
+    # Unicode ranges); escaped, every result is a valid SQS body.
+    body = json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     attributes = {
         ATTR_MESSAGE_ID: {
             "DataType": "String",

@@ -645,7 +645,19 @@ class Worker:
                 assert job.destination is not None
                 by_destination.setdefault(job.destination, []).append(job)
         for destination, group in by_destination.items():
-            to_delete += self._send_results(destination, group)
+            try:
+                to_delete += self._send_results(destination, group)
+            except Exception as exc:  # one destination's trouble must not hold up the others
+                event(
+                    log,
+                    "result write failed: requests left for redelivery",
+                    logging.WARNING,
+                    destination=destination,
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+                for job in group:
+                    job.outcome, job.release_after_s = "ResultWriteFailed", self._backoff_s(job)
+                self._release(group)
         if to_delete:
             self._delete(to_delete)
         if releases:

@@ -152,8 +152,15 @@ request_like = st.fixed_dictionaries(
         "extra": json_values,
     },
 )  # fmt: skip
+surrogate_escapes = st.lists(
+    st.sampled_from(["\\ud800", "\\udfff", "\\u0000", "\\ud83d\\ude00", "é", "x"]), max_size=4
+).map("".join)
 bodies = st.one_of(
     st.text(max_size=200),
+    # JSON escapes that decode to lone surrogates / control characters, in every string field
+    st.tuples(surrogate_escapes, surrogate_escapes).map(
+        lambda p: f'{{"id": "{p[0]}", "inputs": ["a{p[1]}"], "reply_to": null}}'
+    ),
     json_values.map(json.dumps),
     request_like.map(json.dumps),
     st.integers(min_value=1, max_value=5000).map(lambda n: "[" * n + "]" * n),  # deep nesting
@@ -178,8 +185,15 @@ def test_parse_never_raises_and_returns_request_or_typed_error(body: str) -> Non
             )
         )
         assert json.loads(message.body)["error"]["type"] == parsed.type
+        assert message.size > 0  # encodable: a valid SQS body whatever the request held
     else:
         assert parsed.inputs and all(isinstance(t, str) and t.strip() for t in parsed.inputs)
+        echoed = contract.result_message(
+            contract.build_result(
+                message_id="m", request_id=parsed.id, model="m", outputs=parsed.inputs
+            )
+        )
+        assert echoed.size > 0 and echoed.body.isascii()
         assert parsed.task == "embed"
         assert parsed.reply_to in (None, RESULT_QUEUE)
 
