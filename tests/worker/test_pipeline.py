@@ -140,14 +140,14 @@ def test_transient_failure_is_left_for_redelivery_and_dead_letters(
 def test_heartbeat_keeps_a_held_message_invisible(
     sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
 ) -> None:
-    """Visibility 2 s, batch held on the model for several timeouts: the heartbeat extends it, so
+    """Visibility 3 s, batch held on the model for several timeouts: the heartbeat extends it, so
     another consumer never sees it, and exactly one result comes out."""
     queues = make_queues(sqs_client)
     gate = threading.Event()
     runner = FakeRunner(gate)
     [message_id] = send_bodies(sqs_client, queues.input, [request("slow one", id="slow")])
     worker = start_worker(
-        sqs_server.endpoint_url, queues, runner, running_workers, visibility_timeout_s=2
+        sqs_server.endpoint_url, queues, runner, running_workers, visibility_timeout_s=3
     )
     wait_for(runner.running.is_set, 30, "the batch to reach the model")
     extended = wait_for(
@@ -159,7 +159,7 @@ def test_heartbeat_keeps_a_held_message_invisible(
         "three heartbeats",
     )
     assert extended
-    # > 3 visibility timeouts later, another consumer still cannot get it
+    # well past the first 3 s timeout, another consumer still cannot get it
     other = boto3.client("sqs", endpoint_url=sqs_server.endpoint_url, region_name=REGION)
     assert other.receive_message(QueueUrl=queues.input, WaitTimeSeconds=1).get("Messages") is None
     gate.set()
