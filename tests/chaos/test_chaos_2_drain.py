@@ -77,9 +77,13 @@ def test_drain_sigterm(
     worker.terminate()
     released_s: float | None = None
     settled_s: float | None = None
+    timeline: dict[str, int] = {}  # in flight on the queue, sampled at 0.5 s, 1 s, 2 s, 4 s, ...
+    marks = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     while worker.alive and time.monotonic() - t0 < grace_s + 10:
         in_flight = queues.counts(queues.request_url)[1]
         elapsed = time.monotonic() - t0
+        while marks and elapsed >= marks[0]:
+            timeline[f"{marks.pop(0):g}s"] = in_flight
         if released_s is None and in_flight <= batch:  # at most the batch in hand remains
             released_s = elapsed
         if settled_s is None and in_flight == 0:
@@ -117,6 +121,7 @@ def test_drain_sigterm(
         "unstarted_visible_again_s": None if released_s is None else round(released_s, 2),
         "all_settled_s": None if settled_s is None else round(settled_s, 2),
         "answered": len(answered), "released_back": len(remaining),
+        "in_flight_after_sigterm": timeline, "in_flight_after_exit": in_flight,
     }
 
     assert exit_code == 0, f"exit code {exit_code}:\n{worker.tail()}"

@@ -419,7 +419,7 @@ class WorkerSpec:
             "WORKER_DEVICE": "cpu",
             "WORKER_HTTP_PORT": str(http_port),
             "WORKER_VISIBILITY_TIMEOUT_S": str(self.visibility_s),
-            "WORKER_LOG_LEVEL": "WARNING",
+            "WORKER_LOG_LEVEL": os.environ.get("CHAOS_WORKER_LOG_LEVEL", "WARNING"),
             "CHAOS_BREAK": ",".join(self.breaks),
             "CHAOS_MARKERS": ",".join(self.markers),
         }
