@@ -57,7 +57,7 @@ def test_sqs_faults(
 ) -> None:
     n_clean = pick(150, 500, 3000)
     n_faults = pick(300, 1200, 8000)
-    outage_s = pick(6.0, 8.0, 20.0)
+    outage_s = pick(4.0, 8.0, 20.0)
     visibility_s = int(os.environ.get("CHAOS_FAULTS_VISIBILITY_S", "0")) or pick(5, 8, 10)
     endpoint = fauxqs_server.endpoint_url
     queues = chaos_queues("faults", visibility_s=visibility_s, max_receive=10)

@@ -143,10 +143,10 @@ def test_scaler_faults(
         text = Path(kube.kubeconfig(tmp_path / "tmp-kc")).read_text()
         kc.write_text(text.replace(kube.url, silent.url))
         slow_deps = Deps(queues=SqsQueues(sqs),
-                         cluster=KubeCluster.from_kubeconfig(str(kc), request_timeout_s=2),
+                         cluster=KubeCluster.from_kubeconfig(str(kc), request_timeout_s=1),
                          clock=time.time)
         t0 = time.monotonic()
-        timed = run_once(Settings(targets=targets[:2], drain_rate_source="prior"), slow_deps,
+        timed = run_once(Settings(targets=targets[:1], drain_rate_source="prior"), slow_deps,
                          dry_run=False)
         timeout_run_s = time.monotonic() - t0
     finally:
@@ -186,7 +186,7 @@ def test_scaler_faults(
     assert outcomes["corrupt"].warnings, "a corrupted annotation must be reported"
     assert applied["corrupt"] >= want  # never trusted to scale down
     assert all(o.error and not o.patched for o in timed)
-    assert timeout_run_s < 2 * (2 * 2 + 5)  # bounded by the request timeout, not hung
+    assert timeout_run_s < 10  # bounded by the 1 s request timeout (and its retries), not hung
 
 
 # ------------------------------------------------------------------------------------------------
