@@ -9,11 +9,16 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from worker import logs
 from worker.config import ConfigError, WorkerSettings, load_settings
 from worker.logs import event
 from worker.metrics import Metrics
+
+if TYPE_CHECKING:
+    from worker.queue_monitor import QueueMonitor
+    from worker.sqs import SqsAdapter
 
 log = logging.getLogger("worker")
 
@@ -31,8 +36,9 @@ def _aws_clients(settings: WorkerSettings) -> tuple[object, object | None, str]:
         sqs_client = sqs.make_client()
         s3_client = s3.make_client() if settings.result_s3_uri else None
     except NoRegionError:
+        # boto3 reads AWS_DEFAULT_REGION (or a profile), not AWS_REGION
         raise ConfigError(
-            "AWS_REGION: not set (the region of the queues; or AWS_DEFAULT_REGION)"
+            "AWS_DEFAULT_REGION: not set (the region of the queues; boto3 ignores AWS_REGION)"
         ) from None
     region = sqs_client.meta.region_name or boto3.session.Session().region_name or ""
     return sqs_client, s3_client, region
@@ -99,46 +105,65 @@ def run(settings: WorkerSettings) -> int:
             f"WORKER_HTTP_PORT: cannot listen on {settings.http_port}: {exc}"
         ) from None
     event(log, "http listening", port=http.port)
-
+    monitor = _start_queue_monitor(settings, adapter, metrics)
     try:
-        runner = ModelRunner.load(
-            settings.model,
-            settings.task,
-            settings.device,
-            settings.dtype,
-            settings.max_input_tokens,
+        try:
+            runner = ModelRunner.load(
+                settings.model,
+                settings.task,
+                settings.device,
+                settings.dtype,
+                settings.max_input_tokens,
+            )
+        except (OSError, ValueError) as exc:
+            http.stop()
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            variable = "WORKER_MAX_INPUT_TOKENS" if "max_input_tokens" in reason else "WORKER_MODEL"
+            raise ConfigError(f"{variable}: cannot load {settings.model!r}: {reason}") from None
+        runner.name = settings.model_name  # results' `model`: a readable name, not a path
+        event(
+            log,
+            "model loaded",
+            model=runner.name,
+            path=settings.model,
+            task=runner.task,
+            device=runner.device,
+            dtype=runner.dtype,
+            max_input_tokens=runner.max_input_tokens,
         )
-    except (OSError, ValueError) as exc:
-        http.stop()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        variable = "WORKER_MAX_INPUT_TOKENS" if "max_input_tokens" in reason else "WORKER_MODEL"
-        raise ConfigError(f"{variable}: cannot load {settings.model!r}: {reason}") from None
-    event(
-        log,
-        "model loaded",
-        model=runner.name,
-        task=runner.task,
-        device=runner.device,
-        dtype=runner.dtype,
-        max_input_tokens=runner.max_input_tokens,
-    )
-    if stop.is_set():
+        if stop.is_set():
+            http.stop()
+            return 0
+        runner.warm_up()
+        worker = Worker(
+            settings, runner, adapter, claim_check=claim_check, metrics=metrics, region=region
+        )
+        worker.start()
+        while not stop.wait(1.0):
+            if worker.crashed is not None:
+                event(log, "a pipeline thread crashed; exiting", logging.ERROR)
+                worker.shutdown()
+                http.stop()
+                return 1
+        worker.shutdown()
         http.stop()
         return 0
-    runner.warm_up()
-    worker = Worker(
-        settings, runner, adapter, claim_check=claim_check, metrics=metrics, region=region
-    )
-    worker.start()
-    while not stop.wait(1.0):
-        if worker.crashed is not None:
-            event(log, "a pipeline thread crashed; exiting", logging.ERROR)
-            worker.shutdown()
-            http.stop()
-            return 1
-    worker.shutdown()
-    http.stop()
-    return 0
+    finally:
+        if monitor is not None:
+            monitor.stop()
+
+
+def _start_queue_monitor(
+    settings: WorkerSettings, adapter: SqsAdapter, metrics: Metrics
+) -> QueueMonitor | None:
+    """Queue depth gauges from the start, so a pod still loading its model reports them too."""
+    from worker.queue_monitor import QueueMonitor
+
+    if settings.queue_metrics_interval_s <= 0:
+        return None
+    return QueueMonitor(
+        adapter, settings.queue_url, metrics, settings.queue_metrics_interval_s
+    ).start()
 
 
 def main(argv: list[str] | None = None) -> int:

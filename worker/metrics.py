@@ -3,6 +3,8 @@ several workers can live in one process (tests, the benchmark) without clashing.
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512)
@@ -71,6 +73,56 @@ class Metrics:
         self.ready = Gauge(
             "gpuqueue_ready", "1 once the model is warm and the worker receives", registry=r
         )
+        # Set by worker.queue_monitor (WORKER_QUEUE_METRICS_INTERVAL_S). Every replica reports the
+        # same queue-wide numbers: alert and plot on max() across pods, never sum().
+        self.queue_messages = Gauge(
+            "gpuqueue_queue_messages",
+            "SQS ApproximateNumberOfMessages* of the input queue and its dead-letter queue",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.oldest_message_age_seconds = Gauge(
+            "gpuqueue_oldest_message_age_seconds",
+            "Age (now - SentTimestamp) of the oldest message this worker received during the "
+            "last queue-metrics interval; 0 when it received none",
+            registry=r,
+        )
+        self.queue_metrics_errors = Counter(
+            "gpuqueue_queue_metrics_errors",
+            "Failed reads of queue attributes by the queue monitor",
+            ["queue"],
+            registry=r,
+        )
+        self._oldest_age = WindowMax()
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        """A message was received `seconds` after it was sent: the histogram, and the age window
+        the queue monitor turns into gpuqueue_oldest_message_age_seconds."""
+        self.queue_wait_seconds.observe(seconds)
+        self._oldest_age.observe(seconds)
+
+    def take_oldest_received_age(self) -> float | None:
+        """The largest queue wait seen since the previous call (None: nothing received)."""
+        return self._oldest_age.take()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class WindowMax:
+    """Largest value observed since the last `take()` (thread-safe: receivers observe, the queue
+    monitor takes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._max: float | None = None
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            if self._max is None or value > self._max:
+                self._max = value
+
+    def take(self) -> float | None:
+        with self._lock:
+            value, self._max = self._max, None
+            return value

@@ -328,7 +328,7 @@ class Worker:
                 self.stats.received += len(jobs)
             for job in jobs:
                 self.metrics.received.inc()
-                self.metrics.queue_wait_seconds.observe(job.queue_wait_s)
+                self.metrics.observe_queue_wait(job.queue_wait_s)
             if not self._draining.is_set():  # after SIGTERM they wait for the release in shutdown()
                 for job in jobs:
                     self._encode_q.put(job)

@@ -87,6 +87,14 @@ class SqsAdapter:
         result = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(names))
         return dict(result.get("Attributes", {}))
 
+    def queue_url(self, name: str, owner_account_id: str | None = None) -> str:
+        """GetQueueUrl; the owner account lets a DLQ named by ARN be found in another account."""
+        kwargs = {"QueueName": name}
+        if owner_account_id:
+            kwargs["QueueOwnerAWSAccountId"] = owner_account_id
+        self._count()
+        return str(self.client.get_queue_url(**kwargs)["QueueUrl"])
+
     def receive(
         self,
         queue_url: str,
