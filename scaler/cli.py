@@ -66,9 +66,14 @@ def _sim_setup(args: argparse.Namespace) -> tuple[Any, Any]:
     from scaler.policy import PolicyConfig
     from scaler.simulator import SimConfig
 
-    cfg = PolicyConfig(min_replicas=args.min_replicas, max_replicas=args.max_replicas)
     sim = SimConfig(
         service_rate=args.service_rate, startup_delay=args.startup_delay, count_lag=args.count_lag
+    )
+    # the modelled drain metric reaches back its publication lag plus its window
+    cfg = PolicyConfig(
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        drain_reach_s=sim.drain_lag + sim.drain_window,
     )
     return cfg, sim
 

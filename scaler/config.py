@@ -51,6 +51,9 @@ class TargetConfig(BaseModel):
     startup_delay_s: float = Field(default=PolicyConfig.startup_delay_s, ge=0)
     drain_rate_prior: float = Field(default=PolicyConfig.drain_rate_prior, gt=0)
     target_wait_s: float = Field(default=PolicyConfig.target_wait_s, gt=0)
+    drain_reach_s: float = Field(default=PolicyConfig.drain_reach_s, ge=0)
+    keep_warm_fraction: float = Field(default=PolicyConfig.keep_warm_fraction, ge=0, le=1)
+    keep_warm_s: float = Field(default=PolicyConfig.keep_warm_s, ge=0)
     prometheus_query: str | None = None
 
     @field_validator("deployment")
@@ -95,6 +98,9 @@ class TargetConfig(BaseModel):
             startup_delay_s=self.startup_delay_s,
             drain_rate_prior=self.drain_rate_prior,
             target_wait_s=self.target_wait_s,
+            drain_reach_s=self.drain_reach_s,
+            keep_warm_fraction=self.keep_warm_fraction,
+            keep_warm_s=self.keep_warm_s,
         )
 
 

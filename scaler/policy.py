@@ -18,6 +18,9 @@ It does what KEDA's aws-sqs-queue scaler under the HPA does, then goes further:
   SIGTERM is not serving.
 * scale-down as soon as the backlog allows, never while the backlog exceeds what the serving
   replicas drain within the stabilization window (so work is not killed mid-burst).
+* keep warm a fraction of a recent burst's capacity for a while (`keep_warm_fraction` of the
+  largest count wanted in `keep_warm_s`): the next unannounced burst meets some ready replicas
+  instead of waiting out the whole node start-up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import math
 from dataclasses import dataclass, replace
 
 EPS = 1e-9
+#: the keep-warm sliding maximum's resolution (see keep_warm_floor)
+WARM_BUCKETS = 4
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class PolicyConfig:
     activation_backlog: int = 0
     count_in_flight: bool = True
     count_delayed: bool = False
-    scale_down_stabilization_s: float = 180.0
+    scale_down_stabilization_s: float = 120.0
     cooldown_to_zero_s: float = 300.0
     #: None: no cap (the policy already sizes from measured throughput).
     max_step_up: int | None = None
@@ -48,6 +53,15 @@ class PolicyConfig:
     #: Drain the projected backlog within this many seconds once the capacity is there.
     target_wait_s: float = 60.0
     tolerance: float = 0.1
+    #: How far back the drain figure reaches (CloudWatch: the 300 s look-back; Prometheus: the
+    #: rate's range). A sample teaches the per-replica rate only if the ready count held that long.
+    drain_reach_s: float = 300.0
+    #: Keep warm this fraction of the largest replica count wanted within `keep_warm_s` (0: off).
+    #: An unannounced burst waits out a GPU node's start-up under any policy with nothing warm;
+    #: bursts that came once tend to come again, so some of their capacity is kept for a while.
+    keep_warm_fraction: float = 0.25
+    #: How long a peak is remembered (set it near the usual gap between your bursts).
+    keep_warm_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
@@ -61,6 +75,10 @@ class PolicyConfig:
             raise ValueError("target_backlog_per_replica must be > 0")
         if self.max_step_up is not None and self.max_step_up < 1:
             raise ValueError("max_step_up must be >= 1")
+        if self.drain_reach_s < 0:
+            raise ValueError("drain_reach_s must be >= 0")
+        if not 0.0 <= self.keep_warm_fraction <= 1.0 or self.keep_warm_s < 0:
+            raise ValueError("need 0 <= keep_warm_fraction <= 1 and keep_warm_s >= 0")
 
 
 @dataclass(frozen=True)
@@ -91,6 +109,10 @@ class State:
     prev_visible: int | None = None
     prev_ready: int | None = None
     last_scale_up: float | None = None
+    #: when the ready count was last seen to change (drain samples older than that are mixed)
+    ready_since: float | None = None
+    #: (bucket start, largest bounded count wanted in it): keep_warm_s in WARM_BUCKETS buckets
+    peaks: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,11 +143,18 @@ def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple
     A window where work was waiting all along (visible > 0 at both ends) measures capacity: the
     estimate moves half-way to it. A window where the queue ran dry only proves a lower bound
     (replicas drained at least that much), so it can raise the estimate, never lower it. The
-    sample is used only when the ready count did not change over the window.
+    sample is used only when the ready count has not changed for as far back as the figure
+    reaches (`drain_reach_s`): a minute drained by 20 replicas divided by the 1 left after a
+    scale-down taught a 10x rate, and the next burst got a tenth of the replicas it needed.
     """
     learned = state.drain_rate
     rate = obs.drained_per_s
-    if rate is not None and obs.ready > 0 and state.prev_ready == obs.ready:
+    steady = (
+        state.prev_ready == obs.ready
+        and state.ready_since is not None
+        and obs.now - state.ready_since >= cfg.drain_reach_s
+    )
+    if rate is not None and obs.ready > 0 and steady:
         per_replica = rate / obs.ready
         saturated = obs.visible > 0 and (state.prev_visible or 0) > 0
         if saturated and per_replica > 0:
@@ -140,12 +169,19 @@ def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple
 def estimate_arrivals(
     obs: Observation, state: State, backlog: int, drain_rate: float
 ) -> float | None:
-    """Arrival rate = growth of the backlog + what was served, smoothed (fast up, slow down)."""
+    """Arrival rate = growth of the backlog + what was served, smoothed (fast up, slow down).
+
+    The drain figure lags (CloudWatch publishes minutes late) while the counts are fresh: right
+    after a scale-down it still reports what the replicas that are gone drained, which read as
+    phantom arrivals and woke a burst's worth of GPUs for nothing. What was served between two
+    runs cannot exceed what the replicas ready then could drain, so it is capped at that.
+    """
     if state.prev_time is None or state.prev_backlog is None or obs.now <= state.prev_time:
         return obs.drained_per_s
     dt = obs.now - state.prev_time
     if obs.drained_per_s is not None:
-        served = obs.drained_per_s
+        serving = max(state.prev_ready or 0, obs.ready)
+        served = min(obs.drained_per_s, serving * drain_rate)
     elif (state.prev_visible or 0) > 0:
         # no drain data: replicas with work waiting drained at capacity
         served = (state.prev_ready or 0) * drain_rate
@@ -187,6 +223,34 @@ def needed_replicas(
     return need, projected, exact
 
 
+def keep_warm_floor(
+    obs: Observation, state: State, need: int, cfg: PolicyConfig
+) -> tuple[tuple[tuple[float, int], ...], int, int]:
+    """(peaks to remember, peak, floor): keep warm a fraction of the largest count wanted lately.
+
+    A burst that arrives with nothing warm waits for a GPU node to start (minutes) however fast
+    it is detected. Keeping all of a burst's replicas until the next one costs GPU-hours; keeping
+    none makes every burst wait out the start-up. The middle: keep
+    `floor(keep_warm_fraction × peak)` replicas, peak = the largest count wanted within the last
+    `keep_warm_s` (a sliding maximum kept in WARM_BUCKETS buckets, so it spans between
+    (1 - 1/WARM_BUCKETS) × keep_warm_s and keep_warm_s). Recurring bursts keep it alive; once
+    they stop, it lapses. Rounded down: a fraction of a small peak is not worth an idle GPU.
+    """
+    if cfg.keep_warm_s <= 0:
+        return (), 0, 0
+    width = cfg.keep_warm_s / WARM_BUCKETS
+    peaks = [(t, n) for t, n in state.peaks if obs.now - t < cfg.keep_warm_s]
+    bounded = clamp(need, cfg)
+    if bounded > 0:
+        if peaks and obs.now - peaks[-1][0] < width:
+            t, n = peaks[-1]
+            peaks[-1] = (t, max(n, bounded))
+        else:
+            peaks.append((obs.now, bounded))
+    peak = max((n for _, n in peaks), default=0)
+    return tuple(peaks), peak, math.floor(cfg.keep_warm_fraction * peak + EPS)
+
+
 def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     backlog = backlog_of(obs, cfg)
     current = max(0, obs.current)
@@ -217,6 +281,11 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
             need = 1
             why = "cooling down before zero"
 
+    peaks, peak, floor = keep_warm_floor(obs, state, need, cfg)
+    # the floor keeps replicas, it never wakes a Deployment at zero with nothing waiting
+    if need < floor and (current > 0 or active):
+        need = floor
+        why = f"keep warm {floor} ({cfg.keep_warm_fraction:g} of peak {peak} wanted recently)"
     window = cfg.scale_down_stabilization_s
     recs = tuple((t, n) for t, n in state.recommendations if obs.now - t < window)
     recs = (*recs, (obs.now, need))
@@ -248,6 +317,10 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
         prev_visible=obs.visible,
         prev_ready=ready,
         last_scale_up=obs.now if desired > current else state.last_scale_up,
+        ready_since=obs.now
+        if state.ready_since is None or state.prev_ready != ready
+        else state.ready_since,
+        peaks=peaks,
     )
     reason = (
         f"backlog {backlog} (visible {obs.visible}, in-flight {obs.in_flight}, "

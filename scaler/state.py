@@ -32,6 +32,8 @@ def encode(state: State) -> str:
         if state.prev_time is None
         else [state.prev_time, state.prev_backlog, state.prev_visible, state.prev_ready],
         "last_scale_up": state.last_scale_up,
+        "ready_since": state.ready_since,
+        "peaks": [[round(t, 3), n] for t, n in state.peaks[-MAX_RECOMMENDATIONS:]],
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
@@ -84,6 +86,17 @@ def parse(text: str) -> State:
         prev_backlog = _int(prev[1], "prev backlog")
         prev_visible = _int(prev[2], "prev visible")
         prev_ready = _int(prev[3], "prev ready")
+    peaks_raw = body.get("peaks", [])
+    if not isinstance(peaks_raw, list):
+        raise StateError("peaks must be a list")
+    peaks: list[tuple[float, int]] = []
+    for item in peaks_raw:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise StateError(f"peaks entry {item!r} is not [time, replicas]")
+        pt = _num(item[0], "peaks time", allow_none=False)
+        pn = _int(item[1], "peaks replicas")
+        assert pt is not None and pn is not None
+        peaks.append((pt, pn))
     return State(
         recommendations=tuple(recs),
         last_active=_num(body.get("last_active"), "last_active"),
@@ -94,6 +107,8 @@ def parse(text: str) -> State:
         prev_visible=prev_visible,
         prev_ready=prev_ready,
         last_scale_up=_num(body.get("last_scale_up"), "last_scale_up"),
+        ready_since=_num(body.get("ready_since"), "ready_since"),
+        peaks=tuple(peaks),
     )
 
 
@@ -108,8 +123,12 @@ def decode(text: str | None, now: float) -> tuple[State, str | None]:
         state = parse(text)
     except StateError as exc:
         return State(), f"annotation {ANNOTATION} is malformed ({exc}); state reset"
-    times = [t for t, _ in state.recommendations]
-    times += [t for t in (state.prev_time, state.last_active, state.last_scale_up) if t is not None]
+    times = [t for t, _ in (*state.recommendations, *state.peaks)]
+    times += [
+        t
+        for t in (state.prev_time, state.last_active, state.last_scale_up, state.ready_since)
+        if t is not None
+    ]
     if any(t > now + 300 for t in times):
         return State(), f"annotation {ANNOTATION} holds times in the future; state reset"
     return state, None

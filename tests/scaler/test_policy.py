@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,10 +73,39 @@ def test_scale_down_stabilization_takes_max_over_window() -> None:
 
 
 def test_learns_drain_rate_from_saturated_window() -> None:
-    state = State(prev_time=940.0, prev_backlog=500, prev_visible=480, prev_ready=4)
+    state = State(
+        prev_time=940.0, prev_backlog=500, prev_visible=480, prev_ready=4, ready_since=600.0
+    )
     d = decide(obs(visible=480, in_flight=20, current=4, ready=4, drained_per_s=20.0), state, CFG)
     assert d.state.drain_rate == 5.0  # 20 msg/s over 4 ready replicas
     assert "measured" in d.reason
+
+
+def test_drain_sample_reaching_back_past_a_ready_change_teaches_nothing() -> None:
+    # 20 ready until 100 s ago, 1 now: the lagging figure still holds the 20's deletes
+    cfg = PolicyConfig(max_replicas=20, drain_rate_prior=2.0, drain_reach_s=120)
+    state = State(
+        drain_rate=2.0, prev_time=980.0, prev_backlog=0, prev_visible=0, prev_ready=1,
+        ready_since=900.0,
+    )
+    d = decide(obs(visible=0, current=1, ready=1, drained_per_s=40.0), state, cfg)
+    assert d.state.drain_rate == 2.0 and d.state.ready_since == 900.0
+    # once the count has held for the figure's reach, the same kind of sample is used
+    later = decide(obs(now=1100.0, visible=0, current=1, ready=1, drained_per_s=3.0), d.state, cfg)
+    assert later.state.drain_rate == 3.0
+
+
+def test_lagging_drain_figure_after_scale_down_is_not_read_as_arrivals() -> None:
+    # backlog steady at 0 and 1 replica ready; the drain figure still reports a big burst's
+    # deletes: at most what 1 replica drains counts as served, so no phantom burst is sized
+    cfg = PolicyConfig(max_replicas=20, drain_rate_prior=2.0)
+    state = State(
+        drain_rate=2.0, prev_time=980.0, prev_backlog=0, prev_visible=0, prev_ready=1,
+        last_active=900.0,
+    )
+    d = decide(obs(visible=0, current=1, ready=1, drained_per_s=40.0), state, cfg)
+    assert d.state.arrival_rate is not None and d.state.arrival_rate <= 2.0
+    assert d.desired <= 1
 
 
 def test_unsaturated_window_never_lowers_the_estimate() -> None:
@@ -103,6 +133,57 @@ def test_bounds_respected_and_reported() -> None:
     assert decide(obs(), State(), cfg).desired == 2
 
 
+def test_keep_warm_holds_a_fraction_of_the_recent_peak_then_releases() -> None:
+    cfg = PolicyConfig(
+        max_replicas=20, keep_warm_fraction=0.25, keep_warm_s=1800, cooldown_to_zero_s=300,
+        scale_down_stabilization_s=180, drain_rate_prior=2.0,
+    )
+    burst = decide(obs(now=1000.0, visible=5000, current=0, ready=0), State(), cfg)
+    assert burst.desired == 20 and burst.state.peaks == ((1000.0, 20),)
+    # the queue has been empty for long (past cooldown and stabilization): 0.25 x 20 = 5 stay
+    quiet = replace(burst.state, last_active=1100.0, recommendations=())
+    held = decide(obs(now=2000.0, current=20, ready=20, drained_per_s=0.0), quiet, cfg)
+    assert held.desired == 5 and "keep warm 5" in held.reason
+    # keep_warm_s after the peak it has lapsed: the cooldown to zero applies again
+    gone = decide(obs(now=2800.0, current=5, ready=5, drained_per_s=0.0), held.state, cfg)
+    assert gone.desired == 0 and gone.state.peaks == ()
+
+
+def test_keep_warm_off_releases_to_zero() -> None:
+    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.0, scale_down_stabilization_s=0)
+    state = State(last_active=0.0, peaks=((900.0, 20),))
+    assert decide(obs(now=1000.0, current=20, ready=20), state, cfg).desired == 0
+
+
+def test_keep_warm_rounds_down_so_a_small_peak_keeps_nothing() -> None:
+    # one stray message wanted 1 replica: a tenth of it is not worth a GPU for half an hour
+    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.1, scale_down_stabilization_s=0)
+    state = State(last_active=0.0, peaks=((900.0, 1),))
+    assert decide(obs(now=1000.0, current=1, ready=1), state, cfg).desired == 0
+
+
+def test_keep_warm_peak_is_a_sliding_maximum() -> None:
+    cfg = PolicyConfig(
+        max_replicas=20, keep_warm_fraction=0.5, keep_warm_s=1800, drain_rate_prior=2.0
+    )
+    # buckets of 1800 / 4 = 450 s: a count in the newest bucket raises its maximum
+    state = State(peaks=((0.0, 20), (700.0, 6)))
+    small = decide(obs(now=1000.0, visible=100, current=2, ready=2), state, cfg)
+    assert small.state.peaks == ((0.0, 20), (700.0, 6))
+    assert small.desired >= 10  # the floor: 0.5 x 20
+    # later the old peak lapses, the smaller recent one (a burst that recurred) is kept
+    quiet = replace(state, last_active=0.0)
+    later = decide(obs(now=1900.0, current=10, ready=10, drained_per_s=0.0), quiet, cfg)
+    assert later.state.peaks == ((700.0, 6),)
+    assert later.desired == 3 and "keep warm 3" in later.reason
+
+
+def test_keep_warm_never_wakes_a_deployment_at_zero() -> None:
+    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=1.0, keep_warm_s=3600)
+    state = State(peaks=((990.0, 20),))
+    assert decide(obs(now=1000.0, current=0, ready=0), state, cfg).desired == 0
+
+
 # ---------------------------------------------------------------- properties
 
 counts = st.integers(min_value=0, max_value=100_000)
@@ -123,6 +204,8 @@ def configs(draw: st.DrawFn) -> PolicyConfig:
         drain_rate_prior=draw(st.floats(min_value=0.05, max_value=100)),
         target_wait_s=draw(st.sampled_from([10.0, 60.0, 300.0])),
         max_step_up=draw(st.one_of(st.none(), st.integers(min_value=1, max_value=10))),
+        keep_warm_fraction=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
+        keep_warm_s=draw(st.sampled_from([0.0, 600.0, 1800.0])),
     )
 
 
@@ -144,6 +227,10 @@ def states(draw: st.DrawFn) -> State:
         prev_backlog=draw(counts),
         prev_visible=draw(counts),
         prev_ready=draw(replicas),
+        peaks=tuple(
+            (now - draw(st.floats(min_value=0, max_value=4000)), draw(replicas))
+            for _ in range(draw(st.integers(min_value=0, max_value=5)))
+        ),
     )
 
 
@@ -197,6 +284,16 @@ def test_zero_backlog_with_no_history_never_wakes_from_zero(
     quiet = {"visible": 0, "in_flight": 0, "delayed": 0, "current": 0, "ready": 0}
     idle = Observation(**{**o.__dict__, **quiet})
     assert decide(idle, State(), cfg).desired == cfg.min_replicas
+
+
+@settings(max_examples=200, deadline=None)
+@given(observations(), states(), configs())
+def test_nothing_waiting_never_wakes_from_zero_whatever_the_history(
+    o: Observation, s: State, cfg: PolicyConfig
+) -> None:
+    quiet = {"visible": 0, "in_flight": 0, "delayed": 0, "current": 0, "ready": 0}
+    idle = Observation(**{**o.__dict__, **quiet})
+    assert decide(idle, s, cfg).desired == cfg.min_replicas
 
 
 def test_reason_is_one_line() -> None:

@@ -84,13 +84,53 @@ def test_default_halves_keda_p95_at_fewer_gpu_hours_on_smooth_traffic(trace: str
 
 
 @pytest.mark.parametrize("trace", ["bursty", "idle-with-spikes"])
-def test_default_uses_fewer_gpu_hours_than_keda_on_bursts(trace: str) -> None:
+def test_default_beats_keda_on_bursts_at_no_more_gpu_hours(trace: str) -> None:
+    """Bursts: a clear p95 gain at <= KEDA's GPU-hours, short of 0.5x (see the README)."""
     arrivals = load_trace(TRACES_DIR / f"{trace}.csv")
     cfg = PolicyConfig(max_replicas=20)
     default = simulate(arrivals, make_policy("default", cfg), SimConfig(), trace)
     keda = simulate(arrivals, make_policy("keda", cfg), SimConfig(), trace)
-    assert default.gpu_hours < keda.gpu_hours
-    assert default.p95_wait_s <= 1.15 * keda.p95_wait_s
+    assert default.gpu_hours <= keda.gpu_hours
+    assert default.p95_wait_s <= 0.75 * keda.p95_wait_s
+
+
+def test_idle_with_spikes_first_spike_bounds_any_cold_policys_p95() -> None:
+    """Why 0.5x KEDA's p95 is out of reach on idle-with-spikes for a policy starting at zero.
+
+    The first spike holds more than 5 % of the trace's messages and arrives with nothing warm
+    (nothing has been seen yet): every one of them waits for a node to start, so the p95 is at
+    least the start-up minus the spike's 30 s spread, whatever the policy and its knobs.
+    """
+    arrivals = load_trace(TRACES_DIR / "idle-with-spikes.csv")
+    first = next(t for t, n in enumerate(arrivals) if n > 1)
+    assert sum(arrivals[first : first + 30]) > 0.05 * sum(arrivals)
+    sim = SimConfig()
+    bound = sim.startup_delay - 30
+    keda = simulate(arrivals, make_policy("keda", PolicyConfig(max_replicas=20)), sim)
+    assert bound > 0.5 * keda.p95_wait_s
+    for fraction in (0.0, 0.25, 1.0):
+        cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=fraction)
+        for name in POLICY_NAMES:
+            if name == "step":  # the seed's Lambda never goes below one replica
+                continue
+            res = simulate(arrivals, make_policy(name, cfg), sim)
+            assert res.p95_wait_s >= bound, (name, fraction)
+
+
+def test_keep_warm_trades_gpu_hours_for_the_next_bursts_wait() -> None:
+    # the same 600-message burst three times, 20 min apart; nothing in between
+    arrivals = [0] * 4000
+    for start in (100, 1300, 2500):
+        for second in range(start, start + 30):
+            arrivals[second] = 20
+    cold_cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.0)
+    warm_cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.3, keep_warm_s=1800)
+    cold = simulate(arrivals, make_policy("default", cold_cfg), SimConfig())
+    warm = simulate(arrivals, make_policy("default", warm_cfg), SimConfig())
+    # cold: every burst waits out the 150 s start-up; warm: only the first does
+    assert cold.p50_wait_s >= 150
+    assert warm.p50_wait_s < 0.5 * cold.p50_wait_s
+    assert warm.gpu_hours > cold.gpu_hours
 
 
 def test_cli_simulate_json_and_plot(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ FULL = State(
     prev_visible=30,
     prev_ready=4,
     last_scale_up=100.0,
+    peaks=((0.0, 8), (120.0, 5)),
+    ready_since=40.0,
 )
 
 
@@ -45,6 +47,8 @@ def test_missing_annotation_is_a_fresh_state_without_problem() -> None:
         ('{"v": 1, "drain_rate": -1}', "drain_rate"),
         ('{"v": 1, "prev": [1, 2]}', "prev must be"),
         ('{"v": 1, "last_active": true}', "last_active"),
+        ('{"v": 1, "peaks": 3}', "peaks must be a list"),
+        ('{"v": 1, "peaks": [[5.0, -1]]}', "peaks replicas"),
     ],
 )
 def test_malformed_is_reported_and_reset(text: str, needle: str) -> None:
