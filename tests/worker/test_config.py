@@ -160,3 +160,28 @@ def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def test_process_names_aws_default_region_when_no_region_is_set() -> None:
+    """boto3 reads AWS_DEFAULT_REGION, not AWS_REGION: the error names the one that works."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WORKER_") and k not in ("AWS_DEFAULT_REGION", "AWS_REGION")
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "worker"],
+        env={
+            **base,
+            "WORKER_QUEUE_URL": QUEUE,
+            "AWS_REGION": "eu-west-1",  # set, and still no region for boto3
+            "AWS_CONFIG_FILE": "/nonexistent/aws-config",  # no profile region either
+        },
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("gpuqueue-worker: configuration error: AWS_DEFAULT_REGION"), line

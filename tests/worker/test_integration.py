@@ -29,7 +29,7 @@ from worker_test_helpers import (
     wait_for,
 )
 
-from worker.config import WorkerSettings
+from worker.config import BUNDLED_MODEL_ID, WorkerSettings
 from worker.devsqs import free_port
 from worker.model import Encoded, ModelFailure, ModelRunner
 from worker.pipeline import Worker
@@ -253,6 +253,7 @@ def test_sigterm_drains_and_exits_zero(sqs_server: Any, sqs_client: Any) -> None
         "WORKER_VISIBILITY_TIMEOUT_S": "120",
         "WORKER_DEVICE": "cpu",
         "WORKER_RECEIVE_WAIT_S": "2",
+        "WORKER_QUEUE_METRICS_INTERVAL_S": "0.5",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "worker"], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True
@@ -269,6 +270,13 @@ def test_sigterm_drains_and_exits_zero(sqs_server: Any, sqs_client: Any) -> None
         reader.wait_for(1, timeout=60)
         metrics = _http(port, "/metrics")[1]
         assert "gpuqueue_batch_size_count" in metrics
+        # the queue monitor runs in the process: the DLQ found from the redrive policy
+        wait_for(
+            lambda: 'gpuqueue_queue_messages{queue="dlq",state="visible"} 0.0'
+            in _http(port, "/metrics")[1],
+            20,
+            "the DLQ depth gauge",
+        )
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=40)
         stderr = process.stderr.read() if process.stderr else ""
@@ -283,6 +291,8 @@ def test_sigterm_drains_and_exits_zero(sqs_server: Any, sqs_client: Any) -> None
         pass
     done = len(reader.results)
     assert 1 <= done < n
+    # results name the bundled model by its id, not by its site-packages path
+    assert {r["model"] for r in reader.results.values()} == {BUNDLED_MODEL_ID}
     # released with visibility 0, so visible now rather than after the 120 s timeout
     _visible, _in_flight = wait_for(
         lambda: (c := counts(sqs_client, queues.input)) == (n - done, 0) and c, 10, "released"
