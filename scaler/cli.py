@@ -21,6 +21,7 @@ EXIT_CONFIG = 2
 
 def _parser() -> argparse.ArgumentParser:
     from scaler.baselines import POLICY_NAMES
+    from scaler.policy import PolicyConfig
 
     parser = argparse.ArgumentParser(prog="python -m scaler", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--count-lag", type=float, default=15.0, help="SQS count staleness (s)")
         p.add_argument("--min-replicas", type=int, default=0)
         p.add_argument("--max-replicas", type=int, default=20)
+        # the default policy's burst knobs (PolicyConfig's defaults), to see the trade-off
+        p.add_argument("--keep-warm-fraction", type=float, default=PolicyConfig.keep_warm_fraction)
+        p.add_argument("--keep-warm-s", type=float, default=PolicyConfig.keep_warm_s)
+        p.add_argument(
+            "--stabilization", type=float, default=PolicyConfig.scale_down_stabilization_s,
+            help="default policy's scale-down stabilization (s)",
+        )
 
     sim = sub.add_parser("simulate", help="replay a trace through one policy")
     sim.add_argument("--trace", required=True, help="CSV t,arrivals (or a shipped trace name)")
@@ -74,6 +82,9 @@ def _sim_setup(args: argparse.Namespace) -> tuple[Any, Any]:
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         drain_reach_s=sim.drain_lag + sim.drain_window,
+        keep_warm_fraction=args.keep_warm_fraction,
+        keep_warm_s=args.keep_warm_s,
+        scale_down_stabilization_s=args.stabilization,
     )
     return cfg, sim
 
