@@ -256,7 +256,27 @@ def test_alert_rules_use_metrics_the_worker_exports(render) -> None:
             assert used, rule
             assert used <= exported, f"{rule.get('alert') or rule.get('record')}: {used - exported}"
             alerts.add(rule.get("alert"))
-    assert {"GpuqueueWorkerNotReady", "GpuqueueOldestMessageAge"} <= alerts
+    # the issue's three (DLQ not empty, oldest message age, worker not ready)
+    assert {
+        "GpuqueueWorkerNotReady",
+        "GpuqueueOldestMessageAge",
+        "GpuqueueDeadLetterQueueNotEmpty",
+    } <= alerts
+
+
+def test_queue_depth_rules_take_the_max_across_pods(render) -> None:
+    """Every replica reports the same queue-wide gauges: a sum() would count the DLQ N times."""
+    rules = one(render("examples/team-a-l4"), "Rules")
+    queue_wide = r"(gpuqueue_queue_messages|gpuqueue_oldest_message_age_seconds)\b"
+    aggregated = re.compile(r"(\w+)(?: by \([^)]*\))? \((?:max_over_time\()?" + queue_wide)
+    uses = 0
+    for group in rules["spec"]["groups"]:
+        for rule in group["rules"]:
+            found = aggregated.findall(rule["expr"])
+            assert len(found) == len(re.findall(queue_wide, rule["expr"])), rule["expr"]
+            assert all(op == "max" for op, _ in found), rule["expr"]
+            uses += len(found)
+    assert uses >= 2
 
 
 def test_dashboard_uses_metrics_the_worker_exports() -> None:
