@@ -98,7 +98,10 @@ def bench_sentence_transformers(model_dir: str, sentences: list[str], runner: Mo
 def bench_raw_runner(
     runner: ModelRunner, sentences: list[str], batch_sizes: list[int]
 ) -> tuple[Rate, int]:
-    """Best sentences/s over `batch_sizes`: tokenise each once, sort by length, pad, forward."""
+    """The best batch size of `batch_sizes`: tokenise each once, sort by length, pad, forward.
+
+    "Best" is judged by CPU efficiency: on a shared machine the wall clock of one short pass
+    mostly measures the neighbours."""
     best: tuple[Rate, int] | None = None
     for batch_size in batch_sizes:
         cpu, started = time.process_time(), time.perf_counter()
@@ -110,7 +113,7 @@ def bench_raw_runner(
         rate = Rate(len(sentences) / elapsed, len(sentences) / cpu)
         log(f"  raw runner, batch {batch_size}: {rate.wall:.1f} sentences/s "
             f"({rate.cpu:.1f} per CPU-s)")
-        if best is None or rate.wall > best[0].wall:
+        if best is None or rate.cpu > best[0].cpu:
             best = (rate, batch_size)
     assert best is not None
     return best
@@ -364,9 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             st_rate, st_cpu = max(st_rate, st.wall), max(st_cpu, st.cpu)
             sizes = [raw_batch] if raw_batch else ([32, 64] if QUICK else [16, 32, 64, 128])
             raw, size = bench_raw_runner(runner, sentences, sizes)
-            raw_cpu = max(raw_cpu, raw.cpu)
-            if raw.wall > raw_rate:
-                raw_rate, raw_batch = raw.wall, size
+            raw_cpu, raw_rate = max(raw_cpu, raw.cpu), max(raw_rate, raw.wall)
+            raw_batch = raw_batch or size
             round_runs: dict[float, WorkerRun] = {}
             for delay in (0.0, INJECTED_DELAY_S):
                 run = run_worker(server, runner, sentences, delay_s=delay, reference=reference)
