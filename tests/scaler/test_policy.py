@@ -178,6 +178,17 @@ def test_keep_warm_peak_is_a_sliding_maximum() -> None:
     assert later.desired == 3 and "keep warm 3" in later.reason
 
 
+def test_keep_warm_peak_is_the_bursts_size_from_cold_not_what_the_warm_ones_left() -> None:
+    # the same burst met by 5 warm replicas or by none is remembered as the same peak, so a
+    # floor does not shrink the next floor (20 -> 5 warm -> a smaller peak -> nothing warm)
+    cfg = PolicyConfig(max_replicas=40, keep_warm_fraction=0.25, drain_rate_prior=2.0)
+    prev = State(prev_time=980.0, prev_backlog=0, prev_visible=0, prev_ready=5, drain_rate=2.0)
+    warm = decide(obs(visible=400, current=5, ready=5, drained_per_s=None), prev, cfg)
+    cold = decide(obs(visible=400, current=0, ready=0), replace(prev, prev_ready=0), cfg)
+    assert warm.desired < cold.desired  # the warm replicas do lower what is asked for now
+    assert warm.state.peaks == cold.state.peaks
+
+
 def test_keep_warm_never_wakes_a_deployment_at_zero() -> None:
     cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=1.0, keep_warm_s=3600)
     state = State(peaks=((990.0, 20),))
