@@ -150,7 +150,7 @@ def run(settings: WorkerSettings) -> int:
         return 0
     finally:
         if monitor is not None:
-            monitor.stop()
+            monitor.stop(timeout_s=1.0)  # a daemon thread: never let a slow SQS call hold the exit
 
 
 def _start_queue_monitor(
