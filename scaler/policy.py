@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, replace
 
 EPS = 1e-9
+MAX_EXACT = 1e9
 #: the keep-warm sliding maximum's resolution (see keep_warm_floor)
 WARM_BUCKETS = 4
 
@@ -219,6 +220,9 @@ def needed_replicas(
     exact = need_rate / mu
     if cfg.target_backlog_per_replica is not None:
         exact = max(exact, backlog / cfg.target_backlog_per_replica)
+    # a learned rate near zero (stuck workers) makes this astronomically large or inf; clamp()
+    # bounds the result, this keeps math.ceil from overflowing on the way
+    exact = min(exact, MAX_EXACT)
     need = math.ceil(exact - EPS) if exact > 0 else 0
     return need, projected, exact
 

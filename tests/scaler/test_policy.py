@@ -307,6 +307,17 @@ def test_nothing_waiting_never_wakes_from_zero_whatever_the_history(
     assert decide(idle, s, cfg).desired == cfg.min_replicas
 
 
+def test_a_near_zero_learned_rate_asks_for_the_maximum_without_overflow() -> None:
+    # found by tests/chaos' property test: drained 5.5e-307 msg/s in a saturated window
+    cfg = PolicyConfig(max_replicas=12, drain_reach_s=0)
+    state = State(
+        drain_rate=5.5e-307, prev_time=940.0, prev_backlog=50_000, prev_visible=50_000,
+        prev_ready=1, ready_since=0.0,
+    )
+    d = decide(obs(visible=50_000, current=1, ready=1, drained_per_s=5.5e-307), state, cfg)
+    assert d.desired == 12
+
+
 def test_reason_is_one_line() -> None:
     d = decide(obs(visible=10, current=1, ready=1), State(), CFG)
     assert "\n" not in d.reason and math.isfinite(d.desired)
