@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 # OpenMP worker threads that spin while idle steal the CPU from everything else in the process
-# (tokenising, JSON, SQS calls) and from neighbours; on a shared 2-core machine spinning made a
-# batched forward 4-5x slower (measured here). Sleeping at once costs microseconds per op.
+# (tokenising, JSON, SQS calls) and from neighbours. With the cores shared, spinning made a batched
+# forward up to 5x slower; on idle cores the two policies are equal (bench/omp_wait_policy.py).
 # Must be set before torch (libgomp) loads; an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
