@@ -19,8 +19,8 @@ It does what KEDA's aws-sqs-queue scaler under the HPA does, then goes further:
 * scale-down as soon as the backlog allows, never while the backlog exceeds what the serving
   replicas drain within the stabilization window (so work is not killed mid-burst).
 * keep warm a fraction of a recent burst's capacity for a while (`keep_warm_fraction` of the
-  largest count wanted in `keep_warm_s`): the next unannounced burst meets some ready replicas
-  instead of waiting out the whole node start-up.
+  largest count a burst in the last `keep_warm_s` wanted, sized from cold): the next unannounced
+  burst meets some ready replicas instead of waiting out the whole node start-up.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class PolicyConfig:
     #: An unannounced burst waits out a GPU node's start-up under any policy with nothing warm;
     #: bursts that came once tend to come again, so some of their capacity is kept for a while.
     keep_warm_fraction: float = 0.25
-    #: How long a peak is remembered (set it near the usual gap between your bursts).
+    #: How long a peak is remembered (set it above the usual gap between your bursts).
     keep_warm_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -235,9 +235,10 @@ def keep_warm_floor(
     A burst that arrives with nothing warm waits for a GPU node to start (minutes) however fast
     it is detected. Keeping all of a burst's replicas until the next one costs GPU-hours; keeping
     none makes every burst wait out the start-up. The middle: keep
-    `floor(keep_warm_fraction × peak)` replicas, peak = the largest count wanted within the last
-    `keep_warm_s` (a sliding maximum kept in WARM_BUCKETS buckets, so it spans between
-    (1 - 1/WARM_BUCKETS) × keep_warm_s and keep_warm_s). Recurring bursts keep it alive; once
+    `floor(keep_warm_fraction × peak)` replicas, peak = the largest `need` within the last
+    `keep_warm_s` (the caller passes the count sized as if nothing were warm; a sliding maximum
+    kept in WARM_BUCKETS buckets, so it spans between (1 - 1/WARM_BUCKETS) × keep_warm_s and
+    keep_warm_s). Recurring bursts keep it alive; once
     they stop, it lapses. Rounded down: a fraction of a small peak is not worth an idle GPU.
     """
     if cfg.keep_warm_s <= 0:
