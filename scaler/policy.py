@@ -238,8 +238,8 @@ def keep_warm_floor(
     `floor(keep_warm_fraction × peak)` replicas, peak = the largest `need` within the last
     `keep_warm_s` (the caller passes the count sized as if nothing were warm; a sliding maximum
     kept in WARM_BUCKETS buckets, so it spans between (1 - 1/WARM_BUCKETS) × keep_warm_s and
-    keep_warm_s). Recurring bursts keep it alive; once
-    they stop, it lapses. Rounded down: a fraction of a small peak is not worth an idle GPU.
+    keep_warm_s). Recurring bursts keep it alive; once they stop, it lapses. Rounded down: a
+    fraction of a small peak is not worth an idle GPU.
     """
     if cfg.keep_warm_s <= 0:
         return (), 0, 0
