@@ -234,13 +234,15 @@ class Worker:
         )
 
     def shutdown(self, timeout_s: float | None = None) -> None:
-        """The drain: stop receiving, finish the batch on the model, wait for the in-flight long
-        polls to return, release everything not finished (visibility 0), flush results and
-        deletes.
+        """The drain: stop receiving, finish the batch on the model, release everything not
+        finished (visibility 0) at once, wait for the in-flight long polls to return and release
+        what they bring too, then flush results and deletes.
 
-        Releasing only after the last long poll has returned matters: a released message that
-        one of our own polls picks up again costs it a receive count (ApproximateReceiveCount),
-        and a few rollouts would push innocent messages to the DLQ."""
+        Releasing at once keeps the unstarted work available to the other replicas within a
+        second or two (waiting for an idle 20 s long poll first left it invisible that long, and
+        a poll returning after the release was never released at all). The price: a released
+        message that one of our own last polls picks up again costs it one receive count
+        (ApproximateReceiveCount), at most `receivers` x 10 messages per drain."""
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         deadline = self._clock() + timeout
         event(log, "draining", held=self.held)
@@ -254,11 +256,12 @@ class Worker:
         self._encode_q.put(None)
         for thread in self._threads[:3]:  # encoder, preparer, model: the batch in hand finishes
             thread.join(max(0.0, deadline - self._clock()))
-        # leave a little time after the polls for the releases and the flush
+        self._release_unstarted()
+        # leave a little time after the polls for the second release and the flush
         polls_deadline = deadline - min(3.0, timeout / 5)
         for thread in self._receivers:
             thread.join(max(0.0, polls_deadline - self._clock()))
-        self._release_unstarted()
+        self._release_unstarted()  # what the last polls brought in after the first release
         for _ in self._writers:
             self._write_q.put(None)
         for thread in self._writers:
