@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 CONTRACT_VERSION = 1
@@ -308,11 +310,59 @@ def dedup_key(message_id: str) -> str:
     return message_id
 
 
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _escape_non_ascii(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # outside the BMP: a UTF-16 surrogate pair, as json.dumps writes it
+    return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+
+
+def result_json(result: Mapping[str, Any]) -> str:
+    """`result` as compact ASCII-only JSON (the same document json.dumps(ensure_ascii=True,
+    allow_nan=False) writes, numbers possibly spelled differently).
+
+    orjson writes a 384-float embedding result ~10x faster than json.dumps (bench/
+    pipeline_overhead.py measures the pipeline with each). It writes UTF-8 and NaN as null, so:
+    non-ASCII characters (only ever inside strings) are escaped after, and what orjson refuses
+    (a lone surrogate, an int over 64 bits) or a non-finite float goes through json.dumps, which
+    escapes the one and raises ValueError on the other, as before."""
+    try:
+        body = orjson.dumps(result).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError: lone surrogate, huge int, unknown type
+        return json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    if "null" in body and _has_non_finite(result):
+        return json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    if not body.isascii():
+        body = _NON_ASCII.sub(_escape_non_ascii, body)
+    return body
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a NaN or infinity hides in `value` (orjson would write it as null)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        try:
+            total = sum(value)  # one C loop over a vector of floats: NaN/inf make the sum so
+        except TypeError:  # not all numbers: look inside each
+            return any(_has_non_finite(v) for v in value)
+        if isinstance(total, float) and not math.isfinite(total):  # or the sum overflowed
+            return any(isinstance(v, float) and not math.isfinite(v) for v in value)
+        return False
+    return False
+
+
 def result_message(result: Mapping[str, Any]) -> OutgoingMessage:
     # ASCII-only JSON: a lone surrogate echoed from a request (valid as a JSON escape) or a control
     # character a model generated would otherwise make the body unsendable (SQS accepts only some
     # Unicode ranges); escaped, every result is a valid SQS body.
-    body = json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    body = result_json(result)
     attributes = {
         ATTR_MESSAGE_ID: {
             "DataType": "String",

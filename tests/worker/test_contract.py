@@ -235,6 +235,57 @@ def test_error_result_has_no_outputs() -> None:
         contract.build_result(message_id="m", request_id=None, model="x")
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=5), children, max_size=5),
+    max_leaves=20,
+)
+
+
+def stdlib_json(result: Any) -> str:
+    """What result bodies were before orjson: the reference result_json must agree with."""
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_result_json_is_the_stdlib_document_in_ascii(value: Any) -> None:
+    result = {"outputs": value}
+    try:
+        expected = stdlib_json(result)
+    except ValueError:  # NaN/inf: refused, not written as null
+        with pytest.raises(ValueError):
+            contract.result_json(result)
+        return
+    body = contract.result_json(result)
+    assert body.isascii()
+    assert json.dumps(json.loads(body)) == json.dumps(json.loads(expected))
+
+
+@pytest.mark.parametrize(
+    "text", ["\ud800", "a\udfffb", "é😀\u2028", "\x00\x1f", "\U0010ffff", "日本語"]
+)
+def test_result_json_escapes_what_sqs_cannot_carry_exactly_like_json_dumps(text: str) -> None:
+    # lone surrogates (orjson refuses them) and non-ASCII characters (orjson writes UTF-8)
+    result = {"id": text, "outputs": [[0.5, -0.25]]}
+    assert contract.result_json(result) == stdlib_json(result)
+    assert contract.sqs_safe(contract.result_json(result))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_result_json_refuses_non_finite_floats(bad: float) -> None:
+    with pytest.raises(ValueError):
+        contract.result_json({"id": None, "outputs": [[0.1, bad, 0.2]]})
+    with pytest.raises(ValueError):
+        contract.result_json({"id": None, "outputs": [{"score": bad}]})
+
+
+def test_result_json_keeps_large_finite_vectors_whose_sum_overflows() -> None:
+    result = {"id": None, "outputs": [[1e308, 1e308]]}
+    assert json.loads(contract.result_json(result)) == result
+
+
 def test_message_size_counts_utf8_body_and_attribute_names_types_values() -> None:
     message = OutgoingMessage(
         "héllo",
