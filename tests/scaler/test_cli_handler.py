@@ -18,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+from http_stub import send_body
 from kubeapi_stub import FakeDeployment, KubeApiStub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,12 +106,7 @@ class RuntimeApiStub:
                 pass
 
             def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_body(self, status, body, headers)
 
             def do_GET(self) -> None:
                 if self.path != "/2018-06-01/runtime/invocation/next":

@@ -4,7 +4,6 @@ Prometheus via a local HTTP server answering /api/v1/query."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import boto3
 import pytest
+from http_stub import send_json
 
 from scaler.drain import CloudWatchDrain, DrainError, PrometheusDrain
 from scaler.queue import QueueError, SqsQueues, queue_name
@@ -76,12 +76,7 @@ class _Prom(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         _Prom.queries.append(parse_qs(urlparse(self.path).query)["query"][0])
-        data = json.dumps(_Prom.answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, _Prom.answer)
 
 
 @pytest.fixture
