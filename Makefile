@@ -66,10 +66,10 @@ image-test: image
 
 ## chaos: crash, drain, fault and fuzz suites (chaos-quick: smaller numbers)
 chaos: install
-	CHAOS_SCALE=full $(PY) -m pytest -q -p no:cacheprovider tests/chaos -s
+	CHAOS_SCALE=full $(PY) -m pytest -q -p no:cacheprovider --timeout=3600 tests/chaos -s
 
 chaos-quick: install
-	CHAOS_SCALE=quick $(PY) -m pytest -q -p no:cacheprovider tests/chaos -s
+	CHAOS_SCALE=quick $(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/chaos -s
 
 clean:
 	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache
