@@ -68,16 +68,22 @@ def buffer_bound(
     max_batch_size: int,
     receivers: int,
     ceiling: int = 10_000,
+    completion_msgs_s: float | None = None,
 ) -> int:
     """How many messages the worker may hold (received, not yet deleted).
 
-    `configured` > 0 wins. Otherwise hold what the measured throughput can finish within half a
-    visibility timeout (half: the rest is margin for a slow batch and the result writes), never less
-    than the floor that keeps the model fed (two batches plus one receive per receiver) and never
-    more than `ceiling`."""
+    `configured` > 0 wins. Otherwise hold what the worker can finish within half a visibility
+    timeout (half: the rest is margin for a slow batch and the result writes), never less than the
+    floor that keeps the model fed (two batches plus one receive per receiver) and never more than
+    `ceiling`. What it can finish is the model's throughput or, when lower, the rate at which held
+    messages actually leave the worker (`completion_msgs_s`): when SQS is slow or failing, the
+    writes, not the model, are the bottleneck, and a bound sized by the model alone would hold
+    messages past their visibility (redelivered, processed twice)."""
     if configured > 0:
         return configured
     floor = 2 * max_batch_size + 10 * receivers
+    if completion_msgs_s is not None and completion_msgs_s > 0:
+        throughput_msgs_s = min(throughput_msgs_s or completion_msgs_s, completion_msgs_s)
     if throughput_msgs_s is None or throughput_msgs_s <= 0:
         return floor
     bound = int(throughput_msgs_s * visibility_timeout_s * 0.5)

@@ -147,6 +147,8 @@ class Worker:
         self._cap_cond = threading.Condition()
         self._keys = itertools.count()
         self._throughput: deque[tuple[int, float]] = deque(maxlen=32)  # (messages, model seconds)
+        # seconds from receive to leaving the worker, for the last messages that left
+        self._time_in_worker: deque[float] = deque(maxlen=256)
 
         self._max_size: dict[str, int] = {}
         self._stop_receiving = threading.Event()
@@ -226,12 +228,23 @@ class Worker:
         return buffer_bound(
             configured=self.settings.buffer_max,
             throughput_msgs_s=throughput,
+            completion_msgs_s=self._completion_rate(),
             # half a timeout of work at most (buffer_bound halves it), and no more than
             # MAX_HOLD_WORK_S of it, so one replica does not hoard a backlog others could take
             visibility_timeout_s=int(min(vis, 2 * MAX_HOLD_WORK_S)),
             max_batch_size=self.settings.max_batch_size,
             receivers=self.settings.receivers,
         )
+
+    def _completion_rate(self) -> float | None:
+        """Messages leaving the worker per second, by Little's law: held / mean time in worker.
+        None until some have left."""
+        with self._cap_cond:
+            if not self._time_in_worker:
+                return None
+            mean_s = sum(self._time_in_worker) / len(self._time_in_worker)
+            held = max(len(self._jobs), 1)
+        return held / mean_s if mean_s > 0 else None
 
     def shutdown(self, timeout_s: float | None = None) -> None:
         """The drain: stop receiving, finish the batch on the model, release everything not
@@ -764,6 +777,8 @@ class Worker:
         with self._cap_cond:
             for job in jobs:
                 self._jobs.pop(job.key, None)
+                if job.outcome != "released":
+                    self._time_in_worker.append(now - job.received_mono)
             self.metrics.in_flight.set(len(self._jobs))
             self._cap_cond.notify_all()
         succeeded = failed = 0

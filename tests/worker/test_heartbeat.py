@@ -107,3 +107,19 @@ def test_buffer_bound() -> None:
         )
         == 5000
     )
+
+
+def test_buffer_bound_follows_the_slower_of_model_and_completions() -> None:
+    """When messages leave the worker slower than the model runs (SQS slow or failing), the bound
+    is what actually leaves in half a visibility timeout, so held messages do not outlive it."""
+    common = {"configured": 0, "visibility_timeout_s": 10, "max_batch_size": 32, "receivers": 4}
+    model_only = buffer_bound(throughput_msgs_s=400.0, **common)
+    slow_writes = buffer_bound(throughput_msgs_s=400.0, completion_msgs_s=60.0, **common)
+    fast_writes = buffer_bound(throughput_msgs_s=400.0, completion_msgs_s=900.0, **common)
+    assert model_only == 2000
+    assert slow_writes == 300  # 60 msgs/s x 5 s
+    assert fast_writes == model_only  # completions never raise it above the model's rate
+    # no model figure yet: the completion rate alone
+    assert buffer_bound(throughput_msgs_s=None, completion_msgs_s=60.0, **common) == 300
+    # never below the floor
+    assert buffer_bound(throughput_msgs_s=400.0, completion_msgs_s=1.0, **common) == 104
