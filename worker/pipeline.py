@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
-import statistics
 import threading
 import time
 from collections import deque
@@ -47,6 +46,7 @@ log = logging.getLogger("worker.pipeline")
 
 DEFAULT_MAX_MESSAGE_SIZE = 262_144  # SQS's historical default, used when a queue cannot be asked
 WRITER_THREADS = 4  # concurrent result writers: SQS round trips overlap each other
+RECENT_SAMPLES = 20_000  # batch sizes and latencies kept for summary() (demo, bench)
 MAX_HOLD_WORK_S = 10.0  # auto buffer: at most this much work held, so replicas share a backlog
 
 
@@ -100,11 +100,14 @@ class Stats:
     deleted: int = 0
     released: int = 0
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    batched: int = 0  # messages over all batches: the mean batch size without keeping every size
+    # Recent samples only: a worker runs for weeks, and a list per batch or per message grew its
+    # RSS by ~2 MiB per 70,000 messages in the soak test.
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
     real_tokens: int = 0
     padded_tokens: int = 0
     inference_s: float = 0.0
-    in_worker_s: list[float] = field(default_factory=list)
+    in_worker_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
 
 
 class Worker:
@@ -515,6 +518,7 @@ class Worker:
             self.metrics.gpu_memory_bytes.set(memory)
         with self._stats_lock:
             self.stats.batches += 1
+            self.stats.batched += len(jobs)
             self.stats.batch_sizes.append(len(jobs))
             self.stats.real_tokens += real
             self.stats.padded_tokens += padded
@@ -792,8 +796,7 @@ class Worker:
         with self._stats_lock:
             self.stats.succeeded += succeeded
             self.stats.failed += failed
-            self.stats.in_worker_s += [now - j.received_mono for j in jobs if j.outcome == "ok"]
-            del self.stats.in_worker_s[:-100_000]
+            self.stats.in_worker_s.extend(now - j.received_mono for j in jobs if j.outcome == "ok")
 
     # ------------------------------------------------------------------ heartbeat
 
@@ -832,7 +835,6 @@ class Worker:
     def summary(self) -> dict[str, Any]:
         with self._stats_lock:
             s = self.stats
-            sizes = s.batch_sizes
             latencies = sorted(s.in_worker_s)
             return {
                 "received": s.received,
@@ -841,7 +843,7 @@ class Worker:
                 "deleted": s.deleted,
                 "released": s.released,
                 "batches": s.batches,
-                "mean_batch_size": round(statistics.fmean(sizes), 2) if sizes else 0.0,
+                "mean_batch_size": round(s.batched / s.batches, 2) if s.batches else 0.0,
                 "padding_ratio": round(s.padded_tokens / s.real_tokens, 3)
                 if s.real_tokens
                 else 1.0,

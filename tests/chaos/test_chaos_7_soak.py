@@ -90,6 +90,11 @@ def test_soak(
     steady = [s for s in samples if s[0] >= warmup_s] or samples
     rss_start, rss_end = steady[0][1], steady[-1][1]
     fds_start, fds_end = steady[0][2], steady[-1][2]
+    # Start/end alone cannot tell a plateau (allocator arenas filling once) from a slow leak, so
+    # the report also carries the curve and the growth over the second half on its own.
+    rss_curve = [round(steady[min(len(steady) - 1, k * len(steady) // 10)][1] / 2**20, 1)
+                 for k in range(10)] + [round(rss_end / 2**20, 1)]
+    rss_mid = steady[len(steady) // 2][1]
     latencies = sorted(
         (sent_at[i], rs[0].received_at - sent_at[i])
         for i in ids if (rs := collector.by_request.get(i))
@@ -104,6 +109,11 @@ def test_soak(
     chaos_report.lost, chaos_report.duplicates, chaos_report.crashes = lost, duplicates, crashes
     chaos_report.figures = {
         "rss_mib_start_end": [round(rss_start / 2**20, 1), round(rss_end / 2**20, 1)],
+        "rss_mib_each_tenth": rss_curve,
+        "rss_growth_mib_first_second_half": [round((rss_mid - rss_start) / 2**20, 1),
+                                             round((rss_end - rss_mid) / 2**20, 1)],
+        "rss_mib_max": round(max(s[1] for s in steady) / 2**20, 1),
+        "open_fds_max": max(s[2] for s in steady),
         "open_fds_start_end": [fds_start, fds_end],
         "p50_latency_s_first_last_fifth": [round(lat_first, 3), round(lat_last, 3)],
         "dlq": len(dlq),
@@ -113,6 +123,12 @@ def test_soak(
     # Flat: allowances for allocator noise, not for growth per message.
     assert rss_end - rss_start <= max(30 * 2**20, 0.10 * rss_start), (
         f"RSS grew {rss_start / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB"
+    )
+    # A plateau (arenas, caches, pools filled once) stops growing; a leak keeps going. Before two
+    # per-message records were bounded (the worker's latency list, this launcher's receipt map),
+    # the 30-minute run grew 441 -> 462 MiB, about half of it in the second half.
+    assert rss_end - rss_mid <= 8 * 2**20, (
+        f"RSS still growing in the second half: {rss_mid / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB"
     )
     assert fds_end - fds_start <= 5, f"open fds {fds_start} -> {fds_end}"
     assert lat_last <= 1.5 * lat_first + 0.25, f"latency grew {lat_first:.3f} -> {lat_last:.3f}s"
