@@ -12,3 +12,9 @@ process.stdout.write(JSON.stringify({ port: address.port }) + "\n");
 const stop = async () => { await app.close(); process.exit(0); };
 process.on("SIGTERM", stop);
 process.on("SIGINT", stop);
+// The Python launcher holds our stdin open: end-of-file means it is gone, even SIGKILLed, and a
+// dev server must not outlive it (orphans kept ports and memory until someone noticed).
+if (process.env.FAUXQS_EXIT_WITH_PARENT === "1") {
+  process.stdin.on("end", stop);
+  process.stdin.resume();
+}

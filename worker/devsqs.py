@@ -117,9 +117,18 @@ def start_fauxqs(port: int = 0) -> LocalServer:
     node = shutil.which("node")
     if node is None:
         raise DevServerError("node is not on PATH: fauxqs needs Node.js 20 or newer")
-    env = {**os.environ, "FAUXQS_MODULE": find_fauxqs_module().as_uri()}
+    env = {
+        **os.environ,
+        "FAUXQS_MODULE": find_fauxqs_module().as_uri(),
+        # The server exits when this process's end of its stdin closes (see devsqs.js).
+        "FAUXQS_EXIT_WITH_PARENT": "1",
+    }
     process = subprocess.Popen(
-        [node, str(_JS_LAUNCHER), str(port)], env=env, stdout=subprocess.PIPE, stderr=None
+        [node, str(_JS_LAUNCHER), str(port)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
