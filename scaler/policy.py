@@ -288,8 +288,12 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
 
     # a burst's size as if nothing had been warm: measured with the warm replicas' help it would
     # shrink the next floor, and the one after would meet nothing warm again
-    cold_need = needed_replicas(replace(obs, current=0, ready=0), state, backlog, mu, lam, cfg)[0]
-    peaks, peak, floor = keep_warm_floor(obs, state, cold_need if active else 0, cfg)
+    cold_need = (
+        needed_replicas(replace(obs, current=0, ready=0), state, backlog, mu, lam, cfg)[0]
+        if active
+        else 0
+    )
+    peaks, peak, floor = keep_warm_floor(obs, state, cold_need, cfg)
     # the floor keeps replicas, it never wakes a Deployment at zero with nothing waiting
     if need < floor and (current > 0 or active):
         need = floor

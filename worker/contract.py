@@ -321,6 +321,11 @@ def _escape_non_ascii(match: re.Match[str]) -> str:
     return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
 
 
+def stdlib_result_json(result: Mapping[str, Any]) -> str:
+    """The reference encoding of a result: compact, ASCII-only, NaN/infinity refused."""
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def result_json(result: Mapping[str, Any]) -> str:
     """`result` as compact ASCII-only JSON (the same document json.dumps(ensure_ascii=True,
     allow_nan=False) writes, numbers possibly spelled differently).
@@ -333,9 +338,9 @@ def result_json(result: Mapping[str, Any]) -> str:
     try:
         body = orjson.dumps(result).decode("utf-8")
     except TypeError:  # orjson.JSONEncodeError: lone surrogate, huge int, unknown type
-        return json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        return stdlib_result_json(result)
     if "null" in body and _has_non_finite(result):
-        return json.dumps(result, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        return stdlib_result_json(result)
     if not body.isascii():
         body = _NON_ASCII.sub(_escape_non_ascii, body)
     return body
