@@ -30,7 +30,7 @@ runner = ModelRunner.load(bundled_model_dir(), "embed", device="cpu")
 runner.warm_up()
 sentences, _ = load_sentences({n})
 encoded = [runner.encode([s], {{}}) for s in sentences]
-order = sorted(range(len(sentences)), key=lambda i: encoded[i].max_len)
+order = sorted(range(len(sentences)), key=lambda i: encoded[i].length)
 started = time.perf_counter()
 for k in range(0, len(order), 32):
     runner.run(runner.prepare([(encoded[i], {{}}) for i in order[k:k + 32]]))

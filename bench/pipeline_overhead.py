@@ -26,9 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import worker_throughput as wt  # first: it sets the env defaults (OMP, HF offline)
 from bench.sentences import load_sentences
-from worker import contract, devsqs
+from worker import devsqs
 from worker.config import bundled_model_dir
-from worker.model import Encoded, ModelRunner, Prepared
+from worker.contract import result as contract_result
+from worker.model import ModelRunner, Prepared
+from worker.seams import Encoded
 
 
 class NoForward:
@@ -51,7 +53,7 @@ class NoForward:
         return [self.vector for _ in prepared.items]
 
 
-FAST_RESULT_JSON = contract.result_json
+FAST_RESULT_JSON = contract_result.result_json
 
 
 def main() -> int:
@@ -67,8 +69,10 @@ def main() -> int:
     try:
         for _ in range(args.rounds):
             for variant in results:
-                contract.result_json = (  # type: ignore[assignment]
-                    contract.stdlib_result_json if variant == "stdlib_json" else FAST_RESULT_JSON
+                contract_result.result_json = (  # type: ignore[assignment]
+                    contract_result.stdlib_result_json
+                    if variant == "stdlib_json"
+                    else FAST_RESULT_JSON
                 )
                 run = wt.run_worker(
                     server, stub, sentences, delay_s=0.0, reference={}  # type: ignore[arg-type]

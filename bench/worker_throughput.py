@@ -57,8 +57,9 @@ import torch  # noqa: E402
 from bench.sentences import load_sentences  # noqa: E402
 from worker import devsqs  # noqa: E402
 from worker.config import bundled_model_dir, load_settings  # noqa: E402
-from worker.model import ModelFailure, ModelRunner  # noqa: E402
+from worker.model import ModelRunner  # noqa: E402
 from worker.pipeline import Worker  # noqa: E402
+from worker.seams import ModelFailure  # noqa: E402
 from worker.sqs import SqsAdapter, make_client  # noqa: E402
 
 REGION = "us-east-1"
@@ -106,7 +107,7 @@ def bench_raw_runner(
     for batch_size in batch_sizes:
         cpu, started = time.process_time(), time.perf_counter()
         encoded = [runner.encode([s], {}) for s in sentences]
-        order = sorted(range(len(sentences)), key=lambda i: encoded[i].max_len)
+        order = sorted(range(len(sentences)), key=lambda i: encoded[i].length)
         for start in range(0, len(order), batch_size):
             runner.run(runner.prepare([(encoded[i], {}) for i in order[start:start + batch_size]]))
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -240,7 +241,10 @@ def run_worker(
         http_port=0,
         log_level="WARNING",
     )
-    client = make_client(endpoint_url=server.endpoint_url, region_name=REGION)
+    clients = [
+        make_client(long_poll=long_poll, endpoint_url=server.endpoint_url, region_name=REGION)
+        for long_poll in (False, True)
+    ]
     calls: Counter[str] = Counter()
 
     def count_call(model: Any, **_: Any) -> None:
@@ -249,10 +253,11 @@ def run_worker(
     def round_trip_delay(**_: Any) -> None:
         time.sleep(delay_s)
 
-    client.meta.events.register("before-call.sqs", count_call)
-    if delay_s > 0:
-        client.meta.events.register("before-send.sqs", round_trip_delay)
-    worker = Worker(settings, runner, SqsAdapter(client), region=REGION)
+    for client in clients:
+        client.meta.events.register("before-call.sqs", count_call)
+        if delay_s > 0:
+            client.meta.events.register("before-send.sqs", round_trip_delay)
+    worker = Worker(settings, runner, SqsAdapter(*clients), region=REGION)
 
     cpu_before, process_cpu_before = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()

@@ -12,7 +12,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from worker import logs
-from worker.config import ConfigError, WorkerSettings, load_settings
+from worker.config import WorkerSettings, load_settings
+from worker.errors import ConfigError
 from worker.logs import event
 from worker.metrics import Metrics
 
@@ -25,55 +26,57 @@ log = logging.getLogger("worker")
 EXIT_CONFIG = 2
 
 
-def _aws_clients(settings: WorkerSettings) -> tuple[object, object | None, str]:
+def _aws_clients(settings: WorkerSettings) -> tuple[SqsAdapter, object | None, str]:
     """boto3 clients from the standard chain; a missing region is a configuration error."""
     import boto3
     from botocore.exceptions import NoRegionError
 
-    from worker import s3, sqs
+    from worker import s3
+    from worker.sqs import SqsAdapter
 
     try:
-        sqs_client = sqs.make_client()
+        adapter = SqsAdapter.from_environment()
         s3_client = s3.make_client() if settings.result_s3_uri else None
     except NoRegionError:
         # boto3 reads AWS_DEFAULT_REGION (or a profile), not AWS_REGION
         raise ConfigError(
             "AWS_DEFAULT_REGION: not set (the region of the queues; boto3 ignores AWS_REGION)"
         ) from None
-    region = sqs_client.meta.region_name or boto3.session.Session().region_name or ""
-    return sqs_client, s3_client, region
+    region = adapter.client.meta.region_name or boto3.session.Session().region_name or ""
+    return adapter, s3_client, region
 
 
-def _check_queues(settings: WorkerSettings, adapter: object) -> None:
-    """Fail at start, naming the variable, when a configured queue cannot be read."""
-    from worker.sqs import SqsAdapter
+def _check_queues(settings: WorkerSettings, adapter: SqsAdapter) -> None:
+    """Fail at start, naming the variable, when a configured queue cannot be read, or when the
+    result queue is the input queue (the worker would read its own results as requests)."""
+    from worker.errors import error_code
 
-    assert isinstance(adapter, SqsAdapter)
     checks = [("WORKER_QUEUE_URL", settings.queue_url)]
     if settings.result_queue_url:
         checks.append(("WORKER_RESULT_QUEUE_URL", settings.result_queue_url))
+    arns = {}
     for variable, url in checks:
         try:
-            adapter.queue_attributes(url, ["QueueArn"])
+            arns[variable] = adapter.queue_attributes(url, ["QueueArn"]).get("QueueArn")
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            raise ConfigError(f"{variable}: cannot read queue {url}: {code}") from None
+            raise ConfigError(f"{variable}: cannot read queue {url}: {error_code(exc)}") from None
+    if arns.get("WORKER_RESULT_QUEUE_URL") == arns["WORKER_QUEUE_URL"]:
+        raise ConfigError("WORKER_RESULT_QUEUE_URL: is the input queue (WORKER_QUEUE_URL)")
 
 
 def run(settings: WorkerSettings) -> int:
     # torch is imported only after the cheap checks, so a wrong setting fails in a second
     from worker.http import HealthServer
     from worker.s3 import ClaimCheckStore
-    from worker.sqs import SqsAdapter
 
-    sqs_client, s3_client, region = _aws_clients(settings)
-    adapter = SqsAdapter(sqs_client)
+    adapter, s3_client, region = _aws_clients(settings)
     _check_queues(settings, adapter)
     claim_check = None
     if settings.s3_bucket_prefix and s3_client is not None:
         bucket, prefix = settings.s3_bucket_prefix
         claim_check = ClaimCheckStore(s3_client, bucket, prefix)
 
+    from worker.metrics import PrometheusObserver
     from worker.model import ModelRunner, resolve_device
     from worker.pipeline import Worker
 
@@ -136,8 +139,14 @@ def run(settings: WorkerSettings) -> int:
             return 0
         runner.warm_up()
         worker = Worker(
-            settings, runner, adapter, claim_check=claim_check, metrics=metrics, region=region
+            settings,
+            runner,
+            adapter,
+            claim_check=claim_check,
+            observers=[PrometheusObserver(metrics)],
+            region=region,
         )
+        metrics.in_flight.set_function(lambda: worker.held if worker else 0)
         worker.start()
         while not stop.wait(1.0):
             if worker.crashed is not None:

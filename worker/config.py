@@ -16,14 +16,14 @@ from urllib.parse import urlparse
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.contract.reply_to import AddressError, parse_pattern
+from worker.errors import ConfigError
+from worker.sqs_limits import MAX_VISIBILITY_S, RECEIVE_MAX_WAIT_S
+from worker.tasks import Task
+
 ENV_PREFIX = "WORKER_"
 
-# SQS holds a message invisible at most 12 h from receive, so no single timeout can be longer.
-SQS_MAX_VISIBILITY_S = 43_200
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; str() is the one line printed at start."""
+__all__ = ["ConfigError", "WorkerSettings", "load_settings"]
 
 
 def bundled_model_dir() -> str | None:
@@ -71,7 +71,14 @@ class WorkerSettings(BaseSettings):
 
     queue_url: str = Field(description="SQS queue URL the worker reads requests from (required)")
     result_queue_url: str | None = Field(
-        default=None, description="default result queue URL (a request's reply_to overrides it)"
+        default=None,
+        description="default result queue URL (a request's allowed reply_to overrides it); "
+        "required unless WORKER_REQUIRE_REPLY_TO=true",
+    )
+    require_reply_to: bool = Field(
+        default=False,
+        description="run without a result queue: every request must name an allowed reply_to; "
+        "one that does not is never run and ends in the DLQ (nothing is deleted unanswered)",
     )
     reply_to_allow: str = Field(
         default="",
@@ -92,24 +99,43 @@ class WorkerSettings(BaseSettings):
         description="the name results carry in `model`; default: WORKER_MODEL when it is a "
         "Hugging Face id, the bundled model's id, else the model directory's name",
     )
-    task: Literal["embed", "classify", "generate"] = "embed"
+    task: Task = "embed"
     device: Literal["auto", "cuda", "cpu"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_batch_tokens: int = Field(default=8192, ge=1)
     max_wait_ms: int = Field(default=20, ge=0, le=60_000)
     receivers: int = Field(default=4, ge=1, le=64)
-    receive_wait_s: int = Field(
+    encoders: int = Field(
+        default=2, ge=1, le=64, description="threads that parse and tokenise requests"
+    )
+    writers: int = Field(
+        default=4, ge=1, le=64, description="threads that send results and delete requests"
+    )
+    result_linger_ms: int = Field(
         default=20,
         ge=0,
-        le=20,
+        le=10_000,
+        description="how long a result may wait for others to the same destination to fill a "
+        "SendMessageBatch (10) before it goes out in a smaller call",
+    )
+    circuit_breaker_batches: int = Field(
+        default=3,
+        ge=0,
+        description="consecutive batches failed for the device's sake (not the request's) after "
+        "which the worker stops receiving, releases what it holds and fails /healthz; 0 = off",
+    )
+    receive_wait_s: int = Field(
+        default=RECEIVE_MAX_WAIT_S,
+        ge=0,
+        le=RECEIVE_MAX_WAIT_S,
         description="long-poll WaitTimeSeconds: 20 = fewest empty receives; a drain waits for "
         "the polls in flight, so lower means a faster SIGTERM drain on an empty queue",
     )
     buffer_max: int = Field(
         default=0, ge=0, description="messages held at most; 0 = auto from throughput"
     )
-    visibility_timeout_s: int = Field(default=60, ge=1, le=SQS_MAX_VISIBILITY_S)
+    visibility_timeout_s: int = Field(default=60, ge=1, le=MAX_VISIBILITY_S)
     heartbeat: bool = True
     max_input_tokens: int = Field(default=0, ge=0, description="0 = the model's maximum")
     max_body_bytes: int = Field(default=262_144, ge=1)
@@ -148,6 +174,26 @@ class WorkerSettings(BaseSettings):
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"expected s3://bucket/prefix, got {value!r}")
         return value
+
+    @field_validator("reply_to_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        for entry in (part.strip() for part in value.split(",")):
+            if entry:
+                try:
+                    parse_pattern(entry, region="")
+                except AddressError as exc:
+                    raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _result_destination(self) -> WorkerSettings:
+        if not self.result_queue_url and not self.require_reply_to:
+            raise ValueError(
+                "WORKER_RESULT_QUEUE_URL: required (where results go), unless "
+                "WORKER_REQUIRE_REPLY_TO=true and every request names an allowed reply_to"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_model(self) -> WorkerSettings:

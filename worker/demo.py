@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         from worker.config import WorkerSettings
         from worker.model import ModelRunner
         from worker.pipeline import Worker
-        from worker.sqs import SqsAdapter, make_client
+        from worker.sqs import SqsAdapter
 
         settings = WorkerSettings(
             queue_url=requests_url,
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-        adapter = SqsAdapter(make_client(**aws))
+        adapter = SqsAdapter.from_environment(**aws)
         collector = Collector(client, results_url, len(texts))
         collector.start()
         cpu_before = server.cpu_seconds()

@@ -68,3 +68,14 @@ class DestinationUnreachable(WorkerError):
         self.destination = destination
         self.code = code
         super().__init__(f"{destination}: {code}")
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError (read without importing botocore), else the
+    exception's type name."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__

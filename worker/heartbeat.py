@@ -1,4 +1,4 @@
-"""Visibility heartbeat scheduling and the back-pressure bound. Pure: times are passed in.
+"""Visibility heartbeat scheduling. Pure: times are passed in.
 
 A message held past half its visibility timeout gets its timeout extended
 (ChangeMessageVisibilityBatch), so a long wait in the buffer or a slow batch does not make SQS hand
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-SQS_MAX_HOLD_S = 12 * 3600
+from worker.sqs_limits import MAX_HOLD_S
+
 # stay clear of the 12 h edge: clocks drift, and the change call itself takes time
 HOLD_CAP_MARGIN_S = 60.0
 
@@ -21,20 +22,20 @@ HOLD_CAP_MARGIN_S = 60.0
 class Held:
     """What the heartbeat needs to know about one message the worker holds."""
 
-    key: str
+    key: int
     received_at: float  # monotonic clock at receive
     visible_at: float  # monotonic clock at which SQS makes it visible again
 
 
 @dataclass(frozen=True)
 class Extension:
-    key: str
+    key: int
     timeout_s: int  # the VisibilityTimeout to set, counted from now
     visible_at: float  # the resulting deadline
 
 
 def plan_heartbeats(
-    held: Iterable[Held], now: float, visibility_timeout_s: int, max_hold_s: float = SQS_MAX_HOLD_S
+    held: Iterable[Held], now: float, visibility_timeout_s: int, max_hold_s: float = MAX_HOLD_S
 ) -> list[Extension]:
     """The extensions due at `now`: messages with less than half a timeout left get a fresh
     `visibility_timeout_s`, capped so that receive + hold never passes `max_hold_s - margin`."""
@@ -58,33 +59,3 @@ def next_heartbeat_check(visibility_timeout_s: int) -> float:
     half-way mark and its expiry (one late look still leaves time for the call), but at most four
     times a second and at least every 30 s."""
     return min(30.0, max(0.25, visibility_timeout_s / 6.0))
-
-
-def buffer_bound(
-    *,
-    configured: int,
-    throughput_msgs_s: float | None,
-    visibility_timeout_s: int,
-    max_batch_size: int,
-    receivers: int,
-    ceiling: int = 10_000,
-    completion_msgs_s: float | None = None,
-) -> int:
-    """How many messages the worker may hold (received, not yet deleted).
-
-    `configured` > 0 wins. Otherwise hold what the worker can finish within half a visibility
-    timeout (half: the rest is margin for a slow batch and the result writes), never less than the
-    floor that keeps the model fed (two batches plus one receive per receiver) and never more than
-    `ceiling`. What it can finish is the model's throughput or, when lower, the rate at which held
-    messages actually leave the worker (`completion_msgs_s`): when SQS is slow or failing, the
-    writes, not the model, are the bottleneck, and a bound sized by the model alone would hold
-    messages past their visibility (redelivered, processed twice)."""
-    if configured > 0:
-        return configured
-    floor = 2 * max_batch_size + 10 * receivers
-    if completion_msgs_s is not None and completion_msgs_s > 0:
-        throughput_msgs_s = min(throughput_msgs_s or completion_msgs_s, completion_msgs_s)
-    if throughput_msgs_s is None or throughput_msgs_s <= 0:
-        return floor
-    bound = int(throughput_msgs_s * visibility_timeout_s * 0.5)
-    return max(floor, min(ceiling, bound))

@@ -4,8 +4,15 @@ several workers can live in one process (tests, the benchmark) without clashing.
 from __future__ import annotations
 
 import threading
+from collections import Counter as Tally
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from worker.pipeline.ledger import Job
+from worker.pipeline.observer import BatchReport, NullObserver
+from worker.pipeline.outcomes import Outcome
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 _TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -93,6 +100,22 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.heartbeats = Counter(
+            "gpuqueue_heartbeats", "Visibility extensions made (heartbeats)", registry=r
+        )
+        self.heartbeat_failures = Counter(
+            "gpuqueue_heartbeat_failures",
+            "Visibility extensions that failed (the message may be redelivered elsewhere)",
+            registry=r,
+        )
+        self.receive_errors = Counter(
+            "gpuqueue_receive_errors", "ReceiveMessage calls that failed", registry=r
+        )
+        self.circuit_breaker_trips = Counter(
+            "gpuqueue_circuit_breaker_trips",
+            "Times the device kept failing and the worker stopped taking work (/healthz fails)",
+            registry=r,
+        )
         self._oldest_age = WindowMax()
 
     def observe_queue_wait(self, seconds: float) -> None:
@@ -126,3 +149,48 @@ class WindowMax:
         with self._lock:
             value, self._max = self._max, None
             return value
+
+
+class PrometheusObserver(NullObserver):
+    """The pipeline's events as Prometheus metrics (see worker.pipeline.observer)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def lifecycle(self, phase: str, **fields: Any) -> None:
+        self.metrics.ready.set(1 if phase == "started" else 0)
+
+    def received(self, jobs: Sequence[Job]) -> None:
+        self.metrics.received.inc(len(jobs))
+        for job in jobs:
+            self.metrics.observe_queue_wait(job.queue_wait_s)
+
+    def receive_failed(self, error: str) -> None:
+        self.metrics.receive_errors.inc()
+
+    def batch(self, report: BatchReport) -> None:
+        m = self.metrics
+        m.batch_size.observe(report.size)
+        m.batch_tokens.observe(report.padded_tokens)
+        m.inference_seconds.observe(report.inference_s)
+        m.padding_ratio.observe(report.padding_ratio)
+        if report.gpu_memory_bytes is not None:
+            m.gpu_memory_bytes.set(report.gpu_memory_bytes)
+
+    def written(self, outcomes: Sequence[Outcome], deleted: int, now: float) -> None:
+        labels = Tally(o.label for o in outcomes if o.failed)
+        ok = sum(1 for o in outcomes if o.label == "ok")
+        if ok:
+            self.metrics.succeeded.inc(ok)
+        for label, n in labels.items():
+            self.metrics.failed.labels(error_type=label).inc(n)
+
+    def heartbeat(self, extended: int, failed: int) -> None:
+        if extended:
+            self.metrics.heartbeats.inc(extended)
+        if failed:
+            self.metrics.heartbeat_failures.inc(failed)
+
+    def breaker_tripped(self, consecutive: int) -> None:
+        self.metrics.circuit_breaker_trips.inc()
+        self.metrics.ready.set(0)

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 # OpenMP worker threads that spin while idle steal the CPU from everything else in the process
 # (tokenising, JSON, SQS calls) and from neighbours. With the cores shared, spinning made a batched
@@ -44,10 +44,12 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from worker.errors import InputTooLong
+from worker.seams import Encoded, ModelFailure
+
 log = logging.getLogger(__name__)
 
-Task = Literal["embed", "classify", "generate"]
-TASKS: tuple[Task, ...] = ("embed", "classify", "generate")
+from worker.tasks import TASKS, Task  # noqa: E402
 
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -77,41 +79,6 @@ _GENERATE_PARAMS = (
 )
 _EMBED_PARAMS = ("normalize",)
 EMBED_DECIMALS = 9  # decimal places kept in embedding vectors (see ModelRunner._finish)
-
-
-class InputTooLong(ValueError):
-    """An input longer than the model (or WORKER_MAX_INPUT_TOKENS) allows; never truncated."""
-
-    def __init__(self, index: int, n_tokens: int, limit: int, detail: str = "") -> None:
-        self.index = index
-        self.n_tokens = n_tokens
-        self.limit = limit
-        super().__init__(
-            detail or f"input {index} has {n_tokens} tokens; the limit is {limit} tokens"
-        )
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """One request's inputs tokenised, without padding (one id list per input text)."""
-
-    token_ids: list[list[int]]
-
-    @property
-    def n_tokens(self) -> int:
-        return sum(len(ids) for ids in self.token_ids)
-
-    @property
-    def max_len(self) -> int:
-        return max((len(ids) for ids in self.token_ids), default=0)
-
-
-@dataclass(frozen=True)
-class ModelFailure:
-    """A per-request failure that `run` reports in place of an output instead of raising."""
-
-    type: str  # "OutOfMemory", "ModelError"
-    message: str
 
 
 @dataclass(frozen=True)

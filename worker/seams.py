@@ -161,6 +161,8 @@ class QueueSeam(Protocol):
 
     def max_message_size(self, queue_url: str) -> int: ...
 
+    def queue_attributes(self, queue_url: str, names: Sequence[str]) -> dict[str, str]: ...
+
 
 class ClaimCheck(Protocol):
     """Where results too large for a message go (worker.s3.ClaimCheckStore)."""

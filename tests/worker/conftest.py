@@ -6,10 +6,13 @@ all-MiniLM-L6-v2 folder, and the skip hook for CUDA-only tests.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from worker.pipeline import Worker
 
 # A little text to train the tiny byte-level BPE tokenizer on (no download needed).
 _CORPUS = [
@@ -157,3 +160,13 @@ def tiny_chat_model(tiny_models_dir: Path) -> Path:
     LlamaForCausalLM(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def running_workers() -> Iterator[list[Worker]]:
+    """Workers a test starts are drained at the end even when the test fails."""
+    workers: list[Worker] = []
+    yield workers
+    for worker in workers:
+        if not worker.stopped:
+            worker.shutdown(timeout_s=5)

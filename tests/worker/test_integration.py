@@ -31,10 +31,12 @@ from worker_test_helpers import (
 
 from worker.config import BUNDLED_MODEL_ID, WorkerSettings
 from worker.devsqs import free_port
-from worker.model import Encoded, ModelFailure, ModelRunner
+from worker.metrics import Metrics, PrometheusObserver
+from worker.model import ModelRunner
 from worker.pipeline import Worker
 from worker.s3 import ClaimCheckStore
-from worker.sqs import SqsAdapter, make_client
+from worker.seams import Encoded, ModelFailure
+from worker.sqs import SqsAdapter
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -57,18 +59,24 @@ def workers() -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for worker in started:
-        if not worker._stopped.is_set():
+        if not worker.stopped:
             worker.shutdown(timeout_s=5)
 
 
 def start(
-    endpoint: str, runner: Any, started: list[Worker], claim_check: Any = None, **settings: Any
+    endpoint: str,
+    runner: Any,
+    started: list[Worker],
+    claim_check: Any = None,
+    metrics: Metrics | None = None,
+    **settings: Any,
 ) -> Worker:
     worker = Worker(
         WorkerSettings(http_port=0, receivers=2, receive_wait_s=2, **settings),
         runner,
-        SqsAdapter(make_client(endpoint_url=endpoint, region_name=REGION)),
+        SqsAdapter.from_environment(endpoint_url=endpoint, region_name=REGION),
         claim_check=claim_check,
+        observers=[PrometheusObserver(metrics)] if metrics is not None else [],
         region=REGION,
     )
     started.append(worker)
@@ -331,11 +339,13 @@ def test_claim_check_write_failure_leaves_the_request_and_recovers(
     send_bodies(
         sqs_client, queues.input, [request(SENTENCES * 4, id="large"), request("hi", id="small")]
     )
-    worker = start(
+    metrics = Metrics()
+    start(
         sqs_server.endpoint_url,
         tiny_runner,
         workers,
         claim_check=ClaimCheckStore(s3_client, bucket, ""),
+        metrics=metrics,
         queue_url=queues.input,
         result_queue_url=queues.results,
         result_s3_uri=f"s3://{bucket}",
@@ -343,7 +353,7 @@ def test_claim_check_write_failure_leaves_the_request_and_recovers(
     reader = ResultReader(sqs_client, queues.results, s3_client=s3_client)
     reader.wait_for(1, timeout=60)
     assert [r["id"] for r in reader.results.values()] == ["small"]
-    failed = worker.metrics.failed.labels(error_type="ResultWriteFailed")
+    failed = metrics.failed.labels(error_type="ResultWriteFailed")
     wait_for(lambda: failed._value.get() >= 1, 30, "a failed claim-check write")
     s3_client.create_bucket(Bucket=bucket)
     reader.wait_for(2, timeout=60)

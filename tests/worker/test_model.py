@@ -104,11 +104,11 @@ def test_encode_tokenises_once_without_padding(
     encoded = embedder.encode(SENTENCES[:3], {})
     assert encoded.token_ids == [tokenizer(s)["input_ids"] for s in SENTENCES[:3]]
     assert encoded.n_tokens == sum(len(ids) for ids in encoded.token_ids)
-    assert encoded.max_len == max(len(ids) for ids in encoded.token_ids)
+    assert encoded.length == max(len(ids) for ids in encoded.token_ids)
     prepared = embedder.prepare([(encoded, {}), (embedder.encode(["Short."], {}), {})])
     assert prepared.size == 2
     assert prepared.real_tokens == encoded.n_tokens + len(tokenizer("Short.")["input_ids"])
-    assert prepared.padded_tokens == 4 * encoded.max_len
+    assert prepared.padded_tokens == 4 * encoded.length
 
 
 def test_encode_is_thread_safe(embedder: ModelRunner) -> None:
@@ -409,7 +409,7 @@ def test_warm_up_and_memory_report_on_cpu(embedder: ModelRunner) -> None:
 
 
 def test_encoded_properties_on_empty() -> None:
-    assert Encoded([]).n_tokens == 0 and Encoded([]).max_len == 0
+    assert Encoded([]).n_tokens == 0 and Encoded([]).length == 0
 
 
 # ------------------------------------------------------------------ the real MiniLM model

@@ -22,7 +22,7 @@ from worker_test_helpers import (
 )
 
 from worker.config import BUNDLED_MODEL_ID, WorkerSettings, bundled_model_dir, default_model_name
-from worker.metrics import Metrics, WindowMax
+from worker.metrics import Metrics, PrometheusObserver, WindowMax
 from worker.pipeline import Worker
 from worker.queue_monitor import (
     QueueMonitor,
@@ -33,6 +33,7 @@ from worker.queue_monitor import (
 from worker.sqs import SqsAdapter, make_client
 
 REGION = "us-east-1"
+QUEUES = {"queue_url": "https://q.example/1/q", "result_queue_url": "https://q.example/1/r"}
 STATES = ("visible", "in_flight", "delayed")
 
 
@@ -83,8 +84,8 @@ def test_model_name_is_readable(tmp_path: Path) -> None:
     bundled = bundled_model_dir()
     if bundled is not None:  # the bundled dir is site-packages/.../model: name it by its id
         assert default_model_name(bundled) == BUNDLED_MODEL_ID
-        assert WorkerSettings(queue_url="https://q.example/1/q").model_name == BUNDLED_MODEL_ID
-    settings = WorkerSettings(queue_url="https://q.example/1/q", model=str(local), model_name="x")
+        assert WorkerSettings(**QUEUES).model_name == BUNDLED_MODEL_ID
+    settings = WorkerSettings(**QUEUES, model=str(local), model_name="x")
     assert settings.model_name == "x"
 
 
@@ -192,7 +193,9 @@ def test_worker_failures_reach_the_dlq_gauge_and_receives_give_the_age(
         max_wait_ms=5,
         receive_wait_s=1,
     )
-    worker = Worker(settings, FakeRunner(), adapter, metrics=metrics, region=REGION).start()
+    worker = Worker(
+        settings, FakeRunner(), adapter, observers=[PrometheusObserver(metrics)], region=REGION
+    ).start()
     monitor = QueueMonitor(adapter, queues.input, metrics, interval_s=60)  # rounds by hand
     try:
         ResultReader(sqs_client, queues.results).wait_for(1, timeout=30)
@@ -264,4 +267,4 @@ def test_interval_zero_is_refused_by_the_monitor() -> None:
     # 0 means "off" in the settings: the CLI does not start a monitor at all
     with pytest.raises(ValueError):
         QueueMonitor(SqsAdapter(client=None), "https://q.example/1/q", Metrics(), interval_s=0)
-    assert WorkerSettings(queue_url="https://q.example/1/q").queue_metrics_interval_s == 30
+    assert WorkerSettings(**QUEUES).queue_metrics_interval_s == 30

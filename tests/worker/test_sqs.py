@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from worker_test_helpers import counts, make_queues, send_bodies, wait_for
 
-from worker.contract import OutgoingMessage
+from worker.seams import OutgoingMessage
 from worker.sqs import SqsAdapter, make_client
 
 REGION = "us-east-1"

@@ -14,6 +14,7 @@ from worker.config import ConfigError, WorkerSettings, bundled_model_dir, load_s
 
 REPO = Path(__file__).resolve().parents[2]
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/requests"
+RESULTS = "https://sqs.us-east-1.amazonaws.com/123456789012/results"
 
 
 @pytest.fixture
@@ -26,6 +27,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    clean_env.setenv("WORKER_RESULT_QUEUE_URL", RESULTS)
     settings = load_settings()
     assert settings.task == "embed"
     assert (settings.max_batch_size, settings.max_batch_tokens, settings.max_wait_ms) == (
@@ -35,6 +37,8 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     )
     assert (settings.receivers, settings.buffer_max, settings.visibility_timeout_s) == (4, 0, 60)
     assert settings.heartbeat is True and settings.http_port == 8080
+    assert (settings.encoders, settings.writers, settings.result_linger_ms) == (2, 4, 20)
+    assert settings.circuit_breaker_batches == 3 and settings.require_reply_to is False
     assert settings.model == bundled_model_dir()  # the bundled MiniLM when installed
     assert settings.reply_to_patterns == ()
     assert settings.s3_bucket_prefix is None
@@ -42,30 +46,39 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
 
 def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    clean_env.setenv("WORKER_RESULT_QUEUE_URL", RESULTS)
     clean_env.setenv("WORKER_TASK", "classify")
     clean_env.setenv("WORKER_HEARTBEAT", "false")
-    clean_env.setenv("WORKER_REPLY_TO_ALLOW", " https://a/1/x- , arn:aws:sqs:*:1:y-* ")
+    clean_env.setenv(
+        "WORKER_REPLY_TO_ALLOW", " https://a/123456789012/x- , arn:aws:sqs:*:1*:y-* "
+    )
     clean_env.setenv("WORKER_RESULT_S3_URI", "s3://bucket/some/prefix")
     clean_env.setenv("WORKER_LOG_LEVEL", "debug")
     settings = load_settings()
     assert settings.task == "classify" and settings.heartbeat is False
-    assert settings.reply_to_patterns == ("https://a/1/x-", "arn:aws:sqs:*:1:y-*")
+    assert settings.reply_to_patterns == ("https://a/123456789012/x-", "arn:aws:sqs:*:1*:y-*")
     assert settings.s3_bucket_prefix == ("bucket", "some/prefix/")
     assert settings.log_level == "DEBUG"
+
+
+Q = {"WORKER_QUEUE_URL": QUEUE, "WORKER_RESULT_QUEUE_URL": RESULTS}
 
 
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({}, "WORKER_QUEUE_URL"),
-        ({"WORKER_QUEUE_URL": "not a url"}, "WORKER_QUEUE_URL"),
-        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_TASK": "translate"}, "WORKER_TASK"),
-        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_MAX_BATCH_SIZE": "0"}, "WORKER_MAX_BATCH_SIZE"),
-        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_RECEIVERS": "many"}, "WORKER_RECEIVERS"),
-        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_RESULT_S3_URI": "http://x"}, "WORKER_RESULT_S3_URI"),
-        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_VISIBILITY_TIMEOUT_S": "99999"}, "WORKER_VISIBILITY_"),
+        ({"WORKER_RESULT_QUEUE_URL": RESULTS}, "WORKER_QUEUE_URL"),
+        ({"WORKER_QUEUE_URL": "not a url", "WORKER_RESULT_QUEUE_URL": RESULTS}, "WORKER_QUEUE_URL"),
+        ({"WORKER_QUEUE_URL": QUEUE}, "WORKER_RESULT_QUEUE_URL"),
+        ({**Q, "WORKER_REPLY_TO_ALLOW": "team-a-*"}, "WORKER_REPLY_TO_ALLOW"),
+        ({**Q, "WORKER_REPLY_TO_ALLOW": "https://sqs.x/123/q-"}, "WORKER_REPLY_TO_ALLOW"),
+        ({**Q, "WORKER_TASK": "translate"}, "WORKER_TASK"),
+        ({**Q, "WORKER_MAX_BATCH_SIZE": "0"}, "WORKER_MAX_BATCH_SIZE"),
+        ({**Q, "WORKER_RECEIVERS": "many"}, "WORKER_RECEIVERS"),
+        ({**Q, "WORKER_RESULT_S3_URI": "http://x"}, "WORKER_RESULT_S3_URI"),
+        ({**Q, "WORKER_VISIBILITY_TIMEOUT_S": "99999"}, "WORKER_VISIBILITY_"),
     ],
-)  # fmt: skip
+)
 def test_bad_setting_names_the_variable(
     clean_env: pytest.MonkeyPatch, env: dict[str, str], variable: str
 ) -> None:
@@ -75,6 +88,19 @@ def test_bad_setting_names_the_variable(
         load_settings()
     assert str(info.value).startswith(variable)
     assert "\n" not in str(info.value)
+
+
+def test_no_result_queue_is_allowed_only_when_every_request_must_name_a_reply_to(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """Without a result queue, a request without reply_to had its result nowhere: the old worker
+    ran it and deleted it anyway. Now that takes an explicit WORKER_REQUIRE_REPLY_TO=true."""
+    clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    with pytest.raises(ConfigError, match="WORKER_RESULT_QUEUE_URL: required"):
+        load_settings()
+    clean_env.setenv("WORKER_REQUIRE_REPLY_TO", "true")
+    settings = load_settings()
+    assert settings.result_queue_url is None and settings.require_reply_to
 
 
 def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -93,7 +119,7 @@ def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     ("env", "variable"),
     [
         ({}, "WORKER_QUEUE_URL"),
-        ({"WORKER_QUEUE_URL": QUEUE, "WORKER_MAX_WAIT_MS": "soon"}, "WORKER_MAX_WAIT_MS"),
+        ({**Q, "WORKER_MAX_WAIT_MS": "soon"}, "WORKER_MAX_WAIT_MS"),
     ],
 )
 def test_process_exits_2_with_one_line_and_no_traceback(env: dict[str, str], variable: str) -> None:
@@ -110,6 +136,7 @@ def test_process_names_a_queue_that_does_not_exist(fauxqs_server) -> None:  # ty
     done = _run_worker(
         {
             "WORKER_QUEUE_URL": missing,
+            "WORKER_RESULT_QUEUE_URL": missing + "-results",
             "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url,
             "WORKER_HTTP_PORT": "0",
         }
@@ -119,8 +146,26 @@ def test_process_names_a_queue_that_does_not_exist(fauxqs_server) -> None:  # ty
     assert "WORKER_QUEUE_URL" in last and "Traceback" not in done.stderr
 
 
+def test_process_refuses_the_input_queue_as_its_result_queue(fauxqs_server: Any) -> None:
+    import boto3
+
+    client = boto3.client("sqs", endpoint_url=fauxqs_server.endpoint_url)
+    queue = client.create_queue(QueueName="cfg-same-queue")["QueueUrl"]
+    done = _run_worker(
+        {
+            "WORKER_QUEUE_URL": queue,
+            "WORKER_RESULT_QUEUE_URL": queue,
+            "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url,
+            "WORKER_HTTP_PORT": "0",
+        }
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "WORKER_RESULT_QUEUE_URL: is the input queue" in line
+
+
 def test_settings_are_immutable() -> None:
-    settings = WorkerSettings(queue_url=QUEUE)
+    settings = WorkerSettings(queue_url=QUEUE, result_queue_url=RESULTS)
     with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen error type is an implementation detail
         settings.task = "generate"  # type: ignore[misc]
 
@@ -141,10 +186,13 @@ def test_process_names_a_model_setting_that_cannot_work(
     import boto3
 
     client = boto3.client("sqs", endpoint_url=fauxqs_server.endpoint_url)
-    queue = client.create_queue(QueueName=f"cfg-{variable.lower().replace('_', '-')}")["QueueUrl"]
+    name = f"cfg-{variable.lower().replace('_', '-')}"
+    queue = client.create_queue(QueueName=name)["QueueUrl"]
+    results = client.create_queue(QueueName=name + "-results")["QueueUrl"]
     done = _run_worker(
         {
             "WORKER_QUEUE_URL": queue,
+            "WORKER_RESULT_QUEUE_URL": results,
             "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url,
             "WORKER_HTTP_PORT": "0",
             **env,
@@ -174,6 +222,7 @@ def test_process_names_aws_default_region_when_no_region_is_set() -> None:
         env={
             **base,
             "WORKER_QUEUE_URL": QUEUE,
+            "WORKER_RESULT_QUEUE_URL": RESULTS,
             "AWS_REGION": "eu-west-1",  # set, and still no region for boto3
             "AWS_CONFIG_FILE": "/nonexistent/aws-config",  # no profile region either
         },

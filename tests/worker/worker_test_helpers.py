@@ -11,8 +11,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker import contract
-from worker.model import Encoded, ModelFailure
+from worker.config import WorkerSettings
+from worker.contract.wire import ATTR_MESSAGE_ID, parse_s3_pointer
+from worker.errors import InputTooLong
+from worker.metrics import Metrics, PrometheusObserver
+from worker.pipeline import Worker
+from worker.seams import Encoded, ModelFailure, QueueSeam
+from worker.sqs import SqsAdapter
+
+REGION = "us-east-1"
 
 
 def unique(prefix: str) -> str:
@@ -112,7 +119,7 @@ class ResultReader:
         messages = response.get("Messages", [])
         for message in messages:
             body = message["Body"]
-            pointer = contract.parse_s3_pointer(body)
+            pointer = parse_s3_pointer(body)
             if pointer is not None:
                 assert self.s3 is not None, "got an S3 pointer but no S3 client to follow it"
                 self.pointers += 1
@@ -120,7 +127,7 @@ class ResultReader:
                 body = self.s3.get_object(Bucket=pointer[0], Key=pointer[1])["Body"].read().decode()
                 assert len(body.encode()) == size
             result = json.loads(body)
-            key = message["MessageAttributes"][contract.ATTR_MESSAGE_ID]["StringValue"]
+            key = message["MessageAttributes"][ATTR_MESSAGE_ID]["StringValue"]
             assert key == result["message_id"]
             if key in self.results:
                 self.duplicates += 1
@@ -157,8 +164,6 @@ class FakeRunner:
         ids = [[hash(w) % 1000 for w in text.split()] or [0] for text in texts]
         for index, seq in enumerate(ids):
             if len(seq) > 50:
-                from worker.model import InputTooLong
-
                 raise InputTooLong(index, len(seq), 50)
         poison = any("POISON" in t for t in texts)
         return Encoded([*ids, [-1]] if poison else ids)
@@ -178,3 +183,31 @@ class FakeRunner:
             else:
                 out.append([len(ids) for ids in encoded.token_ids])
         return out
+
+
+def start_worker(
+    endpoint: str,
+    queues: Queues,
+    runner: Any,
+    workers: list[Worker],
+    metrics: Metrics | None = None,
+    sqs: QueueSeam | None = None,
+    **settings: Any,
+) -> Worker:
+    """A Worker with test-friendly settings (short polls and waits) on a real local SQS server;
+    `sqs` wraps the adapter where a test needs to see or steer its calls."""
+    options: dict[str, Any] = {
+        "queue_url": queues.input,
+        "result_queue_url": queues.results,
+        "receivers": 2,
+        "http_port": 0,
+        "max_wait_ms": 5,
+        "receive_wait_s": 1,
+    }
+    options.update(settings)
+    if sqs is None:
+        sqs = SqsAdapter.from_environment(endpoint_url=endpoint, region_name=REGION)
+    observers = [PrometheusObserver(metrics)] if metrics is not None else []
+    worker = Worker(WorkerSettings(**options), runner, sqs, observers=observers, region=REGION)
+    workers.append(worker)
+    return worker.start()

@@ -5,55 +5,23 @@ The real model runs in test_integration.py."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import pytest
 from worker_test_helpers import (
+    REGION,
     FakeRunner,
-    Queues,
     ResultReader,
     counts,
     make_queues,
     request,
     send_bodies,
+    start_worker,
     wait_for,
 )
 
-from worker.config import WorkerSettings
+from worker.metrics import Metrics
 from worker.pipeline import Worker
-from worker.sqs import SqsAdapter, make_client
-
-REGION = "us-east-1"
-
-
-@pytest.fixture
-def running_workers() -> Iterator[list[Worker]]:
-    """Workers a test starts are drained at the end even when the test fails."""
-    workers: list[Worker] = []
-    yield workers
-    for worker in workers:
-        if not worker._stopped.is_set():
-            worker.shutdown(timeout_s=5)
-
-
-def start_worker(
-    endpoint: str, queues: Queues, runner: Any, workers: list[Worker], **settings: Any
-) -> Worker:
-    options: dict[str, Any] = {
-        "queue_url": queues.input,
-        "result_queue_url": queues.results,
-        "receivers": 2,
-        "http_port": 0,
-        "max_wait_ms": 5,
-        "receive_wait_s": 1,
-    }
-    options.update(settings)
-    sqs = SqsAdapter(make_client(endpoint_url=endpoint, region_name=REGION))
-    worker = Worker(WorkerSettings(**options), runner, sqs, region=REGION)
-    workers.append(worker)
-    return worker.start()
 
 
 def test_bad_input_gets_error_results_and_the_rest_of_the_batch_is_unaffected(
@@ -124,7 +92,8 @@ def test_transient_failure_is_left_for_redelivery_and_dead_letters(
 ) -> None:
     queues = make_queues(sqs_client, max_receive_count=2)
     send_bodies(sqs_client, queues.input, [request("POISON pill", id="p"), request("fine", id="f")])
-    worker = start_worker(sqs_server.endpoint_url, queues, FakeRunner(), running_workers)
+    metrics = Metrics()
+    start_worker(sqs_server.endpoint_url, queues, FakeRunner(), running_workers, metrics)
     reader = ResultReader(sqs_client, queues.results)
     reader.wait_for(1, timeout=30)
     assert [r["id"] for r in reader.results.values()] == ["f"]
@@ -132,7 +101,7 @@ def test_transient_failure_is_left_for_redelivery_and_dead_letters(
     wait_for(lambda: counts(sqs_client, queues.dlq)[0] == 1, 40, "poison message in the DLQ")
     dead = sqs_client.receive_message(QueueUrl=queues.dlq, MaxNumberOfMessages=1)["Messages"][0]
     assert '"id": "p"' in dead["Body"]
-    assert worker.metrics.failed.labels(error_type="ModelError")._value.get() >= 2
+    assert metrics.failed.labels(error_type="ModelError")._value.get() >= 2
     reader.poll(wait_s=0)
     assert len(reader.results) == 1  # no result was ever written for the poison message
 
@@ -151,10 +120,7 @@ def test_heartbeat_keeps_a_held_message_invisible(
     )
     wait_for(runner.running.is_set, 30, "the batch to reach the model")
     extended = wait_for(
-        lambda: (
-            worker.metrics.registry.get_sample_value("gpuqueue_in_flight_messages") == 1
-            and worker.heartbeats >= 3
-        ),
+        lambda: worker.held == 1 and worker.stats.heartbeats >= 3,
         30,
         "three heartbeats",
     )
@@ -200,7 +166,7 @@ def test_shutdown_finishes_the_batch_in_hand_and_releases_the_rest(
     worker = start_worker(
         sqs_server.endpoint_url, queues, runner, running_workers, max_batch_size=4, buffer_max=n,
         visibility_timeout_s=300,
-    )  # fmt: skip
+    )
     wait_for(runner.running.is_set, 30, "the first batch to reach the model")
     wait_for(lambda: worker.held == n, 30, "the worker to hold every message")
     drained = threading.Thread(target=worker.shutdown, kwargs={"timeout_s": 30})
@@ -219,3 +185,115 @@ def test_shutdown_finishes_the_batch_in_hand_and_releases_the_rest(
     )
     assert visible == n - len(reader.results)
     assert worker.held == 0
+
+
+def test_a_batch_that_outlasts_the_drain_is_never_released_behind_the_models_back(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """The batch on the device is still running when the drain's deadline passes: it stays
+    invisible (the model owns it) instead of being released and then answered as well."""
+    queues = make_queues(sqs_client, visibility_s=30)
+    gate = threading.Event()
+    runner = FakeRunner(gate)
+    [message_id] = send_bodies(sqs_client, queues.input, [request("slow", id="slow")])
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, visibility_timeout_s=30
+    )
+    wait_for(runner.running.is_set, 30, "the batch to reach the model")
+    worker.shutdown(timeout_s=2)  # the model still holds it
+    other = boto3.client("sqs", endpoint_url=sqs_server.endpoint_url, region_name=REGION)
+    # not released: nobody else can receive it while the model runs it
+    assert other.receive_message(QueueUrl=queues.input, WaitTimeSeconds=2).get("Messages") is None
+    gate.set()
+    wait_for(lambda: runner.batches == [1], 10, "the model to finish")
+    assert worker.held == 1  # the late outcome is dropped (the writers are gone), not written
+    assert ResultReader(sqs_client, queues.results).poll(wait_s=1) == 0
+    # so it is answered once, later, after its visibility timeout: by another replica
+    assert message_id
+
+
+def test_without_a_result_queue_a_request_without_reply_to_is_never_run_and_dead_letters(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    queues = make_queues(sqs_client, max_receive_count=2)
+    team = sqs_client.create_queue(QueueName="team-a-" + queues.input[-8:])["QueueUrl"]
+    prefix = team.rsplit("/", 1)[0] + "/team-a-"
+    send_bodies(
+        sqs_client,
+        queues.input,
+        [request("nowhere to go", id="lost"), request("to the team", id="t", reply_to=team)],
+    )
+    runner = FakeRunner()
+    metrics = Metrics()
+    start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, metrics,
+        result_queue_url=None, require_reply_to=True, reply_to_allow=prefix,
+    )
+    results = ResultReader(sqs_client, team).wait_for(1, timeout=30)
+    assert [r["id"] for r in results.values()] == ["t"]
+    wait_for(lambda: counts(sqs_client, queues.dlq)[0] == 1, 40, "the unanswerable one in the DLQ")
+    assert runner.batches == [1]  # only the answerable request ever reached the model
+    assert metrics.failed.labels(error_type="NoResultDestination")._value.get() >= 1
+
+
+def test_an_allowed_reply_to_that_does_not_exist_is_answered_on_the_result_queue(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """QueueDoesNotExist on an allowed reply_to is permanent: an error result on the result
+    queue, the request deleted, the model run once (not again and again until the DLQ)."""
+    queues = make_queues(sqs_client, max_receive_count=3)
+    base = queues.input.rsplit("/", 1)[0]
+    gone = f"{base}/gone-{queues.input[-8:]}"
+    send_bodies(sqs_client, queues.input, [request("x", id="g", reply_to=gone)])
+    runner = FakeRunner()
+    start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, reply_to_allow=base + "/gone-"
+    )
+    results = ResultReader(sqs_client, queues.results).wait_for(1, timeout=30)
+    [result] = results.values()
+    assert (result["id"], result["status"], result["error"]["type"]) == (
+        "g", "error", "ReplyToUnreachable",
+    )
+    assert gone in result["error"]["message"]
+    wait_for(lambda: counts(sqs_client, queues.input) == (0, 0), 15, "the request deleted")
+    assert counts(sqs_client, queues.dlq) == (0, 0)
+    assert runner.batches == [1]
+
+
+class NextBatchReady(FakeRunner):
+    """The first batch returns once the second is prepared and waiting; the second is gated."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate2 = gate
+        self.prepared = 0
+
+    def prepare(self, items: Any) -> Any:
+        self.prepared += 1
+        return super().prepare(items)
+
+    def run(self, prepared: Any) -> Any:
+        if not self.batches:
+            wait_for(lambda: self.prepared >= 2, 30, "the next batch prepared")
+        else:
+            assert self.gate2.wait(60)
+        return super().run(prepared)
+
+
+def test_finished_results_do_not_wait_for_the_next_batch(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """A batch's results go out within the writers' linger, whatever runs on the device next
+    (before: held back to fill the next batch's SendMessageBatch, behind a long batch)."""
+    queues = make_queues(sqs_client)
+    gate = threading.Event()
+    send_bodies(sqs_client, queues.input, [request("one", id="1"), request("two", id="2")])
+    start_worker(
+        sqs_server.endpoint_url, queues, NextBatchReady(gate), running_workers, max_batch_size=1,
+        receivers=1,
+    )
+    try:
+        results = ResultReader(sqs_client, queues.results).wait_for(1, timeout=10)
+        assert len(results) == 1  # the second is still on the (gated) device
+    finally:
+        gate.set()

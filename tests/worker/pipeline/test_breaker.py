@@ -1,0 +1,145 @@
+"""The circuit breaker: a device that keeps failing stops the worker taking work, instead of
+turning it into a DLQ pump (split, release, receive again, dead-letter, at receive speed)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from worker_test_helpers import (
+    FakeRunner,
+    ResultReader,
+    counts,
+    make_queues,
+    request,
+    send_bodies,
+    start_worker,
+    wait_for,
+)
+
+from worker.metrics import Metrics
+from worker.pipeline import Worker
+from worker.pipeline.breaker import CircuitBreaker
+from worker.seams import Encoded, ModelFailure
+
+
+def test_breaker_counts_only_batches_that_failed_for_the_devices_sake() -> None:
+    breaker = CircuitBreaker(3)
+    assert not breaker.record(succeeded=0, not_the_requests_fault=True)
+    assert not breaker.record(succeeded=0, not_the_requests_fault=False)  # a poison request
+    assert not breaker.record(succeeded=0, not_the_requests_fault=True)
+    assert breaker.consecutive == 2 and not breaker.tripped
+    assert not breaker.record(succeeded=5, not_the_requests_fault=False)  # a success resets
+    assert breaker.consecutive == 0
+    trips = [breaker.record(succeeded=0, not_the_requests_fault=True) for _ in range(5)]
+    assert trips == [False, False, True, False, False]  # trips once
+    assert breaker.tripped
+    off = CircuitBreaker(0)
+    assert not any(off.record(succeeded=0, not_the_requests_fault=True) for _ in range(10))
+
+
+def receive_all(client: Any, queue_url: str, n: int, timeout: float = 30) -> int:
+    """What another replica could receive (and hold) from the queue now, until it has n."""
+    seen: set[str] = set()
+
+    def more() -> bool:
+        response = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60
+        )
+        seen.update(m["MessageId"] for m in response.get("Messages", []))
+        return len(seen) >= n
+
+    wait_for(more, timeout, f"{n} messages to be received")
+    return len(seen)
+
+
+class BrokenDevice(FakeRunner):
+    """After a sticky CUDA error: every forward raises, and so does the probe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forwards = 0
+        self.lock = threading.Lock()
+
+    def run(self, prepared: list[Encoded]) -> list[Any]:
+        with self.lock:
+            self.forwards += 1
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+class DeviceErrors(FakeRunner):
+    """A runner that classifies the failure itself (worker.model reports DeviceError)."""
+
+    def run(self, prepared: list[Encoded]) -> list[Any]:
+        self.batches.append(len(prepared))
+        return [ModelFailure("DeviceError", "CUDA error: device-side assert")] * len(prepared)
+
+    def probe(self) -> bool:
+        return False
+
+
+class PoisonOnly(FakeRunner):
+    """One request breaks the forward, the device is fine: the probe says so."""
+
+    probes = 0
+
+    def probe(self) -> bool:
+        self.probes += 1
+        return True
+
+
+def test_a_broken_device_trips_the_breaker_and_the_messages_go_back_not_to_the_dlq(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    queues = make_queues(sqs_client, max_receive_count=3, visibility_s=30)
+    n = 60
+    send_bodies(sqs_client, queues.input, [request(f"request {i}") for i in range(n)])
+    runner = BrokenDevice()
+    metrics = Metrics()
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, metrics, max_batch_size=4
+    )
+    wait_for(lambda: not worker.healthy(), 30, "/healthz to turn red")
+    assert not worker.ready()
+    assert metrics.circuit_breaker_trips._value.get() == 1
+    # everything it held went back at once (visibility 0) for a healthy replica; nothing more
+    # was received, nothing dead-lettered
+    wait_for(lambda: worker.held == 0, 15, "everything held to be released")
+    wait_for(
+        lambda: not any(t.is_alive() for t in worker.receivers.threads), 10, "receivers to stop"
+    )
+    assert runner.forwards == 3  # the threshold, and not one forward more
+    assert receive_all(sqs_client, queues.input, n) == n  # a healthy replica gets every one
+    assert counts(sqs_client, queues.dlq) == (0, 0)
+
+
+def test_device_errors_reported_by_the_runner_trip_it_too(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    queues = make_queues(sqs_client)
+    send_bodies(sqs_client, queues.input, [request(f"r {i}") for i in range(12)])
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, DeviceErrors(), running_workers, max_batch_size=2
+    )
+    wait_for(lambda: not worker.healthy(), 30, "/healthz to turn red")
+    wait_for(lambda: worker.held == 0, 15, "everything held to be released")
+    assert receive_all(sqs_client, queues.input, 12) == 12
+    assert counts(sqs_client, queues.dlq) == (0, 0)
+
+
+def test_poison_requests_alone_in_their_batches_do_not_trip_it(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    queues = make_queues(sqs_client, max_receive_count=1)
+    send_bodies(sqs_client, queues.input, [request(f"POISON {i}") for i in range(5)])
+    runner = PoisonOnly()
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, max_batch_size=1
+    )
+    wait_for(lambda: counts(sqs_client, queues.dlq)[0] == 5, 40, "the poison in the DLQ")
+    assert worker.healthy() and runner.probes >= 3
+    send_bodies(sqs_client, queues.input, [request("fine", id="fine")])
+    results = ResultReader(sqs_client, queues.results).wait_for(1, timeout=30)
+    assert [r["id"] for r in results.values()] == ["fine"]
+
+

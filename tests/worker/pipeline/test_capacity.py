@@ -1,0 +1,127 @@
+"""The capacity estimator: the buffer bound (pure), and the estimator's samples under
+concurrent use (the model thread and the writers record while receivers ask)."""
+
+from __future__ import annotations
+
+import threading
+
+from worker.pipeline.capacity import CapacityEstimator, buffer_bound
+
+
+def test_buffer_bound() -> None:
+    # configured wins
+    assert (
+        buffer_bound(
+            configured=7,
+            throughput_msgs_s=1e6,
+            visibility_timeout_s=60,
+            max_batch_size=32,
+            receivers=4,
+        )
+        == 7
+    )
+    # no measurement yet: the floor (two batches + one receive per receiver)
+    assert (
+        buffer_bound(
+            configured=0,
+            throughput_msgs_s=None,
+            visibility_timeout_s=60,
+            max_batch_size=32,
+            receivers=4,
+        )
+        == 104
+    )
+    # measured: what can be processed in half a visibility timeout
+    assert (
+        buffer_bound(
+            configured=0,
+            throughput_msgs_s=100.0,
+            visibility_timeout_s=60,
+            max_batch_size=32,
+            receivers=4,
+        )
+        == 3000
+    )
+    # a slow model never drops below the floor; a fast one is capped
+    assert (
+        buffer_bound(
+            configured=0,
+            throughput_msgs_s=0.5,
+            visibility_timeout_s=60,
+            max_batch_size=32,
+            receivers=4,
+        )
+        == 104
+    )
+    assert (
+        buffer_bound(
+            configured=0,
+            throughput_msgs_s=1e6,
+            visibility_timeout_s=60,
+            max_batch_size=32,
+            receivers=4,
+            ceiling=5000,
+        )
+        == 5000
+    )
+
+
+def test_buffer_bound_follows_the_slower_of_model_and_completions() -> None:
+    """When messages leave the worker slower than the model runs (SQS slow or failing), the bound
+    is what actually leaves in half a visibility timeout, so held messages do not outlive it."""
+    common = {"configured": 0, "visibility_timeout_s": 10, "max_batch_size": 32, "receivers": 4}
+    model_only = buffer_bound(throughput_msgs_s=400.0, **common)
+    slow_writes = buffer_bound(throughput_msgs_s=400.0, completion_msgs_s=60.0, **common)
+    fast_writes = buffer_bound(throughput_msgs_s=400.0, completion_msgs_s=900.0, **common)
+    assert model_only == 2000
+    assert slow_writes == 300  # 60 msgs/s x 5 s
+    assert fast_writes == model_only  # completions never raise it above the model's rate
+    # no model figure yet: the completion rate alone
+    assert buffer_bound(throughput_msgs_s=None, completion_msgs_s=60.0, **common) == 300
+    # never below the floor
+    assert buffer_bound(throughput_msgs_s=400.0, completion_msgs_s=1.0, **common) == 104
+
+
+def test_bound_is_safe_to_ask_while_samples_are_recorded() -> None:
+    """Receivers ask for the bound while the model thread and the writers record samples. The
+    old Worker.buffer_limit summed the model thread's deque while it was appended to: "deque
+    mutated during iteration" killed a receiver thread, and the worker exited."""
+    capacity = CapacityEstimator(
+        configured=0, visibility_timeout_s=60, max_batch_size=32, receivers=4
+    )
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        while not stop.is_set():
+            capacity.record_batch(32, 0.01)
+            capacity.record_departures([0.5] * 10)
+
+    def ask() -> None:
+        try:
+            for _ in range(20_000):
+                assert capacity.bound(held=100) >= 2 * 32 + 10 * 4
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=record) for _ in range(2)]
+    askers = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in writers + askers:
+        thread.start()
+    for thread in askers:
+        thread.join(120)
+    stop.set()
+    for thread in writers:
+        thread.join(10)
+    assert errors == []
+
+
+def test_bound_follows_the_recorded_throughput_and_departures() -> None:
+    capacity = CapacityEstimator(
+        configured=0, visibility_timeout_s=60, max_batch_size=8, receivers=1
+    )
+    assert capacity.bound(held=0) == 2 * 8 + 10  # nothing learned: the floor
+    capacity.record_batch(100, 1.0)  # 100 msgs/s of model
+    assert capacity.bound(held=0) == 1000  # 10 s of work (half of the 20 s horizon)
+    capacity.record_departures([10.0] * 5)  # held 50, each held 10 s: 5 msgs/s leave
+    assert capacity.bound(held=50) == 50

@@ -1,0 +1,142 @@
+"""Heartbeats: on their own short-timeout client, so a hung SQS endpoint is a counted, logged
+failure within seconds; and never landing after a release of the same message."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from worker_test_helpers import (
+    FakeRunner,
+    make_queues,
+    request,
+    send_bodies,
+    start_worker,
+    wait_for,
+)
+
+from worker.pipeline import Worker
+from worker.pipeline.heartbeater import Heartbeater
+from worker.pipeline.ledger import Ledger
+from worker.pipeline.observer import StatsObserver
+from worker.seams import BatchOutcome, ReceivedMessage
+from worker.sqs import SqsAdapter
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def hung_endpoint() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a hung SQS endpoint)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_a_hung_endpoint_fails_the_heartbeat_in_seconds_and_counts_it(hung_endpoint: str) -> None:
+    adapter = SqsAdapter.from_environment(endpoint_url=hung_endpoint, region_name=REGION)
+    ledger = Ledger()
+    ledger.admit(
+        [ReceivedMessage(f"{hung_endpoint}/000000000000/q", "m", "r", "{}", 1, None)],
+        reserved=0,
+        visibility_s=0,  # due at once
+    )
+    stats = StatsObserver()
+    beater = Heartbeater(adapter, ledger, stats, visibility_s=60, enabled=True)
+    started = time.monotonic()
+    assert beater.beat() == 0
+    elapsed = time.monotonic() - started
+    # 3 attempts x 5 s read timeout, plus botocore's back-off; the long-poll client's 35 s read
+    # timeout and 5 attempts (then 3 single retries) would have taken minutes
+    assert elapsed < 30, elapsed
+    assert (stats.heartbeats, stats.heartbeat_failures) == (0, 1)
+    assert not any(job.extending for job in ledger.unstarted())
+
+
+class HeldExtensions:
+    """The real adapter, with visibility *extensions* held until the test lets them go; every
+    change's timeouts are recorded in order."""
+
+    def __init__(self, adapter: SqsAdapter) -> None:
+        self.adapter = adapter
+        self.extension_started = threading.Event()
+        self.let_go = threading.Event()
+        self.changes: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+    def change_visibility_batch(
+        self, queue_url: str, changes: Sequence[tuple[str, int]]
+    ) -> BatchOutcome:
+        timeouts = [t for _, t in changes]
+        if any(t > 0 for t in timeouts):
+            self.extension_started.set()
+            assert self.let_go.wait(30)
+        self.changes.append(timeouts)
+        return self.adapter.change_visibility_batch(queue_url, changes)
+
+
+def test_a_release_waits_for_the_extension_in_flight_so_it_is_not_undone(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """A batch held on the device past half its visibility: the heartbeat for it goes out (and
+    is held in flight). The batch then ends, one request failing transiently: its release (a
+    2 s back-off) must land after that extension, or the extension would hide it for 6 s."""
+    queues = make_queues(sqs_client, visibility_s=6)
+    gate = threading.Event()
+    runner = FakeRunner(gate)
+    [_, poisoned] = send_bodies(
+        sqs_client, queues.input, [request("fine"), request("POISON then fine")]
+    )
+    sqs = HeldExtensions(
+        SqsAdapter.from_environment(endpoint_url=sqs_server.endpoint_url, region_name=REGION)
+    )
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, sqs=sqs,
+        max_batch_size=2, visibility_timeout_s=6, receivers=1, max_wait_ms=200,
+    )
+    wait_for(runner.running.is_set, 30, "the batch on the device")
+    assert sqs.extension_started.wait(30)  # the heartbeat for both is in flight, and held
+    gate.set()  # the batch ends: "fine" is answered, the poisoned one is released (2 s)
+    wait_for(lambda: worker.held == 1, 10, "the answered request to be deleted")
+    time.sleep(1.0)  # a racing release has its chance to go out first; none may
+    assert [c for c in sqs.changes if all(t <= 2 for t in c)] == []
+    sqs.let_go.set()
+    let_go = time.monotonic()
+    wait_for(lambda: worker.held == 0, 10, "the release")
+    extension, release = sqs.changes[0], sqs.changes[1]
+    assert extension == [6, 6] and release == [2]  # extension first, then the release
+    worker.shutdown(timeout_s=5)  # nobody else receives it but the test
+    got = wait_for(
+        lambda: sqs_client.receive_message(QueueUrl=queues.input, WaitTimeSeconds=1).get(
+            "Messages"
+        ),
+        10,
+        "the released message",
+    )
+    assert got[0]["MessageId"] == poisoned
+    assert time.monotonic() - let_go < 5  # its 2 s back-off, not another 6 s timeout

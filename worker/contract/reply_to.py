@@ -1,0 +1,253 @@
+"""Where a request may have its result sent: `reply_to` parsed and checked against the allow-list.
+
+A `reply_to` is a queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or the same path on
+an SQS endpoint this worker already uses: a local emulator, a VPC endpoint) or an SQS ARN
+(`arn:aws:sqs:REGION:ACCOUNT:NAME`). It is parsed into (endpoint, region, account, name) and those
+parts are compared, never the raw string: a prefix check on the text lets dot segments
+(`team-a-x/../../999/q`), queries, fragments, `user@host` tricks and foreign hosts through.
+
+The allow-list (WORKER_REPLY_TO_ALLOW) holds queue-URL prefixes (`https://sqs.R.amazonaws.com/
+ACCOUNT/team-a-` allows every queue of that account whose name starts `team-a-`) and ARN patterns
+with `*` inside a part (`arn:aws:sqs:eu-west-1:123456789012:res-*`). The result queue is always
+allowed. The worker's own input queue and its dead-letter queue are always refused, even where a
+pattern covers them: results written there would be read back as requests, or buried. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+AWS = "aws"  # the endpoint of AWS's public SQS hosts, whatever the region
+
+_AWS_SQS_HOST = re.compile(
+    r"^(?:sqs\.(?P<a>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com)$"
+)
+_ACCOUNT = r"[0-9]{12}"
+# SQS queue names: 1-80 letters, digits, hyphens and underscores; FIFO queues end in ".fifo"
+_NAME = r"[A-Za-z0-9_-]{1,80}(?:\.fifo)?"
+_ARN = re.compile(
+    rf"^arn:(?:aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9-]+):(?P<account>{_ACCOUNT}):"
+    rf"(?P<name>{_NAME})$"
+)
+_PATH = re.compile(rf"^/(?P<account>{_ACCOUNT})/(?P<name>{_NAME})$")
+_ARN_PATTERN = re.compile(
+    r"^arn:(?:aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9*-]+):(?P<account>[0-9*]+):"
+    r"(?P<name>[A-Za-z0-9_.*-]+)$"
+)
+_PREFIX_PATH = re.compile(r"^/(?P<account>[0-9]{12})/(?P<prefix>[A-Za-z0-9_.-]*)$")
+
+
+class AddressError(ValueError):
+    """Not a queue address this worker can write to; str() says why."""
+
+
+@dataclass(frozen=True)
+class QueueAddress:
+    endpoint: str  # AWS, or scheme://host[:port] of another SQS endpoint
+    region: str
+    account: str
+    name: str
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:sqs:{self.region}:{self.account}:{self.name}"
+
+    @property
+    def url(self) -> str:
+        if self.endpoint == AWS:
+            return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.name}"
+        return f"{self.endpoint}/{self.account}/{self.name}"
+
+    def same_queue(self, other: QueueAddress) -> bool:
+        """The same queue, however its endpoint was spelled (a VPC endpoint names AWS's queue)."""
+        return (self.region, self.account, self.name) == (other.region, other.account, other.name)
+
+
+def endpoint_of(url: str) -> str:
+    """The endpoint part of a queue URL: AWS for AWS's public hosts, else scheme://host[:port]."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if _AWS_SQS_HOST.match(host):
+        return AWS
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    port = parts.port
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def parse_queue_address(
+    text: str, *, region: str, home_endpoint: str, known_endpoints: Iterable[str]
+) -> QueueAddress:
+    """Parse a queue URL or ARN. An ARN is addressed through `home_endpoint` (the one the
+    worker's input queue is on); a URL must be on AWS or on one of `known_endpoints`."""
+    if not (text.isascii() and text.isprintable()) or any(c.isspace() for c in text):
+        raise AddressError("must be a plain ASCII queue URL or ARN")
+    if text.startswith("arn:"):
+        arn = _ARN.match(text)
+        if arn is None:
+            raise AddressError("is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)")
+        return QueueAddress(home_endpoint, arn["region"], arn["account"], arn["name"])
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise AddressError("is not an http(s) queue URL or an SQS ARN")
+    if "@" in parts.netloc:
+        raise AddressError("must not carry credentials (user@host)")
+    if "?" in text or "#" in text or ";" in parts.path:
+        raise AddressError("must not carry a query, parameters or a fragment")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise AddressError("has an invalid port") from None
+    path = _PATH.match(parts.path)
+    if path is None:
+        raise AddressError("path must be /ACCOUNT/QUEUE-NAME (12-digit account, SQS queue name)")
+    host = (parts.hostname or "").lower()
+    aws = _AWS_SQS_HOST.match(host)
+    if aws is not None:
+        if parts.scheme != "https" or parts.port not in (None, 443):
+            raise AddressError("AWS queue URLs are https on the default port")
+        return QueueAddress(AWS, aws["a"] or aws["b"], path["account"], path["name"])
+    endpoint = endpoint_of(text)
+    if endpoint not in set(known_endpoints):
+        raise AddressError(f"host {host!r} is not an SQS endpoint this worker uses")
+    return QueueAddress(endpoint, region, path["account"], path["name"])
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """`*` matches any run of characters within one part; nothing else is special."""
+    return re.compile("^" + ".*".join(re.escape(piece) for piece in pattern.split("*")) + "$")
+
+
+@dataclass(frozen=True)
+class AddressPattern:
+    """One allow-list entry. endpoint None: any endpoint the worker addresses (ARN patterns)."""
+
+    endpoint: str | None
+    region: re.Pattern[str]
+    account: re.Pattern[str]
+    name: re.Pattern[str]
+
+    def matches(self, address: QueueAddress) -> bool:
+        return (
+            (self.endpoint is None or self.endpoint == address.endpoint)
+            and self.region.match(address.region) is not None
+            and self.account.match(address.account) is not None
+            and self.name.match(address.name) is not None
+        )
+
+
+def parse_pattern(text: str, *, region: str) -> AddressPattern:
+    """An allow-list entry: an SQS ARN pattern, or a queue-URL prefix ending inside the name."""
+    if text.startswith("arn:"):
+        arn = _ARN_PATTERN.match(text)
+        if arn is None:
+            raise AddressError(
+                f"{text!r} is not an SQS ARN pattern (arn:aws:sqs:REGION:ACCOUNT:NAME, `*` allowed)"
+            )
+        return AddressPattern(None, _glob(arn["region"]), _glob(arn["account"]), _glob(arn["name"]))
+    parts = urlsplit(text)
+    path = _PREFIX_PATH.match(parts.path)
+    if parts.scheme not in ("http", "https") or not parts.hostname or path is None:
+        raise AddressError(
+            f"{text!r} is not a queue-URL prefix (https://HOST/ACCOUNT/NAME-PREFIX) or an ARN"
+        )
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise AddressError(f"{text!r} must not carry credentials, a query or a fragment")
+    aws = _AWS_SQS_HOST.match(parts.hostname.lower())
+    endpoint = AWS if aws else endpoint_of(text)
+    pattern_region = (aws["a"] or aws["b"]) if aws else region
+    return AddressPattern(
+        endpoint,
+        _glob(pattern_region),
+        _glob(path["account"]),
+        re.compile("^" + re.escape(path["prefix"]) + ".*$"),
+    )
+
+
+class ReplyToRefused(ValueError):
+    """A reply_to this worker must not write to; str() says why (it goes into the error)."""
+
+
+class ReplyToPolicy:
+    """Resolves a request's `reply_to` to the queue URL its result goes to, or refuses it."""
+
+    def __init__(
+        self,
+        patterns: Sequence[AddressPattern],
+        *,
+        region: str,
+        home_endpoint: str,
+        known_endpoints: Iterable[str] = (),
+        always_allowed: Iterable[QueueAddress] = (),
+        forbidden: Iterable[QueueAddress] = (),
+    ) -> None:
+        self.patterns = tuple(patterns)
+        self.region = region
+        self.home_endpoint = home_endpoint
+        self.known_endpoints = frozenset({home_endpoint, *known_endpoints})
+        self.always_allowed = tuple(always_allowed)
+        self.forbidden = tuple(forbidden)
+
+    @classmethod
+    def build(
+        cls,
+        allow: Sequence[str],
+        *,
+        region: str,
+        input_queue_url: str,
+        result_queue_url: str | None = None,
+        dead_letter_arn: str | None = None,
+    ) -> ReplyToPolicy:
+        """The policy of a worker reading `input_queue_url`; AddressError names a bad entry."""
+        home = endpoint_of(input_queue_url)
+        known = {home} | ({endpoint_of(result_queue_url)} if result_queue_url else set())
+
+        def address(text: str) -> QueueAddress:
+            return parse_queue_address(
+                text, region=region, home_endpoint=home, known_endpoints=known
+            )
+
+        forbidden = [address(input_queue_url)]
+        if dead_letter_arn:
+            forbidden.append(address(dead_letter_arn))
+        allowed = [address(result_queue_url)] if result_queue_url else []
+        patterns = [parse_pattern(entry, region=region) for entry in allow]
+        return cls(
+            patterns,
+            region=region,
+            home_endpoint=home,
+            known_endpoints=known,
+            always_allowed=allowed,
+            forbidden=forbidden,
+        )
+
+    def resolve(self, reply_to: str) -> str:
+        """The URL to send to for `reply_to`; ReplyToRefused says why not."""
+        try:
+            address = parse_queue_address(
+                reply_to,
+                region=self.region,
+                home_endpoint=self.home_endpoint,
+                known_endpoints=self.known_endpoints,
+            )
+        except AddressError as exc:
+            raise ReplyToRefused(f"reply_to {exc}") from None
+        if any(address.same_queue(f) for f in self.forbidden):
+            raise ReplyToRefused(
+                "reply_to names this worker's own input queue or its dead-letter queue"
+            )
+        allowed = any(address.same_queue(a) for a in self.always_allowed)
+        if not allowed and not any(p.matches(address) for p in self.patterns):
+            raise ReplyToRefused(
+                f"reply_to {reply_to[:300]!r} is not on this worker's allow-list "
+                "(WORKER_REPLY_TO_ALLOW)"
+            )
+        return _as_given(reply_to, address)
+
+
+def _as_given(reply_to: str, address: QueueAddress) -> str:
+    """A URL is sent to as the producer wrote it (it parsed clean); an ARN becomes its URL."""
+    return address.url if reply_to.startswith("arn:") else reply_to

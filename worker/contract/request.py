@@ -1,0 +1,158 @@
+"""Request parsing and validation: one SQS message body in, a `Request` or a `BadRequest` out.
+Pure: never raises, does no I/O.
+
+A bad request (not JSON, wrong schema, too long, unknown task, a refused reply_to) is answered with
+an error result and deleted at once: it never burns GPU retries or stalls the batch it came with.
+The caller's `id` and an allowed `reply_to` are kept even when the rest is invalid, so the error
+can reach the caller and be matched to its request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from worker.contract.reply_to import ReplyToPolicy, ReplyToRefused
+from worker.contract.wire import sqs_safe
+from worker.tasks import TASKS
+
+CONTRACT_VERSION = 1
+MAX_INPUTS_PER_REQUEST = 1024
+MAX_ID_CHARS = 256
+
+
+class RequestV1(BaseModel):
+    """A request body, version 1 (the JSON Schema in the docs is generated from this model)."""
+
+    # strict: "inputs": 5 is a schema error, not "5"; forbid: "input" (a typo) is an error too.
+    model_config = ConfigDict(strict=True, extra="forbid", title="gpuqueue request v1")
+
+    version: StrictInt | None = Field(None, description="contract version; 1 when given")
+    id: StrictStr | None = Field(
+        None,
+        max_length=MAX_ID_CHARS,
+        description="the caller's id, echoed in the result (`id` and the gpuqueue-request-id "
+        "attribute)",
+    )
+    task: StrictStr | None = Field(
+        None, description=f"one of {', '.join(TASKS)}; default: the task the worker serves"
+    )
+    inputs: StrictStr | list[StrictStr] = Field(
+        description=f"one text, or a list of up to {MAX_INPUTS_PER_REQUEST}; one output each"
+    )
+    parameters: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="task parameters (see the contract's task table)"
+    )
+    reply_to: StrictStr | None = Field(
+        None,
+        description="queue URL or SQS ARN for this result, on the worker's allow-list; default: "
+        "the worker's result queue",
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """A valid request, ready to be encoded. `reply_to`: the resolved URL its result goes to
+    (None: the worker's result queue)."""
+
+    id: str | None
+    task: str
+    inputs: list[str]
+    parameters: dict[str, Any]
+    reply_to: str | None
+
+
+@dataclass(frozen=True)
+class BadRequest:
+    """A request that gets an error result of `type` and is deleted at once (never retried)."""
+
+    type: str
+    message: str
+    request_id: str | None = None
+    reply_to: str | None = None  # resolved, like Request.reply_to
+
+
+def _first_error(error: ValidationError) -> str:
+    item = error.errors()[0]
+    loc = ".".join(str(part) for part in item["loc"]) or "body"
+    extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{loc}: {item['msg']}{extra}"
+
+
+def parse_request(
+    body: str, *, worker_task: str, max_body_bytes: int, reply_to: ReplyToPolicy
+) -> Request | BadRequest:
+    """Parse and validate one SQS message body. Never raises: returns a Request or a BadRequest."""
+    size = len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
+    if size > max_body_bytes:
+        return BadRequest(
+            "BodyTooLarge", f"body is {size} bytes; this worker accepts {max_body_bytes}"
+        )
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return BadRequest("InvalidJSON", f"body is not JSON: {str(exc)[:200]}")
+    if not isinstance(data, dict):
+        return BadRequest(
+            "InvalidRequest", f"body must be a JSON object, not {type(data).__name__}"
+        )
+    raw_id = data.get("id")
+    request_id = (
+        raw_id
+        if isinstance(raw_id, str) and len(raw_id) <= MAX_ID_CHARS and sqs_safe(raw_id)
+        else None
+    )
+    destination: str | None = None
+    raw_reply = data.get("reply_to")
+    if raw_reply is not None:
+        if not isinstance(raw_reply, str):
+            return BadRequest("ReplyToNotAllowed", "reply_to must be a string", request_id)
+        try:
+            destination = reply_to.resolve(raw_reply)
+        except ReplyToRefused as exc:
+            # never write anywhere the allow-list does not name, not even the error
+            return BadRequest("ReplyToNotAllowed", str(exc), request_id)
+    return _validate(data, worker_task, request_id, destination)
+
+
+def _validate(
+    data: dict[str, Any], worker_task: str, request_id: str | None, destination: str | None
+) -> Request | BadRequest:
+    def bad(error_type: str, message: str) -> BadRequest:
+        return BadRequest(error_type, message, request_id, destination)
+
+    try:
+        parsed = RequestV1.model_validate(data)
+    except ValidationError as exc:
+        return bad("InvalidRequest", _first_error(exc))
+    except RecursionError:
+        return bad("InvalidRequest", "body is nested too deeply")
+    if parsed.id is not None and not sqs_safe(parsed.id):
+        return bad("InvalidRequest", "id holds characters SQS cannot carry (e.g. a lone surrogate)")
+    if parsed.version is not None and parsed.version != CONTRACT_VERSION:
+        return bad(
+            "InvalidRequest",
+            f"version {parsed.version} is not supported (this worker speaks {CONTRACT_VERSION})",
+        )
+    task = parsed.task if parsed.task is not None else worker_task
+    if task not in TASKS:
+        return bad("UnknownTask", f"task {task[:100]!r} is not one of {', '.join(TASKS)}")
+    if task != worker_task:
+        return bad(
+            "UnsupportedTask",
+            f"this worker serves task {worker_task!r}, not {task!r}; send it to that task's queue",
+        )
+    inputs = [parsed.inputs] if isinstance(parsed.inputs, str) else list(parsed.inputs)
+    if not inputs:
+        return bad("EmptyInputs", "inputs is an empty list")
+    if len(inputs) > MAX_INPUTS_PER_REQUEST:
+        return bad(
+            "TooManyInputs", f"{len(inputs)} inputs; at most {MAX_INPUTS_PER_REQUEST} per request"
+        )
+    empty = next((i for i, text in enumerate(inputs) if not text.strip()), None)
+    if empty is not None:
+        return bad("EmptyInputs", f"input {empty} is empty")
+    return Request(parsed.id, task, inputs, dict(parsed.parameters), destination)

@@ -1,0 +1,94 @@
+"""How many messages the worker may hold: the capacity estimator, the owner of the throughput and
+departure samples the buffer bound is computed from (its own lock: the model thread and the
+writers record, the receivers ask).
+
+Holding too few starves the model; holding too many keeps messages past their visibility timeout
+(redelivered, processed twice) or hoards a backlog other replicas could take.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+# The auto bound holds at most this much work, so replicas share a backlog (and a scale-up helps
+# at once). The scaler's simulator models the same hold (scaler/simulator.py --hold-s).
+MAX_HOLD_WORK_S = 10.0
+BOUND_CEILING = 10_000
+
+
+def buffer_bound(
+    *,
+    configured: int,
+    throughput_msgs_s: float | None,
+    visibility_timeout_s: float,
+    max_batch_size: int,
+    receivers: int,
+    ceiling: int = BOUND_CEILING,
+    completion_msgs_s: float | None = None,
+) -> int:
+    """The bound, pure. `configured` > 0 wins. Otherwise hold what the worker can finish within
+    half a visibility timeout (the rest is margin for a slow batch and the result writes), never
+    less than the floor that keeps the model fed (two batches plus one receive per receiver) and
+    never more than `ceiling`. What it can finish is the model's throughput or, when lower, the
+    rate at which held messages actually leave the worker (`completion_msgs_s`): when SQS is slow
+    or failing, the writes, not the model, are the bottleneck, and a bound sized by the model
+    alone would hold messages past their visibility."""
+    if configured > 0:
+        return configured
+    floor = 2 * max_batch_size + 10 * receivers
+    if completion_msgs_s is not None and completion_msgs_s > 0:
+        throughput_msgs_s = min(throughput_msgs_s or completion_msgs_s, completion_msgs_s)
+    if throughput_msgs_s is None or throughput_msgs_s <= 0:
+        return floor
+    bound = int(throughput_msgs_s * visibility_timeout_s * 0.5)
+    return max(floor, min(ceiling, bound))
+
+
+class CapacityEstimator:
+    def __init__(
+        self, *, configured: int, visibility_timeout_s: int, max_batch_size: int, receivers: int
+    ) -> None:
+        self._configured = configured
+        # half a timeout of work at most (buffer_bound halves it), and no more than
+        # MAX_HOLD_WORK_S of it
+        self._horizon_s = min(float(visibility_timeout_s), 2 * MAX_HOLD_WORK_S)
+        self._max_batch_size = max_batch_size
+        self._receivers = receivers
+        self._lock = threading.Lock()
+        self._batches: deque[tuple[int, float]] = deque(maxlen=32)  # (messages, model seconds)
+        self._departures: deque[float] = deque(maxlen=256)  # seconds from receive to leaving
+
+    def record_batch(self, messages: int, seconds: float) -> None:
+        with self._lock:
+            self._batches.append((messages, seconds))
+
+    def record_departures(self, seconds_in_worker: Iterable[float]) -> None:
+        with self._lock:
+            self._departures.extend(seconds_in_worker)
+
+    def throughput(self) -> float | None:
+        """Messages per model-second over the last batches; None before the first."""
+        with self._lock:
+            messages = sum(m for m, _ in self._batches)
+            seconds = sum(s for _, s in self._batches)
+        return messages / seconds if seconds > 0 else None
+
+    def completion_rate(self, held: int) -> float | None:
+        """Messages leaving the worker per second, by Little's law: held / mean time held."""
+        with self._lock:
+            if not self._departures:
+                return None
+            mean_s = sum(self._departures) / len(self._departures)
+        return max(held, 1) / mean_s if mean_s > 0 else None
+
+    def bound(self, held: int) -> int:
+        return buffer_bound(
+            configured=self._configured,
+            throughput_msgs_s=self.throughput(),
+            completion_msgs_s=self.completion_rate(held),
+            visibility_timeout_s=self._horizon_s,
+            max_batch_size=self._max_batch_size,
+            receivers=self._receivers,
+        )

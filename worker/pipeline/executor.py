@@ -1,0 +1,126 @@
+"""The model executor: the only thread that touches the device. It takes the prepared batch,
+claims its jobs from the ledger (jobs a drain released meanwhile drop out), runs it, and turns
+each output into an outcome for the writers. It feeds the capacity estimator, the observer and
+the circuit breaker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from worker.pipeline.breaker import CircuitBreaker
+from worker.pipeline.capacity import CapacityEstimator
+from worker.pipeline.feeder import BatchFeeder
+from worker.pipeline.ledger import Job, JobState, Ledger
+from worker.pipeline.observer import BatchReport, Observer
+from worker.pipeline.outcomes import Answering, from_model, release
+from worker.pipeline.writer import ResultWriter
+from worker.seams import ModelFailure, ModelSeam, Outputs
+
+
+class ModelExecutor:
+    def __init__(
+        self,
+        runner: ModelSeam[Any, Any],
+        feeder: BatchFeeder,
+        ledger: Ledger,
+        writer: ResultWriter,
+        capacity: CapacityEstimator,
+        observer: Observer,
+        breaker: CircuitBreaker,
+        answering: Answering,
+        *,
+        on_trip: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runner = runner
+        self._feeder = feeder
+        self._ledger = ledger
+        self._writer = writer
+        self._capacity = capacity
+        self._observer = observer
+        self.breaker = breaker
+        self._answering = answering
+        self._on_trip = on_trip
+        self._clock = clock
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the batch in hand; start no other."""
+        self._stopping = True
+
+    def loop(self) -> None:
+        while True:
+            item = self._feeder.handoff.get()
+            self._feeder.taken()
+            if item is None or self._stopping:
+                return  # a prepared batch not started stays RECEIVED: the drain releases it
+            jobs, prepared = item
+            if self.breaker.tripped:  # hand it back for a healthy replica
+                self._writer.accept([release(j) for j in jobs], JobState.RECEIVED)
+                continue
+            started = self._ledger.start(jobs)
+            if started:
+                self._run(jobs, started, prepared)
+
+    def _run(self, jobs: list[Job], started: list[Job], prepared: Any) -> None:
+        began = time.perf_counter()
+        outputs, runner_failed = self._forward(prepared, len(jobs))
+        inference_s = time.perf_counter() - began
+        if len(started) < len(jobs):  # a drain released some: their outputs are not ours
+            kept = {id(j) for j in started}
+            outputs = [o for j, o in zip(jobs, outputs, strict=True) if id(j) in kept]
+        outcomes = from_model(
+            started, outputs, self._answering, now=self._clock(), inference_s=inference_s
+        )
+        self._writer.accept(outcomes, JobState.RUNNING)
+        self._capacity.record_batch(len(started), inference_s)
+        succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
+        self._report(started, prepared, succeeded, inference_s)
+        blame = runner_failed or self._device_failed(outputs, succeeded)
+        if self.breaker.record(succeeded=succeeded, not_the_requests_fault=blame):
+            self._observer.breaker_tripped(self.breaker.consecutive)
+            self._on_trip()
+
+    def _forward(self, prepared: Any, n: int) -> tuple[list[Outputs | ModelFailure], bool]:
+        """The outputs, and whether the runner itself failed (not one request)."""
+        try:
+            outputs = self._runner.run(prepared)
+            if len(outputs) != n:
+                raise RuntimeError(f"model returned {len(outputs)} outputs for {n} requests")
+            return outputs, False
+        except Exception as exc:
+            return [ModelFailure("ModelError", f"{type(exc).__name__}: {exc}")] * n, True
+
+    def _device_failed(self, outputs: Sequence[Outputs | ModelFailure], succeeded: int) -> bool:
+        """Whether a batch with no success failed for the device's sake: a device error, or
+        only model errors while the device probe fails too (a poison request leaves the probe
+        working)."""
+        failures = [o for o in outputs if isinstance(o, ModelFailure)]
+        if succeeded or not failures:
+            return False
+        if any(f.device_fault for f in failures):
+            return True
+        probe = getattr(self._runner, "probe", None)
+        if probe is not None and all(f.type == "ModelError" for f in failures):
+            try:
+                return not probe()
+            except Exception:
+                return True
+        return False
+
+    def _report(self, jobs: list[Job], prepared: Any, succeeded: int, inference_s: float) -> None:
+        memory = getattr(self._runner, "cuda_memory_bytes", None)
+        self._observer.batch(
+            BatchReport(
+                size=len(jobs),
+                succeeded=succeeded,
+                real_tokens=int(getattr(prepared, "real_tokens", 0)),
+                padded_tokens=int(getattr(prepared, "padded_tokens", 0)),
+                inference_s=inference_s,
+                queue_wait_max_s=max((j.queue_wait_s for j in jobs), default=0.0),
+                held=self._ledger.held,
+                gpu_memory_bytes=memory() if memory is not None else None,
+            )
+        )

@@ -1,0 +1,196 @@
+"""The ledger: the only owner of the messages a worker holds, from receive to delete or release.
+
+Every held message is a `Job`. Its state moves only through the ledger's compare-and-set
+transitions, so two stages can never both act on one message (the drain cannot release a job the
+model is running, and then have it answered as well):
+
+    RECEIVED ──start──▶ RUNNING ──finish──▶ FINISHING ──forget──▶ (gone)
+        └──────────────finish──────────────────▲
+
+RECEIVED: parsed, encoded or waiting for a batch; any stage may finish it (an error result, a
+release on drain). RUNNING: the model executor holds it; only the executor finishes it.
+FINISHING: its outcome is decided and a writer sends, deletes or releases it.
+
+The ledger also owns the room to hold more (receivers reserve before they poll: back-pressure)
+and the heartbeat bookkeeping: a job whose visibility extension is in flight is marked, and a
+release waits for that call to return, so a stale extension can never re-hide a message that was
+just released. Stages keep their own per-job data (`request`, `encoded`) on the job while they
+own it; state, visibility and the extension mark are the ledger's alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.heartbeat import Extension, Held, plan_heartbeats
+from worker.seams import ReceivedMessage
+
+
+class JobState(enum.Enum):
+    RECEIVED = "received"
+    RUNNING = "running"
+    FINISHING = "finishing"
+
+
+@dataclass(eq=False)
+class Job:
+    """One received message. State fields are written by the ledger only (under its lock)."""
+
+    key: int
+    message: ReceivedMessage
+    received_mono: float
+    received_wall: float
+    visible_at: float  # monotonic deadline of the current visibility timeout
+    state: JobState = JobState.RECEIVED
+    extending: bool = False  # a heartbeat call for it is in flight
+    # the encoder's, while the job is RECEIVED:
+    request: Any = None
+    encoded: Any = None
+
+    @property
+    def queue_wait_s(self) -> float:
+        sent = self.message.sent_timestamp_ms
+        return max(0.0, self.received_wall - sent / 1000.0) if sent else 0.0
+
+
+class Ledger:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._jobs: dict[int, Job] = {}
+        self._reserved = 0
+        self._closed = False
+        self._keys = itertools.count()
+
+    @property
+    def held(self) -> int:
+        with self._cond:
+            return len(self._jobs)
+
+    def count(self, state: JobState) -> int:
+        with self._cond:
+            return sum(1 for job in self._jobs.values() if job.state is state)
+
+    # ------------------------------------------------------------------ room (back-pressure)
+
+    def reserve(self, bound: Callable[[int], int], most: int) -> int:
+        """Block until the worker may hold more than it does; reserve up to `most` places.
+        `bound(held)` is the current limit (it moves as throughput is learned, so it is asked
+        again at least every second). 0 once the ledger is closed."""
+        with self._cond:
+            while not self._closed:
+                room = bound(len(self._jobs)) - len(self._jobs) - self._reserved
+                if room > 0:
+                    n = min(most, room)
+                    self._reserved += n
+                    return n
+                self._cond.wait(1.0)
+            return 0
+
+    def cancel(self, reserved: int) -> None:
+        with self._cond:
+            self._reserved -= reserved
+            self._cond.notify_all()
+
+    def admit(
+        self, messages: Sequence[ReceivedMessage], reserved: int, visibility_s: int
+    ) -> list[Job]:
+        """The messages one receive brought, held from now on (in place of the reservation)."""
+        now, wall = self._clock(), time.time()
+        jobs = [
+            Job(next(self._keys), m, now, wall, now + visibility_s) for m in messages
+        ]
+        with self._cond:
+            self._reserved -= reserved
+            for job in jobs:
+                self._jobs[job.key] = job
+            self._cond.notify_all()
+        return jobs
+
+    def close(self) -> None:
+        """No more reservations: receivers waiting for room stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ transitions
+
+    def start(self, jobs: Iterable[Job]) -> list[Job]:
+        """RECEIVED -> RUNNING for the model executor; jobs another stage finished drop out."""
+        return self._move(jobs, JobState.RECEIVED, JobState.RUNNING)
+
+    def finish(self, jobs: Iterable[Job], expected: JobState) -> list[Job]:
+        """expected -> FINISHING; returns the jobs that were in `expected` (the caller acts on
+        those only)."""
+        return self._move(jobs, expected, JobState.FINISHING)
+
+    def unstarted(self) -> list[Job]:
+        """The jobs not (yet) on the device: what a drain or the circuit breaker releases. A
+        snapshot: `finish(..., RECEIVED)` then moves those still unstarted, and only those."""
+        with self._cond:
+            return [job for job in self._jobs.values() if job.state is JobState.RECEIVED]
+
+    def _move(self, jobs: Iterable[Job], expected: JobState, to: JobState) -> list[Job]:
+        moved = []
+        with self._cond:
+            for job in jobs:
+                if job.state is expected and self._jobs.get(job.key) is job:
+                    job.state = to
+                    moved.append(job)
+        return moved
+
+    def forget(self, jobs: Iterable[Job]) -> None:
+        """The worker no longer holds these (deleted, released, or given up on): free the room."""
+        with self._cond:
+            for job in jobs:
+                self._jobs.pop(job.key, None)
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ heartbeats
+
+    def begin_extensions(self, now: float, visibility_s: int) -> list[tuple[Job, Extension]]:
+        """The extensions due now, each job marked as having one in flight."""
+        with self._cond:
+            jobs = {job.key: job for job in self._jobs.values() if not job.extending}
+            plan = plan_heartbeats(
+                (Held(k, j.received_mono, j.visible_at) for k, j in jobs.items()),
+                now,
+                visibility_s,
+            )
+            due = [(jobs[e.key], e) for e in plan]
+            for job, _ in due:
+                job.extending = True
+            return due
+
+    def end_extensions(
+        self, done: Sequence[tuple[Job, Extension]], succeeded: Iterable[int]
+    ) -> None:
+        """The extension call returned: `succeeded` indexes into `done` moved their deadline."""
+        with self._cond:
+            for index in succeeded:
+                job, extension = done[index]
+                job.visible_at = extension.visible_at
+            for job, _ in done:
+                job.extending = False
+            self._cond.notify_all()
+
+    def settle(self, jobs: Sequence[Job], timeout_s: float = 30.0) -> None:
+        """Wait until no visibility extension for these jobs is in flight (before a release, so
+        the extension cannot land after it and hide the message again)."""
+        deadline = self._clock() + timeout_s
+        with self._cond:
+            while any(job.extending for job in jobs):
+                left = deadline - self._clock()
+                if left <= 0:
+                    return
+                self._cond.wait(left)

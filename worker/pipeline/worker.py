@@ -1,0 +1,251 @@
+"""The worker: a short composition root. It builds the stages around one ledger, starts them, and
+shuts them down in an explicit order, each step with its own time budget.
+
+    receivers ─▶ encoders ─▶ batch feeder ─▶ model executor ─▶ result writers
+        (long polls)  (parse,      (batches,       (the device)      (send, then delete;
+                      tokenise)    prepare next)                      or release)
+    heartbeater: visibility extensions for what is held long     ledger: every held message
+
+Delivery: a request is deleted only after its result was sent (at-least-once). Bad input gets an
+error result and is deleted at once. A transient failure (model error, result write failed)
+leaves the request in the queue, to come back after a short back-off; the queue's redrive policy
+moves it to the DLQ after maxReceiveCount. Nothing is ever re-sent to the input queue (that would
+reset ApproximateReceiveCount and defeat the redrive policy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from worker.batching import BatchLimits
+from worker.config import WorkerSettings
+from worker.contract.reply_to import ReplyToPolicy
+from worker.contract.request import parse_request
+from worker.pipeline.breaker import CircuitBreaker
+from worker.pipeline.capacity import CapacityEstimator
+from worker.pipeline.encoder import Encoders
+from worker.pipeline.executor import ModelExecutor
+from worker.pipeline.feeder import BatchFeeder
+from worker.pipeline.heartbeater import Heartbeater
+from worker.pipeline.ledger import JobState, Ledger
+from worker.pipeline.observer import LogObserver, Observer, Observers, StatsObserver
+from worker.pipeline.outcomes import Answering, release
+from worker.pipeline.receiver import Receivers
+from worker.pipeline.writer import ResultWriter
+from worker.seams import ClaimCheck, ModelSeam, QueueSeam
+
+log = logging.getLogger("worker.pipeline")
+
+
+class Worker:
+    """`start()` spawns the stages; `shutdown()` is the SIGTERM drain."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        runner: ModelSeam[Any, Any],
+        sqs: QueueSeam,
+        *,
+        claim_check: ClaimCheck | None = None,
+        observers: Sequence[Observer] = (),
+        reply_to: ReplyToPolicy | None = None,
+        region: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.sqs = sqs
+        self.region = region
+        self._reply_to = reply_to
+        self._clock = clock
+        self.stats = StatsObserver()
+        self.observer = Observers([self.stats, LogObserver(), *observers])
+        self.ledger = Ledger(clock)
+        self.capacity = CapacityEstimator(
+            configured=settings.buffer_max,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            max_batch_size=settings.max_batch_size,
+            receivers=settings.receivers,
+        )
+        answering = Answering(
+            runner.name, settings.result_queue_url, settings.visibility_timeout_s
+        )
+        self.writer = ResultWriter(
+            sqs, self.ledger, self.capacity, self.observer, answering,
+            claim_check=claim_check, threads=settings.writers,
+            linger_s=settings.result_linger_ms / 1000.0, clock=clock,
+        )
+        limits = BatchLimits(
+            settings.max_batch_size, settings.max_batch_tokens, settings.max_wait_ms / 1000.0
+        )
+        self.feeder = BatchFeeder(runner, limits, self.writer, answering, clock=clock)
+        self.executor = ModelExecutor(
+            runner, self.feeder, self.ledger, self.writer, self.capacity, self.observer,
+            CircuitBreaker(settings.circuit_breaker_batches), answering,
+            on_trip=self._trip, clock=clock,
+        )
+        self.encoders = Encoders(
+            runner, self._parse, self.feeder, self.writer, answering,
+            count=settings.encoders, clock=clock,
+        )
+        self.heartbeater = Heartbeater(
+            sqs, self.ledger, self.observer,
+            visibility_s=settings.visibility_timeout_s, enabled=settings.heartbeat, clock=clock,
+        )
+        self.receivers = Receivers(
+            sqs, self.ledger, self.capacity, self.observer, self.encoders.submit,
+            queue_url=settings.queue_url, wait_s=settings.receive_wait_s,
+            visibility_s=settings.visibility_timeout_s, count=settings.receivers,
+        )
+        self._model_thread: threading.Thread | None = None
+        self._receiving = threading.Event()
+        self._draining = threading.Event()
+        self._stopped = threading.Event()
+        self.crashed: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Worker:
+        if self._reply_to is None:
+            self._reply_to = self._default_reply_to()
+        if self.settings.result_queue_url:
+            self.writer.sizes.of(self.settings.result_queue_url)  # asked once, at start
+        spawn = self._spawn
+        self.writer.start(spawn)
+        self._model_thread = spawn("model", self.executor.loop)
+        self.feeder.start(spawn)
+        self.encoders.start(spawn)
+        self.heartbeater.start(spawn)
+        self.receivers.start(spawn)
+        self._receiving.set()
+        self.observer.lifecycle(
+            "started", queue_url=self.settings.queue_url, model=self.runner.name
+        )
+        return self
+
+    def _default_reply_to(self) -> ReplyToPolicy:
+        """The allow-list, with this worker's own input queue and its DLQ refused."""
+        attributes = self.sqs.queue_attributes(self.settings.queue_url, ["RedrivePolicy"])
+        redrive = attributes.get("RedrivePolicy")
+        dlq = json.loads(redrive).get("deadLetterTargetArn") if redrive else None
+        return ReplyToPolicy.build(
+            self.settings.reply_to_patterns,
+            region=self.region,
+            input_queue_url=self.settings.queue_url,
+            result_queue_url=self.settings.result_queue_url,
+            dead_letter_arn=dlq,
+        )
+
+    def _parse(self, body: str) -> Any:
+        assert self._reply_to is not None
+        return parse_request(
+            body,
+            worker_task=self.settings.task,
+            max_body_bytes=self.settings.max_body_bytes,
+            reply_to=self._reply_to,
+        )
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as exc:  # a dead stage must show in /healthz, not hang silently
+                self.crashed = exc
+                log.exception("thread %s crashed", name)
+
+        thread = threading.Thread(target=guarded, name=f"gpuqueue-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _threads(self) -> list[threading.Thread]:
+        stages = [self._model_thread, self.feeder.thread, self.heartbeater.thread]
+        return [
+            *(t for t in stages if t is not None),
+            *self.encoders.threads,
+            *self.writer.threads,
+            *self.receivers.threads,
+        ]
+
+    def _trip(self) -> None:
+        """The circuit breaker tripped: receive nothing more, hand back everything not running."""
+        self.ledger.close()
+        self._release_unstarted()
+
+    def _release_unstarted(self) -> None:
+        unstarted = self.ledger.unstarted()
+        self.writer.accept([release(j) for j in unstarted], JobState.RECEIVED)
+
+    # ------------------------------------------------------------------ probes
+
+    def healthy(self) -> bool:
+        if self.crashed is not None or self.executor.breaker.tripped:
+            return False
+        if self._draining.is_set():
+            return True  # threads end on purpose while draining
+        return all(t.is_alive() for t in self._threads())
+
+    def ready(self) -> bool:
+        return self._receiving.is_set() and not self._draining.is_set() and self.healthy()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    @property
+    def held(self) -> int:
+        return self.ledger.held
+
+    # ------------------------------------------------------------------ the drain
+
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """The SIGTERM drain, in this order (each step with its own budget):
+
+        1. stop receiving: the ledger takes no reservations, the receivers hand nothing on;
+        2. release every message not on the device at once (visibility 0): other replicas can
+           take it within a second or two;
+        3. let the batch on the device finish (until the deadline less the flush budget); a job
+           the model holds is never released behind its back, so one message is never both
+           released and answered;
+        4. let the last long polls return, and release what they brought;
+        5. flush the writers (results, deletes, releases) within the flush budget;
+        6. stop the heartbeats last: what the model still holds keeps its visibility.
+
+        The price of (2) and (4): a released message that one of our own last polls picks up
+        again costs it one receive count, at most `receivers` x 10 messages per drain."""
+        timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
+        deadline = self._clock() + timeout
+        flush_budget = min(5.0, timeout / 4)
+        self._draining.set()
+        self.observer.lifecycle("draining", held=self.held)
+        self.ledger.close()
+        self.receivers.drain()
+        self.executor.stop()
+        self.feeder.stop()
+        self.encoders.stop()
+        self._release_unstarted()
+        self._join([self._model_thread], deadline - flush_budget)
+        self._join(self.receivers.threads, deadline - flush_budget)
+        self._release_unstarted()
+        self._join([self.feeder.thread, *self.encoders.threads], deadline - flush_budget)
+        self._release_unstarted()  # anything the stopped stages left behind
+        self.writer.close()
+        self._join(self.writer.threads, deadline)
+        self.heartbeater.stop()
+        self._join([self.heartbeater.thread], self._clock() + 2.0)
+        self._stopped.set()
+        self.observer.lifecycle("drained", held=self.held, **self.summary())
+
+    def _join(self, threads: Sequence[threading.Thread | None], until: float) -> None:
+        for thread in threads:
+            if thread is not None:
+                thread.join(max(0.0, until - self._clock()))
+
+    # ------------------------------------------------------------------ reporting
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.stats.summary(), "sqs_calls": self.sqs.calls}

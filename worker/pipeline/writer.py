@@ -1,0 +1,363 @@
+"""Result writers: the last stage. Each outcome is carried out here, and only here: a result is
+sent (as is, as an S3 claim-check pointer, or as a ResultTooLarge error), *then* its request is
+deleted; a release sets the visibility back.
+
+Outcomes wait in the `Outbox`, grouped by where they go. A writer takes a full group (10: one
+SendMessageBatch) at once, or a smaller one when its oldest outcome has waited `linger_s` (20 ms
+by default): calls stay full under load, and nothing waits longer than the linger when the worker
+is idle. (Before, the model thread held a batch's leftover results back to fill the next batch's
+calls: with a 20 s generate batch behind it, 20 s of added latency.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import replace
+
+from worker import sqs_limits
+from worker.contract.result import build_result, result_message
+from worker.contract.wire import pack_send_batches, s3_pointer_message
+from worker.errors import DestinationUnreachable
+from worker.logs import event
+from worker.pipeline.capacity import CapacityEstimator
+from worker.pipeline.ledger import JobState, Ledger
+from worker.pipeline.observer import Observer
+from worker.pipeline.outcomes import RELEASED, Action, Answering, Outcome, backoff_s, reject
+from worker.seams import ClaimCheck, OutgoingMessage, QueueSeam
+
+log = logging.getLogger("worker.pipeline")
+
+WRITE_FAILED = "ResultWriteFailed"
+UNREACHABLE = "ReplyToUnreachable"
+
+
+class Outbox:
+    """Outcomes waiting for a writer, grouped by (action, destination), with a linger."""
+
+    def __init__(
+        self,
+        linger_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        group_size: int = sqs_limits.BATCH_MAX_ENTRIES,
+    ) -> None:
+        self._linger_s = linger_s
+        self._clock = clock
+        self._size = group_size
+        self._cond = threading.Condition()
+        self._groups: dict[Hashable, list[Outcome]] = {}
+        self._since: dict[Hashable, float] = {}
+        self._closed = False
+
+    @staticmethod
+    def key(outcome: Outcome) -> Hashable:
+        if outcome.action is Action.SEND:
+            return (Action.SEND, outcome.destination)
+        return (Action.RELEASE, outcome.job.message.queue_url)
+
+    def put(self, outcomes: Sequence[Outcome]) -> bool:
+        """False once closed: the drain's deadline passed and the writers are gone."""
+        with self._cond:
+            if self._closed:
+                return False
+            now = self._clock()
+            for outcome in outcomes:
+                key = self.key(outcome)
+                self._groups.setdefault(key, []).append(outcome)
+                self._since.setdefault(key, now)
+            self._cond.notify()
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self) -> list[Outcome] | None:
+        """The next group to write; None once closed and empty."""
+        with self._cond:
+            while True:
+                now = self._clock()
+                key, wait = self._ready(now)
+                if key is not None:
+                    return self._pop(key)
+                if self._closed:
+                    return None
+                self._cond.wait(wait)
+
+    def _ready(self, now: float) -> tuple[Hashable | None, float | None]:
+        oldest: Hashable | None = None
+        for key, items in self._groups.items():
+            if len(items) >= self._size:
+                return key, None
+            if oldest is None or self._since[key] < self._since[oldest]:
+                oldest = key
+        if oldest is None:
+            return None, None
+        waited = now - self._since[oldest]
+        if self._closed or waited >= self._linger_s:
+            return oldest, None
+        return None, self._linger_s - waited
+
+    def _pop(self, key: Hashable) -> list[Outcome]:
+        items = self._groups[key]
+        taken, rest = items[: self._size], items[self._size :]
+        if rest:
+            self._groups[key] = rest
+        else:
+            del self._groups[key], self._since[key]
+        return taken
+
+
+class MessageSizes:
+    """MaximumMessageSize per destination queue, asked once (a queue that cannot be asked is
+    taken to have SQS's historical 256 KiB)."""
+
+    def __init__(self, sqs: QueueSeam) -> None:
+        self._sqs = sqs
+        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
+
+    def of(self, queue_url: str) -> int:
+        with self._lock:
+            known = self._sizes.get(queue_url)
+        if known is not None:
+            return known
+        try:
+            size = self._sqs.max_message_size(queue_url)
+        except Exception as exc:
+            event(
+                log,
+                "cannot read MaximumMessageSize; assuming 256 KiB",
+                logging.WARNING,
+                queue_url=queue_url,
+                error=str(exc)[:300],
+            )
+            size = sqs_limits.HISTORICAL_MAX_MESSAGE_SIZE
+        with self._lock:
+            self._sizes[queue_url] = size
+        return size
+
+
+class ResultWriter:
+    def __init__(
+        self,
+        sqs: QueueSeam,
+        ledger: Ledger,
+        capacity: CapacityEstimator,
+        observer: Observer,
+        answering: Answering,
+        *,
+        claim_check: ClaimCheck | None,
+        threads: int,
+        linger_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sqs = sqs
+        self._ledger = ledger
+        self._capacity = capacity
+        self._observer = observer
+        self._answering = answering
+        self._claim_check = claim_check
+        self._clock = clock
+        self.outbox = Outbox(linger_s, clock)
+        self.sizes = MessageSizes(sqs)
+        self._count = threads
+        self.threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ taking outcomes
+
+    def accept(self, outcomes: Sequence[Outcome], expected: JobState) -> None:
+        """Outcomes for jobs in state `expected`; those another stage finished first drop out."""
+        if not outcomes:
+            return
+        moved = set(self._ledger.finish([o.job for o in outcomes], expected))
+        mine = [o for o in outcomes if o.job in moved]
+        if mine and not self.outbox.put(mine):
+            event(
+                log,
+                "outcome after the drain deadline: not written; the messages reappear after "
+                "their visibility timeout",
+                logging.WARNING,
+                messages=len(mine),
+            )
+
+    # ------------------------------------------------------------------ threads
+
+    def start(self, spawn: Callable[[str, Callable[[], None]], threading.Thread]) -> None:
+        self.threads = [spawn(f"writer-{i}", self._loop) for i in range(self._count)]
+
+    def close(self) -> None:
+        """Write what is queued, then stop (the writers exit once the outbox is empty)."""
+        self.outbox.close()
+
+    def _loop(self) -> None:
+        while (group := self.outbox.take()) is not None:
+            try:
+                if group[0].action is Action.SEND:
+                    self._send(group)
+                else:
+                    self._release(group)
+            except Exception:
+                # never lose track: what was not confirmed stays in the queue and comes back
+                log.exception("writer failed; %d requests left for redelivery", len(group))
+                self._done(group, deleted=0)
+
+    # ------------------------------------------------------------------ send, then delete
+
+    def _send(self, group: list[Outcome]) -> None:
+        destination = group[0].destination
+        assert destination is not None
+        limit = self.sizes.of(destination)
+        fitted: list[tuple[Outcome, OutgoingMessage]] = []
+        failed: list[Outcome] = []
+        for outcome in group:
+            try:
+                fitted.append(self._fit(outcome, limit))
+            except Exception as exc:  # S3 unreachable: this request comes back later
+                failed.append(self._write_failed(outcome, f"claim-check: {exc}"))
+        sent: list[Outcome] = []
+        try:
+            for indexes in pack_send_batches([m.size for _, m in fitted], limit):
+                result = self._sqs.send_batch(destination, [fitted[i][1] for i in indexes])
+                sent += [fitted[indexes[i]][0] for i in result.succeeded]
+                failed += [
+                    self._write_failed(fitted[indexes[i]][0], reason)
+                    for i, reason in result.failed.items()
+                ]
+        except DestinationUnreachable as exc:
+            done = {id(o) for o in sent}
+            unsent = [o for o, _ in fitted if id(o) not in done]
+            self._unreachable(unsent, exc)
+        if failed:
+            self._release(failed)
+        if sent:
+            self._delete(sent)
+
+    def _fit(self, outcome: Outcome, limit: int) -> tuple[Outcome, OutgoingMessage]:
+        """The message to send: as is, as an S3 pointer, or a ResultTooLarge error."""
+        assert outcome.result is not None
+        message = result_message(outcome.result)
+        if message.size <= limit:
+            return outcome, message
+        if self._claim_check is not None:
+            bucket, key = self._claim_check.put(message.body)
+            return outcome, s3_pointer_message(message, bucket, key)
+        job = outcome.job
+        error = build_result(
+            message_id=job.message.message_id,
+            request_id=outcome.result.get("id"),
+            model=self._answering.model,
+            error=(
+                "ResultTooLarge",
+                f"the result is {message.size} bytes, over the result queue's {limit}-byte "
+                "limit, and no WORKER_RESULT_S3_URI is set for larger results",
+            ),
+        )
+        return replace(outcome, label="ResultTooLarge", result=error), result_message(error)
+
+    def _write_failed(self, outcome: Outcome, reason: str) -> Outcome:
+        job = outcome.job
+        return replace(
+            outcome,
+            action=Action.RELEASE,
+            label=WRITE_FAILED,
+            release_after_s=backoff_s(job.message.receive_count, self._answering.visibility_s),
+            detail=f"result write to {outcome.destination}: {reason}"[:500],
+        )
+
+    def _unreachable(self, outcomes: list[Outcome], exc: DestinationUnreachable) -> None:
+        """A reply_to that can never be written: the error goes to the result queue and the
+        request is deleted (re-running it on the GPU until the DLQ would not help)."""
+        result_queue = self._answering.result_queue
+        if result_queue is None or exc.destination == result_queue:
+            self._release([self._write_failed(o, exc.code) for o in outcomes])
+            return
+        event(
+            log,
+            "reply_to unreachable: error results go to the result queue",
+            logging.WARNING,
+            destination=exc.destination,
+            error=exc.code,
+            requests=len(outcomes),
+        )
+        now = self._clock()
+        errors = [
+            reject(
+                o.job, UNREACHABLE, f"reply_to {exc.destination} cannot be written: {exc.code}",
+                self._answering, now=now,
+                request_id=(o.result or {}).get("id"), reply_to=result_queue,
+            )
+            for o in outcomes
+        ]
+        if not self.outbox.put(errors):  # the drain ended meanwhile: the requests come back
+            self._done(errors, deleted=0)
+
+    def _delete(self, sent: list[Outcome]) -> None:
+        deleted = 0
+        for queue_url, outcomes in _by_source(sent).items():
+            for chunk in _chunks(outcomes):
+                try:
+                    result = self._sqs.delete_batch(
+                        queue_url, [o.job.message.receipt_handle for o in chunk]
+                    )
+                except Exception as exc:
+                    event(log, "delete failed: duplicate results may follow", logging.WARNING,
+                          error=f"{type(exc).__name__}: {exc}"[:300], messages=len(chunk))
+                    continue
+                deleted += len(result.succeeded)
+                for i, reason in result.failed.items():
+                    # the result is out; the request comes back and is answered again, and the
+                    # consumer drops the duplicate by gpuqueue-message-id
+                    event(log, "delete failed: a duplicate result may follow", logging.WARNING,
+                          message_id=chunk[i].job.message.message_id, error=reason)
+        self._done(sent, deleted)
+
+    # ------------------------------------------------------------------ release
+
+    def _release(self, outcomes: list[Outcome]) -> None:
+        jobs = [o.job for o in outcomes]
+        self._ledger.settle(jobs)  # an extension in flight must not land after the release
+        for outcome in outcomes:
+            if outcome.label != RELEASED:
+                event(
+                    log,
+                    "transient failure: request left for redelivery",
+                    logging.WARNING,
+                    message_id=outcome.job.message.message_id,
+                    error_type=outcome.label,
+                    error=outcome.detail[:500],
+                    receive_count=outcome.job.message.receive_count,
+                    retry_in_s=outcome.release_after_s,
+                )
+        for queue_url, group in _by_source(outcomes).items():
+            for chunk in _chunks(group):
+                changes = [(o.job.message.receipt_handle, o.release_after_s) for o in chunk]
+                try:
+                    self._sqs.change_visibility_batch(queue_url, changes)
+                except Exception as exc:  # they come back after their visibility timeout
+                    event(log, "release failed", logging.WARNING,
+                          error=f"{type(exc).__name__}: {exc}"[:300], messages=len(chunk))
+        self._done(outcomes, deleted=0)
+
+    def _done(self, outcomes: Sequence[Outcome], deleted: int) -> None:
+        now = self._clock()
+        self._ledger.forget(o.job for o in outcomes)
+        self._capacity.record_departures(
+            now - o.job.received_mono for o in outcomes if o.label != RELEASED
+        )
+        self._observer.written(outcomes, deleted, now)
+
+
+def _by_source(outcomes: Sequence[Outcome]) -> dict[str, list[Outcome]]:
+    groups: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        groups.setdefault(outcome.job.message.queue_url, []).append(outcome)
+    return groups
+
+
+def _chunks(items: list[Outcome]) -> list[list[Outcome]]:
+    size = sqs_limits.BATCH_MAX_ENTRIES
+    return [items[i : i + size] for i in range(0, len(items), size)]
