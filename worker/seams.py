@@ -44,6 +44,11 @@ class Encoded:
     def n_tokens(self) -> int:
         return sum(len(ids) for ids in self.token_ids)
 
+    @property
+    def max_len(self) -> int:
+        """`length` under the name the old worker/pipeline.py and bench/ read (until they move)."""
+        return self.length
+
 
 @dataclass(frozen=True)
 class ModelFailure:

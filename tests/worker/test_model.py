@@ -104,11 +104,11 @@ def test_encode_tokenises_once_without_padding(
     encoded = embedder.encode(SENTENCES[:3], {})
     assert encoded.token_ids == [tokenizer(s)["input_ids"] for s in SENTENCES[:3]]
     assert encoded.n_tokens == sum(len(ids) for ids in encoded.token_ids)
-    assert encoded.max_len == max(len(ids) for ids in encoded.token_ids)
+    assert encoded.length == max(len(ids) for ids in encoded.token_ids)
     prepared = embedder.prepare([(encoded, {}), (embedder.encode(["Short."], {}), {})])
     assert prepared.size == 2
     assert prepared.real_tokens == encoded.n_tokens + len(tokenizer("Short.")["input_ids"])
-    assert prepared.padded_tokens == 4 * encoded.max_len
+    assert prepared.padded_tokens == 4 * encoded.length
 
 
 def test_encode_is_thread_safe(embedder: ModelRunner) -> None:
@@ -206,7 +206,7 @@ def reference_generate(model_dir: Path, prompt: str, max_new_tokens: int) -> tup
 def test_generate_returns_only_the_continuation(
     generator: ModelRunner, tiny_generate_model: Path
 ) -> None:
-    assert not generator._chat_template
+    assert not generator.text_encoder.chat_template
     for n in (1, 5):
         [text] = run_one(generator, ["The quick brown fox"], {"max_new_tokens": n})
         expected, n_new = reference_generate(tiny_generate_model, "The quick brown fox", n)
@@ -277,7 +277,7 @@ def test_generate_applies_the_chat_template(tiny_chat_model: Path) -> None:
 
     runner = ModelRunner.load(str(tiny_chat_model), "generate", device="cpu")
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
-    templated = runner.apply_chat_template("Hello world")
+    templated = runner.text_encoder.apply_chat_template("Hello world")
     assert templated == "<|endoftext|><|user|>Hello world<|end|><|assistant|>"
     encoded = runner.encode(["Hello world"], {"max_new_tokens": 4})
     assert encoded.token_ids == [tokenizer(templated, add_special_tokens=False)["input_ids"]]
@@ -409,7 +409,7 @@ def test_warm_up_and_memory_report_on_cpu(embedder: ModelRunner) -> None:
 
 
 def test_encoded_properties_on_empty() -> None:
-    assert Encoded([]).n_tokens == 0 and Encoded([]).max_len == 0
+    assert Encoded([]).n_tokens == 0 and Encoded([]).length == 0 and Encoded([]).rows == 0
 
 
 # ------------------------------------------------------------------ the real MiniLM model
