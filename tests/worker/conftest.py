@@ -6,6 +6,8 @@ all-MiniLM-L6-v2 folder, and the skip hook for CUDA-only tests.
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ CHAT_TEMPLATE = (
     "<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+
+#: (runner, should_fail) -> the batch sizes its forward saw; see the `break_forward` fixture
+ForwardBreaker = Callable[[Any, Callable[[Any], BaseException | None]], list[int]]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -157,3 +162,29 @@ def tiny_chat_model(tiny_models_dir: Path) -> Path:
     LlamaForCausalLM(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def break_forward() -> ForwardBreaker:
+    """Wrap a runner's real Hugging Face forward: before each call, raise what
+    `should_fail(input_ids)` returns (None: run it). Returns the batch sizes (rows) seen, in order:
+    how OOM splits, poison isolation and device faults are driven with real models."""
+
+    def install(runner: Any, should_fail: Callable[[Any], BaseException | None]) -> list[int]:
+        real_forward = runner.model.forward
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            with lock:
+                seen.append(int(input_ids.shape[0]))
+            error = should_fail(input_ids)
+            if error is not None:
+                raise error
+            return real_forward(*args, **kwargs)
+
+        runner.model.forward = forward
+        return seen
+
+    return install

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from worker.model.device import (
         available_cpus,
         configure_threads,
+        find_device_fault,
         is_device_fault,
         is_out_of_memory,
         resolve_device,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "available_cpus": "worker.model.device",
     "configure_threads": "worker.model.device",
+    "find_device_fault": "worker.model.device",
     "is_device_fault": "worker.model.device",
     "is_out_of_memory": "worker.model.device",
     "resolve_device": "worker.model.device",
@@ -93,6 +95,7 @@ __all__ = [
     "TextEncoder",
     "available_cpus",
     "configure_threads",
+    "find_device_fault",
     "is_device_fault",
     "is_out_of_memory",
     "parse_generate_options",

@@ -175,14 +175,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def is_device_fault(exc: BaseException) -> bool:
-    """The accelerator failed (its error type, or its runtime's words in a RuntimeError), not the
-    request: retrying the requests one by one cannot help. Out of memory is not a fault."""
+def find_device_fault(exc: BaseException) -> BaseException | None:
+    """The accelerator's error in `exc` or its chain (its error type, or its runtime's words in a
+    RuntimeError), if any: then the device failed, not the request, and retrying the requests
+    one by one cannot help. Out of memory is not a fault."""
     if is_out_of_memory(exc):
-        return False
+        return None
     for link in _chain(exc):
         if _ACCELERATOR_ERROR is not None and isinstance(link, _ACCELERATOR_ERROR):
-            return True
+            return link
         if isinstance(link, RuntimeError) and any(m in str(link) for m in DEVICE_FAULT_MARKERS):
-            return True
-    return False
+            return link
+    return None
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    return find_device_fault(exc) is not None

@@ -30,8 +30,8 @@ from worker.model.device import (
     configure_threads,
     dtype_name,
     empty_cache,
+    find_device_fault,
     is_cuda,
-    is_device_fault,
     is_out_of_memory,
     memory_reserved,
     resolve_device,
@@ -216,14 +216,16 @@ class ModelRunner:
             group = self._collate(items, list(range(len(items))), self.head.group_key(items[0][1]))
         per_sequence: list[Any] = []
         error: str | None = None
-        oom = device_fault = False
+        fault: str | None = None
+        oom = False
         try:
             with torch.inference_mode():
                 per_sequence = self._forward(group, items)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            oom, device_fault = is_out_of_memory(exc), is_device_fault(exc)
-            if device_fault:
+            oom, cause = is_out_of_memory(exc), find_device_fault(exc)
+            if cause is not None:
+                fault = f"{type(cause).__name__}: {cause}"
                 log.error("device fault; failing the whole batch", exc_info=True)
             elif not oom and len(items) == 1:
                 log.warning("model error", exc_info=True)
@@ -231,8 +233,8 @@ class ModelRunner:
         # forward's frames, and with them its activations on the device, alive.
         if error is None:
             return self._per_item(items, per_sequence)
-        if device_fault:
-            raise _DeviceFault(error)
+        if fault is not None:
+            raise _DeviceFault(fault)
         if oom:
             return self._split_after_oom(items)
         if len(items) == 1:
