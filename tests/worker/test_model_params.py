@@ -110,4 +110,4 @@ def test_torch_side_names_load_on_first_use() -> None:
 
     assert worker.model.ModelRunner is ModelRunner
     with pytest.raises(AttributeError, match="has no attribute 'Runner'"):
-        _ = worker.model.Runner  # type: ignore[attr-defined]
+        _ = worker.model.Runner

@@ -35,7 +35,7 @@ def test_the_fast_path_ignores_the_tokenizer_files_truncation_and_padding(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    assert tokenizer.backend_tokenizer.truncation["max_length"] == 128
+    assert tokenizer.backend_tokenizer.truncation["max_length"] == 128  # type: ignore[index]
     assert tokenizer.backend_tokenizer.padding is not None
     text = " ".join(["word"] * 300)
     fast = encoder(tokenizer)
