@@ -62,7 +62,8 @@ def test_half_precision_embed_on_cuda_is_close_and_padding_invariant(
 ) -> None:
     if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
-    cpu = torch.tensor(run_each(ModelRunner.load(str(tiny_embed_model), "embed"), {}))[:, 0]
+    cpu_runner = ModelRunner.load(str(tiny_embed_model), "embed", device="cpu")
+    cpu = torch.tensor(run_each(cpu_runner, {}))[:, 0]
     runner = ModelRunner.load(str(tiny_embed_model), "embed", device="cuda", dtype=dtype)
     assert runner.dtype == dtype
     batched = torch.tensor(run_each(runner, {}))[:, 0]
