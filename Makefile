@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick clean
+.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick gpu-wheels gpu-check clean
 
 ## install: the virtual environment with the worker, scaler and dev extras, and fauxqs
 install: $(STAMP) node_modules/.package-lock.json
@@ -70,6 +70,15 @@ chaos: install
 
 chaos-quick: install
 	CHAOS_SCALE=quick $(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/chaos -s
+
+## gpu-wheels: here, what gpu-check carries to a GPU machine (.whl/: wheels, MiniLM's tokenizer)
+gpu-wheels: install
+	bash deploy/gpu/wheels.sh
+
+## gpu-check: on a GPU machine (its python3, no .venv): CUDA tests, fp16/bf16 vs sentence-
+##   transformers, OOM split, generate; one JSON file, under 8 minutes (GPU_CHECK_ARGS=--quick ...)
+gpu-check:
+	bash deploy/gpu/check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache

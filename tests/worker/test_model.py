@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,10 +15,10 @@ from worker.model import (
     InputTooLong,
     ModelFailure,
     ModelRunner,
-    available_cpus,
-    resolve_device,
-    resolve_dtype,
 )
+
+#: the `break_forward` fixture (conftest): (runner, should_fail) -> batch sizes the forward saw
+ForwardBreaker = Callable[[ModelRunner, Callable[[torch.Tensor], BaseException | None]], list[int]]
 
 SENTENCES = [
     "A man is eating food.",
@@ -206,7 +205,7 @@ def reference_generate(model_dir: Path, prompt: str, max_new_tokens: int) -> tup
 def test_generate_returns_only_the_continuation(
     generator: ModelRunner, tiny_generate_model: Path
 ) -> None:
-    assert not generator._chat_template
+    assert not generator.text_encoder.chat_template
     for n in (1, 5):
         [text] = run_one(generator, ["The quick brown fox"], {"max_new_tokens": n})
         expected, n_new = reference_generate(tiny_generate_model, "The quick brown fox", n)
@@ -277,7 +276,7 @@ def test_generate_applies_the_chat_template(tiny_chat_model: Path) -> None:
 
     runner = ModelRunner.load(str(tiny_chat_model), "generate", device="cpu")
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
-    templated = runner.apply_chat_template("Hello world")
+    templated = runner.text_encoder.apply_chat_template("Hello world")
     assert templated == "<|endoftext|><|user|>Hello world<|end|><|assistant|>"
     encoded = runner.encode(["Hello world"], {"max_new_tokens": 4})
     assert encoded.token_ids == [tokenizer(templated, add_special_tokens=False)["input_ids"]]
@@ -289,29 +288,9 @@ def test_generate_applies_the_chat_template(tiny_chat_model: Path) -> None:
 # ------------------------------------------------------------------ OOM splitting, model errors
 
 
-def inject_forward_failure(
-    runner: ModelRunner, should_fail: Callable[[torch.Tensor], BaseException | None]
-) -> list[int]:
-    """Wrap the real model's forward: raise what `should_fail` returns; record batch sizes."""
-    real_forward = runner.model.forward
-    seen: list[int] = []
-    lock = threading.Lock()
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        assert isinstance(input_ids, torch.Tensor)
-        with lock:
-            seen.append(int(input_ids.shape[0]))
-        error = should_fail(input_ids)
-        if error is not None:
-            raise error
-        return real_forward(*args, **kwargs)
-
-    runner.model.forward = forward
-    return seen
-
-
-def test_oom_splits_the_batch_and_retries(tiny_embed_model: Path, embedder: ModelRunner) -> None:
+def test_oom_splits_the_batch_and_retries(
+    tiny_embed_model: Path, embedder: ModelRunner, break_forward: ForwardBreaker
+) -> None:
     runner = ModelRunner.load(str(tiny_embed_model), "embed", device="cpu")
     requests = [[s] for s in SENTENCES[:5]] + [SENTENCES[5:8]]  # six requests, 8 sequences
     expected = run_many(embedder, requests)
@@ -321,7 +300,7 @@ def test_oom_splits_the_batch_and_retries(tiny_embed_model: Path, embedder: Mode
             return torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return None
 
-    seen = inject_forward_failure(runner, oom_above_two)
+    seen = break_forward(runner, oom_above_two)
     outputs = run_many(runner, requests)
     # Sequences per forward: 6 requests (8 seqs) -> [0:3] (3) -> [0] (1) + [1:3] (2);
     # [3:6] (5) -> [3] (1) + [4:6] (4) -> [4] (1) + [5] (3 inputs: out of memory even alone).
@@ -332,17 +311,20 @@ def test_oom_splits_the_batch_and_retries(tiny_embed_model: Path, embedder: Mode
         assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-5)
 
 
-def test_model_error_is_isolated_to_the_request_causing_it(tiny_embed_model: Path) -> None:
+def test_model_error_is_isolated_to_the_request_causing_it(
+    tiny_embed_model: Path, break_forward: ForwardBreaker
+) -> None:
     runner = ModelRunner.load(str(tiny_embed_model), "embed", device="cpu")
     poison = runner.encode(["monkey"], {}).token_ids[0][1]
 
     def fail_on_poison(input_ids: torch.Tensor) -> BaseException | None:
         return RuntimeError("kernel failed") if bool((input_ids == poison).any()) else None
 
-    inject_forward_failure(runner, fail_on_poison)
+    seen = break_forward(runner, fail_on_poison)
     outputs = run_many(runner, [["A man is eating."], ["monkey"], ["A girl."]])
     assert isinstance(outputs[1], ModelFailure) and outputs[1].type == "ModelError"
     assert "kernel failed" in outputs[1].message
+    assert seen == [3, 1, 1, 1]  # the batch, then each request alone
     assert not isinstance(outputs[0], ModelFailure) and not isinstance(outputs[2], ModelFailure)
 
 
@@ -381,21 +363,6 @@ def test_embed_mixed_normalize_flags_in_one_batch(embedder: ModelRunner) -> None
 # ------------------------------------------------------------------ device, dtype, lifecycle
 
 
-def test_device_and_dtype_resolution() -> None:
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("float16", "cpu") == torch.float16
-    assert resolve_dtype("bfloat16", "cuda") == torch.bfloat16
-    with pytest.raises(ValueError, match="dtype must be"):
-        resolve_dtype("int8", "cpu")
-    with pytest.raises(ValueError, match="device must be"):
-        resolve_device("tpu")
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda")
-    assert available_cpus() >= 1
-
-
 def test_load_rejects_unknown_task(tiny_embed_model: Path) -> None:
     with pytest.raises(ValueError, match="task must be one of embed, classify, generate"):
         ModelRunner.load(str(tiny_embed_model), "translate", device="cpu")  # type: ignore[arg-type]
@@ -409,7 +376,7 @@ def test_warm_up_and_memory_report_on_cpu(embedder: ModelRunner) -> None:
 
 
 def test_encoded_properties_on_empty() -> None:
-    assert Encoded([]).n_tokens == 0 and Encoded([]).length == 0
+    assert Encoded([]).n_tokens == 0 and Encoded([]).length == 0 and Encoded([]).rows == 0
 
 
 # ------------------------------------------------------------------ the real MiniLM model

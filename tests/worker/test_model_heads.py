@@ -1,0 +1,59 @@
+"""One head per task: the runner dispatches through HEADS, so a task is a head, not a branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from worker.model import ModelRunner
+from worker.model.heads import HEADS, EmbedHead, HeadInput
+from worker.model.params import VALIDATORS
+from worker.tasks import TASKS
+
+
+def test_every_task_has_a_head_and_a_validator() -> None:
+    assert set(HEADS) == set(TASKS) == set(VALIDATORS)
+    assert all(HEADS[task].task == task for task in TASKS)
+
+
+def test_generate_pads_on_the_left_and_the_others_on_the_right(
+    tiny_embed_model: Path, tiny_generate_model: Path
+) -> None:
+    for path, task, pad_left in ((tiny_embed_model, "embed", False),
+                                 (tiny_generate_model, "generate", True)):
+        runner = ModelRunner.load(str(path), task, device="cpu")  # type: ignore[arg-type]
+        short, long = runner.encode(["Hello"], {}), runner.encode(["Hello world, again"], {})
+        [group] = runner.prepare([(short, {}), (long, {})]).groups
+        mask = group.attention_mask[0].tolist()
+        padding = [i for i, m in enumerate(mask) if m == 0]
+        assert padding, "the short row must be padded"
+        assert (padding[0] == 0) is pad_left  # padding before the prompt, or after the text
+        assert group.input_ids[0, padding[0]].item() == runner.head.pad_id
+
+
+class ClsPoolingHead(EmbedHead):
+    """A different embed head (the [CLS] vector): what adding a head looks like."""
+
+    def forward(self, batch: HeadInput) -> list[Any]:
+        hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
+        return [row for row in hidden[:, 0].to(torch.float32).cpu().tolist()]
+
+
+def test_a_new_head_needs_no_runner_change(
+    tiny_embed_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    monkeypatch.setitem(HEADS, "embed", ClsPoolingHead)
+    runner = ModelRunner.load(str(tiny_embed_model), "embed", device="cpu")
+    assert isinstance(runner.head, ClsPoolingHead)
+    texts = ["A man is eating food.", "Short."]
+    [vectors] = runner.run(runner.prepare([(runner.encode(texts, {}), {})]))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embed_model)
+    model = AutoModel.from_pretrained(tiny_embed_model).eval()
+    with torch.inference_mode():
+        expected = model(**tokenizer(texts, padding=True, return_tensors="pt"))[0][:, 0]
+    assert torch.allclose(torch.tensor(vectors), expected, atol=1e-5)

@@ -1,0 +1,172 @@
+"""One head per task: which transformers class loads the model, which side padding goes on,
+which requests may share a forward, and the forward itself over one padded group -> one
+JSON-able value per sequence.
+
+A new task is a new `Head` subclass listed in `HEADS` (and its parameter validator in
+`worker.model.params.VALIDATORS`); the runner does not know the tasks by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import transformers
+from packaging.version import Version
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+)
+
+from worker.model.params import GenerateOptions, parse_generate_options
+from worker.tasks import Task
+
+EMBED_DECIMALS = 9  # decimal places kept in embedding vectors (see EmbedHead.forward)
+
+#: in place of a sequence's value where the model produced NaN/inf (e.g. a float16 overflow)
+NON_FINITE: Any = object()
+
+# from_pretrained's keyword for the weights' dtype: `dtype` since transformers 4.56, before that
+# `torch_dtype` (which newer versions still take, with a deprecation warning). The GPU machines
+# bring their own transformers, so both must work.
+_DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+@dataclass
+class HeadInput:
+    """One padded group on the device, with each sequence's request parameters."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    params: list[Mapping[str, Any]]  # one per sequence: its request's parameters
+    key: Hashable  # the group's `Head.group_key`
+
+
+class Head(ABC):
+    """How one task turns a model's forward into answers."""
+
+    task: ClassVar[Task]
+    auto_model: ClassVar[Any]  # the transformers Auto class that loads this task's model
+    pad_left: ClassVar[bool] = False
+    chat_template: ClassVar[bool] = False  # wrap each input in the tokenizer's chat template
+    #: the cheapest valid parameters: warm-up and the device probe run one input with them
+    smallest_params: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, pad_id: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pad_id = pad_id
+        self.labels: list[str] = []
+
+    @classmethod
+    def load_model(
+        cls, path: str, config: Any, dtype: torch.dtype, device: str
+    ) -> PreTrainedModel:
+        """This task's model from a folder (or hub id), on `device`, in eval mode."""
+        model = cls.auto_model.from_pretrained(path, config=config, **{_DTYPE_KWARG: dtype})
+        model.to(device)
+        model.eval()
+        return model
+
+    def group_key(self, params: Mapping[str, Any]) -> Hashable:
+        """Requests with equal keys share one forward (generate: the same decoding options)."""
+        return None
+
+    def reserved_positions(self, params: Mapping[str, Any]) -> int:
+        """Positions the output takes beyond the input (generate: max_new_tokens)."""
+        return 0
+
+    @abstractmethod
+    def forward(self, batch: HeadInput) -> list[Any]:
+        """One value per sequence (or NON_FINITE), under torch.inference_mode."""
+
+
+class EmbedHead(Head):
+    """Mean pooling over the attention mask, then L2 normalisation unless `normalize` is false:
+    what sentence-transformers does for sentence-embedding models such as all-MiniLM-L6-v2."""
+
+    task = "embed"
+    auto_model = AutoModel
+
+    def forward(self, batch: HeadInput) -> list[Any]:
+        hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
+        # pooled in float32: a half-precision sum over 256 positions loses digits
+        mask = batch.attention_mask.unsqueeze(-1).to(torch.float32)
+        summed = (hidden.to(torch.float32) * mask).sum(dim=1)
+        pooled = (summed / mask.sum(dim=1).clamp(min=1e-9)).cpu()
+        normalize = torch.tensor([bool(p.get("normalize", True)) for p in batch.params])
+        vectors = torch.where(normalize.unsqueeze(1), F.normalize(pooled, p=2, dim=1), pooled)
+        finite = torch.isfinite(vectors).all(dim=1).tolist()
+        # float32 values printed as Python floats take 17 digits; rounded to EMBED_DECIMALS
+        # they print short (a 384-d vector: ~8.4 KB of JSON -> ~5.2 KB), and the change
+        # (<= 5e-10) is below float32 resolution for the components of a unit vector.
+        rows = torch.round(vectors.to(torch.float64), decimals=EMBED_DECIMALS).tolist()
+        return [row if ok else NON_FINITE for row, ok in zip(rows, finite, strict=True)]
+
+
+class ClassifyHead(Head):
+    """Softmax over the sequence-classification logits -> {"label", "score"} of the top class."""
+
+    task = "classify"
+    auto_model = AutoModelForSequenceClassification
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, pad_id: int) -> None:
+        super().__init__(model, tokenizer, pad_id)
+        id2label = getattr(model.config, "id2label", None) or {}
+        n = int(getattr(model.config, "num_labels", len(id2label)))
+        self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(n)]
+
+    def forward(self, batch: HeadInput) -> list[Any]:
+        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = logits.to(torch.float32)
+        finite = torch.isfinite(logits).all(dim=-1).tolist()
+        scores, labels = torch.softmax(logits, dim=-1).max(dim=-1)
+        return [
+            {"label": self.labels[int(label)], "score": float(score)} if ok else NON_FINITE
+            for score, label, ok in zip(scores.tolist(), labels.tolist(), finite, strict=True)
+        ]
+
+
+class GenerateHead(Head):
+    """generate() with the group's decoding options -> the continuation text only."""
+
+    task = "generate"
+    auto_model = AutoModelForCausalLM
+    pad_left = True  # a decoder continues from the last position: padding goes before the prompt
+    chat_template = True
+    smallest_params: ClassVar[Mapping[str, Any]] = {"max_new_tokens": 1}
+
+    def group_key(self, params: Mapping[str, Any]) -> Hashable:
+        return parse_generate_options(params)
+
+    def reserved_positions(self, params: Mapping[str, Any]) -> int:
+        return parse_generate_options(params).max_new_tokens
+
+    def forward(self, batch: HeadInput) -> list[Any]:
+        options = batch.key
+        assert isinstance(options, GenerateOptions)
+        generated = self.model.generate(  # type: ignore[operator]
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pad_token_id=self.pad_id,
+            **options.generate_kwargs(),
+        )
+        continuation = generated[:, batch.input_ids.shape[1] :].cpu()
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in continuation]
+
+
+HEADS: dict[Task, type[Head]] = {
+    head.task: head for head in (EmbedHead, ClassifyHead, GenerateHead)
+}
+
+
+def head_for(task: Task) -> type[Head]:
+    return HEADS[task]
+
+

@@ -1,0 +1,142 @@
+"""Request parameters per task, validated without torch: the contract and the encoder both call
+this, and a bad value is an `InvalidParameters` error result naming the parameter.
+
+Each task has one validator in `VALIDATORS`; a new task adds its entry (and a head in
+`worker.model.heads`), it does not grow a branch here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.errors import InvalidParameters
+from worker.tasks import Task
+
+# Generation parameters a request may set, with their defaults.
+DEFAULT_MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS_CAP = 4096
+GENERATE_PARAMS = (
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+)
+EMBED_PARAMS = ("normalize",)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Validated generation parameters; hashable, so equal requests share one generate() call."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:
+            # Explicit neutral values so a model's generation_config cannot switch sampling on.
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+
+def _check_keys(params: Mapping[str, Any], allowed: Sequence[str], task: str) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        allowed_text = ", ".join(allowed) if allowed else "none"
+        raise InvalidParameters(
+            f"unknown parameter(s) for task {task!r}: {', '.join(unknown)} "
+            f"(allowed: {allowed_text})"
+        )
+
+
+def _int_param(params: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = params.get(name, default)
+    # bool is an int subclass: `true` for a count is a client bug, not 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameters(f"parameter {name!r} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise InvalidParameters(f"parameter {name!r} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _float_param(
+    params: Mapping[str, Any], name: str, default: float, lo: float, hi: float, lo_open: bool
+) -> float:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidParameters(f"parameter {name!r} must be a number, not {value!r}")
+    if value > hi or value < lo or (lo_open and value == lo):
+        bound = f"> {lo}" if lo_open else f">= {lo}"
+        raise InvalidParameters(f"parameter {name!r} must be {bound} and <= {hi}, not {value}")
+    return float(value)
+
+
+def _bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidParameters(f"parameter {name!r} must be true or false, not {value!r}")
+    return value
+
+
+def parse_generate_options(params: Mapping[str, Any]) -> GenerateOptions:
+    """Validate a generate request's parameters; a bad value raises InvalidParameters naming it."""
+    _check_keys(params, GENERATE_PARAMS, "generate")
+    temperature = _float_param(params, "temperature", 1.0, 0.0, 100.0, lo_open=False)
+    # A request that sets a temperature means sampling, unless it says do_sample=false.
+    do_sample_default = "temperature" in params and temperature > 0.0
+    do_sample = _bool_param(params, "do_sample", do_sample_default)
+    if do_sample and temperature == 0.0:
+        raise InvalidParameters("parameter 'temperature' must be > 0 when do_sample is true")
+    return GenerateOptions(
+        max_new_tokens=_int_param(
+            params, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS, 1, MAX_NEW_TOKENS_CAP
+        ),
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=_float_param(params, "top_p", 1.0, 0.0, 1.0, lo_open=True),
+        top_k=_int_param(params, "top_k", 0, 0, 1_000_000),
+        repetition_penalty=_float_param(params, "repetition_penalty", 1.0, 0.0, 100.0, True),
+    )
+
+
+def embed_normalize(params: Mapping[str, Any]) -> bool:
+    """Whether an embed request wants unit vectors (the default, as sentence-transformers')."""
+    _check_keys(params, EMBED_PARAMS, "embed")
+    return _bool_param(params, "normalize", True)
+
+
+def _no_parameters(task: str) -> Callable[[Mapping[str, Any]], None]:
+    def validate(params: Mapping[str, Any]) -> None:
+        _check_keys(params, (), task)
+
+    return validate
+
+
+#: one validator per task; each raises InvalidParameters or returns what it parsed
+VALIDATORS: dict[Task, Callable[[Mapping[str, Any]], object]] = {
+    "embed": embed_normalize,
+    "classify": _no_parameters("classify"),
+    "generate": parse_generate_options,
+}
+
+
+def validate_parameters(task: Task, params: Mapping[str, Any]) -> None:
+    """Raise InvalidParameters unless `params` are what `task` takes."""
+    if not isinstance(params, Mapping):
+        raise InvalidParameters(f"parameters must be an object, not {type(params).__name__}")
+    VALIDATORS[task](params)

@@ -1,0 +1,322 @@
+"""`ModelRunner`: one Hugging Face model for one task on one device, as the pipeline's model seam.
+
+The work is split so a pipeline can overlap it: `encode` (tokenise one request, no padding,
+validate it) and `prepare` (pad already-encoded ids into tensors) run on CPU threads while `run`
+(the forward pass) holds the device. Tokenisation happens exactly once per request.
+
+`run` answers every request of a batch, with an output or a `ModelFailure`:
+- out of device memory: the batch is halved and retried, down to one request ("OutOfMemory");
+- the forward fails for another reason: the batch is retried request by request, so only the one
+  that breaks it fails ("ModelError", redelivered);
+- the device itself fails (a CUDA error): every request of the batch fails at once
+  ("DeviceError") and nothing is retried, since after a sticky CUDA error every forward fails and
+  splitting would only fail each request alone. `probe` then tells a dead device from a request
+  that breaks the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+from transformers.utils import logging as transformers_logging
+
+from worker.model.device import (
+    configure_threads,
+    dtype_name,
+    empty_cache,
+    find_device_fault,
+    is_cuda,
+    is_out_of_memory,
+    memory_reserved,
+    resolve_device,
+    resolve_dtype,
+    synchronize,
+)
+from worker.model.heads import HEADS, NON_FINITE, Head, HeadInput
+from worker.model.params import validate_parameters
+from worker.model.tokenize import (
+    TextEncoder,
+    model_position_limit,
+    resolve_input_limit,
+    resolve_pad_id,
+)
+from worker.seams import Encoded, ModelFailure, Outputs
+from worker.tasks import TASKS, Task
+
+if TYPE_CHECKING:
+    from worker.seams import DeviceProbe, ModelSeam
+
+log = logging.getLogger("worker.model")
+
+Item = tuple[Encoded, Mapping[str, Any]]
+
+
+@dataclass
+class Group:
+    """Sequences of one or more items padded into one tensor pair (CPU, pinned on CUDA)."""
+
+    item_indexes: list[int]  # positions in Prepared.items
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    key: Hashable = None  # the head's group key: equal for every item here
+
+
+@dataclass
+class Prepared:
+    """A collated, padded batch ready for the device. Built by `ModelRunner.prepare`."""
+
+    items: list[Item]
+    groups: list[Group] = field(default_factory=list)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    @property
+    def size(self) -> int:
+        """Number of requests (items) in the batch."""
+        return len(self.items)
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(len(enc.token_ids) for enc, _ in self.items)
+
+
+class _DeviceFault(Exception):
+    """Raised out of the split recursion: the whole batch fails with DeviceError."""
+
+
+class ModelRunner:
+    """One model for one task on one device. `encode` and `prepare` are thread-safe; `run` and
+    `probe` are called from one model thread."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        task: Task,
+        device: str,
+        dtype: torch.dtype,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        max_input_tokens: int,
+        position_limit: int | None,
+    ) -> None:
+        self.name = name
+        self.task: Task = task
+        self.device = device
+        self.torch_dtype = dtype
+        self.dtype = dtype_name(dtype)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_input_tokens = max_input_tokens
+        self.head: Head = HEADS[task](model, tokenizer, resolve_pad_id(tokenizer))
+        self.labels = self.head.labels
+        self.text_encoder = TextEncoder(
+            tokenizer,
+            max_input_tokens=max_input_tokens,
+            position_limit=position_limit,
+            chat_template=self.head.chat_template,
+        )
+
+    @classmethod
+    def load(
+        cls, model: str, task: Task, device: str = "auto", dtype: str = "auto",
+        max_input_tokens: int = 0,
+    ) -> ModelRunner:
+        """Load tokenizer + model from a local folder or a Hugging Face id (offline honoured)."""
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        if max_input_tokens < 0:
+            raise ValueError(f"max_input_tokens must be >= 0, not {max_input_tokens}")
+        resolved_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, resolved_device)
+        threads = configure_threads(resolved_device)
+
+        transformers_logging.disable_progress_bar()  # a worker logs JSON lines, not progress bars
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        config = AutoConfig.from_pretrained(model)
+        hf_model = HEADS[task].load_model(model, config, torch_dtype, resolved_device)
+        position_limit = model_position_limit(config)
+        limit = resolve_input_limit(tokenizer, position_limit, Path(model), max_input_tokens)
+        runner = cls(
+            name=model, task=task, device=resolved_device, dtype=torch_dtype, model=hf_model,
+            tokenizer=tokenizer, max_input_tokens=limit, position_limit=position_limit,
+        )
+        facts: dict[str, object] = {"model": model, "task": task, "device": resolved_device}
+        facts.update(dtype=runner.dtype, max_input_tokens=limit, torch_threads=threads)
+        log.info("model loaded", extra=facts)
+        return runner
+
+    # ---------------------------------------------------------------- CPU side, thread-safe
+
+    def encode(self, texts: list[str], parameters: Mapping[str, Any]) -> Encoded:
+        """Tokenise one request (no padding). Raises InvalidParameters, InputTooLong or another
+        RequestRejected (all ValueErrors)."""
+        validate_parameters(self.task, parameters)
+        return self.text_encoder.encode(texts, self.head.reserved_positions(parameters))
+
+    def prepare(self, items: Sequence[Item]) -> Prepared:
+        """Pad already-encoded requests into tensors, one group per head group key (generate:
+        per decoding options; the other tasks: one group)."""
+        prepared = Prepared(items=list(items))
+        buckets: dict[Hashable, list[int]] = {}
+        for index, (_, params) in enumerate(prepared.items):
+            buckets.setdefault(self.head.group_key(params), []).append(index)
+        for key, indexes in buckets.items():
+            group = self._collate([prepared.items[i] for i in indexes], indexes, key)
+            prepared.groups.append(group)
+            prepared.real_tokens += sum(prepared.items[i][0].n_tokens for i in indexes)
+            prepared.padded_tokens += group.input_ids.numel()
+        return prepared
+
+    def _collate(self, items: Sequence[Item], indexes: list[int], key: Hashable) -> Group:
+        seqs = [seq for enc, _ in items for seq in enc.token_ids]
+        width = max(len(s) for s in seqs)
+        pad = self.head.pad_id
+        # Padded Python lists -> one tensor each: ~10x faster than filling rows tensor by tensor.
+        if self.head.pad_left:
+            rows = [[pad] * (width - len(s)) + s for s in seqs]
+            masks = [[0] * (width - len(s)) + [1] * len(s) for s in seqs]
+        else:
+            rows = [s + [pad] * (width - len(s)) for s in seqs]
+            masks = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
+        input_ids = torch.tensor(rows, dtype=torch.long)
+        attention_mask = torch.tensor(masks, dtype=torch.long)
+        if is_cuda(self.device):
+            # Pinned host memory lets the forward copy asynchronously.
+            input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
+        return Group(indexes, input_ids, attention_mask, key)
+
+    # ---------------------------------------------------------------- device side
+
+    def run(self, prepared: Prepared) -> list[Outputs | ModelFailure]:
+        """One output (or ModelFailure) per item, in order."""
+        results: list[Outputs | ModelFailure] = [
+            ModelFailure("ModelError", "not run") for _ in prepared.items
+        ]
+        try:
+            for group in prepared.groups:
+                items = [prepared.items[i] for i in group.item_indexes]
+                outputs = self._run_items(items, group)
+                for index, output in zip(group.item_indexes, outputs, strict=True):
+                    results[index] = output
+        except _DeviceFault as fault:
+            # Outputs of groups that ran before the fault are dropped too: CUDA reports errors
+            # asynchronously, so the fault may have begun in their kernels.
+            return [ModelFailure("DeviceError", str(fault)) for _ in prepared.items]
+        return results
+
+    def _run_items(self, items: list[Item], group: Group | None) -> list[Outputs | ModelFailure]:
+        if group is None:  # a part of a split batch: collate it anew
+            group = self._collate(items, list(range(len(items))), self.head.group_key(items[0][1]))
+        per_sequence: list[Any] = []
+        error: str | None = None
+        fault: str | None = None
+        oom = False
+        try:
+            with torch.inference_mode():
+                per_sequence = self._forward(group, items)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            oom, cause = is_out_of_memory(exc), find_device_fault(exc)
+            if cause is not None:
+                fault = f"{type(cause).__name__}: {cause}"
+                log.error("device fault; failing the whole batch", exc_info=True)
+            elif not oom and len(items) == 1:
+                log.warning("model error", exc_info=True)
+        # Act only after leaving the except block: while it runs, the traceback keeps the failed
+        # forward's frames, and with them its activations on the device, alive.
+        if error is None:
+            return self._per_item(items, per_sequence)
+        if fault is not None:
+            raise _DeviceFault(fault)
+        if oom:
+            return self._split_after_oom(items)
+        if len(items) == 1:
+            return [ModelFailure("ModelError", error)]
+        # Isolate the request that breaks the model; the others still get results.
+        return [out for item in items for out in self._run_items([item], None)]
+
+    def _split_after_oom(self, items: list[Item]) -> list[Outputs | ModelFailure]:
+        empty_cache(self.device)
+        if len(items) == 1:
+            enc = items[0][0]
+            return [
+                ModelFailure(
+                    "OutOfMemory",
+                    f"out of device memory for one request ({len(enc.token_ids)} inputs, "
+                    f"{enc.n_tokens} tokens) even alone",
+                )
+            ]
+        half = len(items) // 2
+        log.warning("out of device memory; splitting batch of %d requests", len(items))
+        return self._run_items(items[:half], None) + self._run_items(items[half:], None)
+
+    def _forward(self, group: Group, items: Sequence[Item]) -> list[Any]:
+        non_blocking = is_cuda(self.device)
+        batch = HeadInput(
+            input_ids=group.input_ids.to(self.device, non_blocking=non_blocking),
+            attention_mask=group.attention_mask.to(self.device, non_blocking=non_blocking),
+            params=[params for enc, params in items for _ in enc.token_ids],
+            key=group.key,
+        )
+        return self.head.forward(batch)
+
+    @staticmethod
+    def _per_item(items: list[Item], per_sequence: list[Any]) -> list[Outputs | ModelFailure]:
+        outputs: list[Outputs | ModelFailure] = []
+        cursor = 0
+        for enc, _ in items:
+            values = per_sequence[cursor : cursor + len(enc.token_ids)]
+            cursor += len(enc.token_ids)
+            if any(value is NON_FINITE for value in values):
+                # json.dumps(allow_nan=False) would refuse it anyway; a NaN vector is no answer
+                outputs.append(
+                    ModelFailure("ModelError", "the model produced non-finite values (NaN/inf)")
+                )
+            else:
+                outputs.append(values)
+        return outputs
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _one_input_batch(self, text: str) -> Prepared:
+        params = self.head.smallest_params
+        return self.prepare([(self.encode([text], params), params)])
+
+    def warm_up(self) -> None:
+        """One tiny batch end to end, so the first real batch does not pay for lazy init."""
+        outputs = self.run(self._one_input_batch("warm up"))
+        if isinstance(outputs[0], ModelFailure):
+            raise RuntimeError(f"warm-up failed: {outputs[0].type}: {outputs[0].message}")
+        synchronize(self.device)
+
+    def probe(self) -> bool:
+        """A one-input forward, as warm_up: True when the device computed it. Asked after a batch
+        in which every request failed, it tells a poison request (True) from a dead device."""
+        try:
+            prepared = self._one_input_batch("probe")
+            with torch.inference_mode():
+                self._forward(prepared.groups[0], prepared.items)
+            synchronize(self.device)  # a CUDA fault surfaces at the sync, if not before
+        except Exception:
+            log.error("device probe failed", exc_info=True)
+            return False
+        return True
+
+    def cuda_memory_bytes(self) -> int | None:
+        """Device memory the process holds through torch's caching allocator; None on CPU."""
+        return memory_reserved(self.device)
+
+
+if TYPE_CHECKING:
+
+    def _satisfies_the_seams(
+        runner: ModelRunner,
+    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe]:
+        return runner, runner  # mypy checks ModelRunner against the pipeline's protocols

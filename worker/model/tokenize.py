@@ -1,0 +1,163 @@
+"""Text to token ids, once per request, without padding and never truncated: the encoder the
+runner's `encode` uses, and the input limits it enforces. No torch here.
+
+A request longer than the limit is refused (`InputTooLong`, an error result), since a truncated
+embedding or prompt would be a silently wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, cast
+
+from tokenizers import Tokenizer
+
+from worker.errors import InputTooLong, RequestRejected
+from worker.seams import Encoded
+
+# Tokenizers without a real limit report a huge sentinel (int(1e30)) as model_max_length.
+NO_LIMIT = 1_000_000
+
+
+def model_position_limit(config: Any) -> int | None:
+    """How many positions the model has (its hard ceiling on prompt + generated tokens)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def sentence_transformers_max_seq_length(model_dir: Path) -> int | None:
+    """The max_seq_length a sentence-transformers model folder declares (its trained length)."""
+    try:
+        data = json.loads((model_dir / "sentence_bert_config.json").read_text())
+        value = data.get("max_seq_length")
+        return int(value) if isinstance(value, int) and value > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_input_limit(
+    tokenizer: Any, position_limit: int | None, model_dir: Path, max_input_tokens: int
+) -> int:
+    """The longest input accepted: the tokenizer's and the model's limit (the smaller), or the
+    sentence-transformers trained length, or an explicit `max_input_tokens` below the model's."""
+    if max_input_tokens < 0:
+        raise ValueError(f"max_input_tokens must be >= 0, not {max_input_tokens}")
+    hard_limit = int(getattr(tokenizer, "model_max_length", NO_LIMIT) or NO_LIMIT)
+    if hard_limit >= NO_LIMIT:
+        hard_limit = position_limit or NO_LIMIT
+    if position_limit is not None:
+        hard_limit = min(hard_limit, position_limit)
+    if max_input_tokens > hard_limit:
+        raise ValueError(
+            f"max_input_tokens={max_input_tokens} exceeds the model's limit of {hard_limit} tokens"
+        )
+    if max_input_tokens:
+        return max_input_tokens
+    # A sentence-transformers folder declares the length it was trained for (256 for
+    # all-MiniLM-L6-v2); sentence-transformers truncates there, we refuse beyond it.
+    trained = sentence_transformers_max_seq_length(model_dir)
+    return hard_limit if trained is None else min(hard_limit, trained)
+
+
+def resolve_pad_id(tokenizer: Any) -> int:
+    """The id padding positions hold (masked out; decoder-only models often have no pad token)."""
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def private_backend(tokenizer: Any) -> Tokenizer | None:
+    """A private copy of the fast tokenizer with truncation and padding switched off.
+
+    The shared backend carries state (tokenizer.json may set truncation at 128 and padding);
+    the transformers wrapper mutates it on every call, which is neither thread-safe nor free.
+    A private copy, configured once, encodes concurrently (encode_batch releases the GIL).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False):
+        return None
+    private = Tokenizer.from_str(backend.to_str())
+    private.no_truncation()
+    private.no_padding()
+    probe = "Probe sentence, with punctuation: 42 apples!"
+    if private.encode(probe).ids != tokenizer(probe)["input_ids"]:
+        # Some wrappers add special tokens outside the backend: use the wrapper (locked).
+        return None
+    return private
+
+
+class TextEncoder:
+    """One tokenizer's text -> `Encoded`, thread-safe, with the model's input limits."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        max_input_tokens: int,
+        position_limit: int | None,
+        chat_template: bool,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_input_tokens = max_input_tokens
+        self.position_limit = position_limit
+        # Only where the tokenizer has one: a base model's prompt is the text itself.
+        self.chat_template = chat_template and bool(getattr(tokenizer, "chat_template", None))
+        self._backend = private_backend(tokenizer)
+        self._lock = threading.Lock()  # the wrapper fallback is not thread-safe
+
+    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        if self._backend is not None:
+            encodings = self._backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+            return [e.ids for e in encodings]
+        with self._lock:
+            out = self.tokenizer(
+                texts, add_special_tokens=add_special_tokens, truncation=False, padding=False
+            )
+        return [list(ids) for ids in out["input_ids"]]
+
+    def apply_chat_template(self, text: str) -> str:
+        return cast(
+            str,
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            ),
+        )
+
+    def encode(self, texts: list[str], reserved_positions: int = 0) -> Encoded:
+        """Tokenise one request's inputs. `reserved_positions`: positions the output will take
+        (generate's max_new_tokens), so prompt + output fit the model. Raises InputTooLong."""
+        if not texts:
+            raise RequestRejected("inputs must not be empty")
+        if self.chat_template:
+            prompts = [self.apply_chat_template(t) for t in texts]
+            ids = self.tokenize(prompts, add_special_tokens=False)  # the template holds BOS
+        else:
+            ids = self.tokenize(texts, add_special_tokens=True)
+        for index, seq in enumerate(ids):
+            if len(seq) > self.max_input_tokens:
+                raise InputTooLong(index, len(seq), self.max_input_tokens)
+            if len(seq) == 0:
+                raise RequestRejected(f"input {index} encodes to no tokens")
+        if reserved_positions and self.position_limit is not None:
+            self._check_positions(ids, reserved_positions, self.position_limit)
+        return Encoded(ids)
+
+    @staticmethod
+    def _check_positions(ids: list[list[int]], reserved: int, positions: int) -> None:
+        for index, seq in enumerate(ids):
+            if len(seq) + reserved > positions:
+                raise InputTooLong(
+                    index,
+                    len(seq),
+                    positions - reserved,
+                    f"input {index} has {len(seq)} tokens; with max_new_tokens={reserved} the "
+                    f"model's {positions} positions allow at most {positions - reserved} "
+                    "input tokens",
+                )
