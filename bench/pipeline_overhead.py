@@ -1,23 +1,33 @@
-"""The worker pipeline's own cost per message, with the model taken out.
+"""The worker pipeline's own CPU per message, with the model taken out.
 
-    .venv/bin/python bench/pipeline_overhead.py [--messages 3000] [--rounds 3]
+    .venv/bin/python bench/pipeline_overhead.py [--messages 3000] [--rounds 3] [--profile]
 
 Runs the real pipeline (worker.pipeline.Worker, default settings) through fauxqs, with the real
-runner's encode/prepare but a `run` that returns a precomputed MiniLM vector. What is left is
-what the worker spends around the model: receiving, parsing, tokenising, result JSON, sending and
-deleting. Printed as CPU milliseconds per message (the worker process and the SQS server) and as
-the pipeline's ceiling in messages/s. Each round also runs, side by side, the pipeline with
-result bodies written by json.dumps instead of orjson (`stdlib_json`), to size that choice. (Turning
-botocore's client-side parameter validation off was measured too and left out: ~17 us of CPU per
-message, below this benchmark's noise.) The last line is one JSON object.
+runner's encode and prepare (MiniLM's tokenizer) but a `run` that returns a precomputed vector:
+what is left is what the worker spends around the model: receiving, parsing, tokenising,
+batching, result JSON, sending and deleting. Measured as the worker process's CPU time (the SQS
+server's is reported apart), per message and per input, side by side in each round:
+
+  one        one sentence per message (the worker's SQS transport: signed JSON over urllib3)
+  boto3      the same through boto3's client (what the transport replaced), for its share
+  sixteen    sixteen sentences per message (per-input cost, where the per-message part spreads)
+
+Each figure is the median of the rounds. --profile samples the `one` run of the last round with
+py-spy (GIL holders only) and prints where the worker's CPU goes. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,20 +38,21 @@ from bench import worker_throughput as wt  # first: it sets the env defaults (OM
 from bench.sentences import load_sentences
 from worker import devsqs
 from worker.config import bundled_model_dir
-from worker.contract import result as contract_result
 from worker.model import ModelRunner, Prepared
 from worker.seams import Encoded
 
+PER_MESSAGE_16 = 16
+
 
 class NoForward:
-    """The real runner's encode/prepare; run returns a fixed vector (no forward pass)."""
+    """The real runner's encode/prepare; run returns a fixed vector per input (no forward)."""
 
     def __init__(self, runner: ModelRunner) -> None:
         self.runner = runner
         self.name = runner.name
         self.device, self.dtype, self.torch_dtype = runner.device, runner.dtype, runner.torch_dtype
         params: dict[str, Any] = {}
-        self.vector = runner.run(runner.prepare([(runner.encode(["hello"], params), params)]))[0]
+        [self.vector] = runner.run(runner.prepare([(runner.encode(["hello"], params), params)]))[0]
 
     def encode(self, texts: list[str], parameters: Mapping[str, Any]) -> Encoded:
         return self.runner.encode(texts, parameters)
@@ -50,56 +61,144 @@ class NoForward:
         return self.runner.prepare(items)
 
     def run(self, prepared: Prepared) -> list[Any]:
-        return [self.vector for _ in prepared.items]
+        return [[self.vector] * len(encoded.token_ids) for encoded, _ in prepared.items]
 
 
-FAST_RESULT_JSON = contract_result.result_json
+class Boto3Transport:
+    """boto3's client behind the worker's transport interface (for the side-by-side figure)."""
+
+    def __init__(self, endpoint: str, long_poll: bool) -> None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 5 if long_poll else 3},
+            read_timeout=35 if long_poll else 5,
+            max_pool_connections=32,
+        )
+        self.client = boto3.client("sqs", endpoint_url=endpoint, region_name=wt.REGION,
+                                   config=config)
+        self.region = wt.REGION
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        method = re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+        return dict(getattr(self.client, method)(**params))
+
+
+def boto3_transports(endpoint: str) -> tuple[Any, Any]:
+    return Boto3Transport(endpoint, long_poll=False), Boto3Transport(endpoint, long_poll=True)
+
+
+class Profiler:
+    """py-spy attached to this process while one run lasts (GIL holders, raw stacks)."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp()) / "pipeline.raw"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.process = subprocess.Popen(
+            [spy, "record", "--pid", str(os.getpid()), "--gil", "--rate", "250", "--format",
+             "raw", "--output", str(self.path), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        self.process.wait(30)
+
+
+def top_costs(raw: Path, n: int = 25) -> list[tuple[str, float]]:
+    """Share of the pipeline threads' GIL samples per function, inclusive."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not any("worker/pipeline/worker.py" in f and "guarded" in f for f in frames):
+            continue
+        total += int(count)
+        for name in {re.sub(r" \((.*/)?([^/:]+):\d+\)", r" (\2)", f) for f in frames}:
+            inclusive[name] += int(count)
+    return [(name, round(c / max(total, 1), 3)) for name, c in inclusive.most_common(n)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")
     stub = NoForward(runner)
     sentences, source = load_sentences(args.messages)
-    results: dict[str, list[wt.WorkerRun]] = {"default": [], "stdlib_json": []}
+    grouped = [
+        sentences[i : i + PER_MESSAGE_16] for i in range(0, len(sentences), PER_MESSAGE_16)
+    ]
+    variants: dict[str, tuple[Sequence[Any], Any]] = {
+        "one": (sentences, None),
+        "boto3": (sentences, boto3_transports),
+        "sixteen": (grouped * 4, None),  # a quarter as many messages, four times the inputs
+    }
+    runs: dict[str, list[wt.WorkerRun]] = {name: [] for name in variants}
+    profile: list[tuple[str, float]] = []
     server = devsqs.start_fauxqs()
     try:
-        for _ in range(args.rounds):
-            for variant in results:
-                contract_result.result_json = (  # type: ignore[assignment]
-                    contract_result.stdlib_result_json
-                    if variant == "stdlib_json"
-                    else FAST_RESULT_JSON
-                )
+        for round_no in range(args.rounds):
+            for name, (inputs, transports) in variants.items():
+                profiling = args.profile and name == "one" and round_no == args.rounds - 1
+                profiler = Profiler() if profiling else None
+                if profiler is not None:
+                    profiler.__enter__()
                 run = wt.run_worker(
-                    server, stub, sentences, delay_s=0.0, reference={}  # type: ignore[arg-type]
+                    server, stub, inputs, delay_s=0.0, reference={}, transports=transports  # type: ignore[arg-type]
                 )
-                results[variant].append(run)
-                print(f"{variant:20} {run.msgs_s:7.0f} msgs/s, "
-                      f"{1000 / run.msgs_per_cpu_s:.3f} CPU-ms/msg (fauxqs "
-                      f"{run.server_cpu_s / args.messages * 1000:.3f})", file=sys.stderr)
+                if profiler is not None:
+                    profiler.__exit__()
+                    profile = top_costs(profiler.path)
+                runs[name].append(run)
+                per_input = run.worker_cpu_s * 1000 / sum(
+                    1 if isinstance(i, str) else len(i) for i in inputs
+                )
+                print(f"{name:8} {run.msgs_s:7.0f} msgs/s, worker {run.worker_cpu_ms_per_msg:.3f} "
+                      f"CPU-ms/msg ({per_input:.4f} per input), fauxqs "
+                      f"{run.server_cpu_s / len(inputs) * 1000:.3f}", file=sys.stderr)
     finally:
         server.stop()
-    figures: dict[str, Any] = {"messages": args.messages, "sentences": source}
-    for variant, runs in results.items():
-        figures[f"{variant}_cpu_ms_per_msg"] = round(
-            statistics.median(1000 / r.msgs_per_cpu_s for r in runs), 3
-        )
-        figures[f"{variant}_msgs_s"] = round(max(r.msgs_s for r in runs), 1)
-        figures[f"{variant}_fauxqs_cpu_ms_per_msg"] = round(
-            statistics.median(r.server_cpu_s / args.messages * 1000 for r in runs), 3
-        )
-    # medians of per-round differences: a busy neighbour slows both runs of a round alike
-    figures["orjson_saves_cpu_ms_per_msg"] = round(
-        statistics.median(
-            1000 / slow.msgs_per_cpu_s - 1000 / fast.msgs_per_cpu_s
-            for fast, slow in zip(results["default"], results["stdlib_json"], strict=True)
+
+    def median(name: str, value: Any) -> float:
+        return round(statistics.median(value(r) for r in runs[name]), 4)
+
+    figures: dict[str, Any] = {
+        "messages": args.messages,
+        "rounds": args.rounds,
+        "sentences": source,
+        "pipeline_cpu_ms_per_msg": median("one", lambda r: r.worker_cpu_ms_per_msg),
+        "pipeline_cpu_ms_per_input_16": median(
+            "sixteen", lambda r: r.worker_cpu_ms_per_msg / PER_MESSAGE_16
         ),
-        3,
-    )
+        "pipeline_cpu_ms_per_msg_boto3": median("boto3", lambda r: r.worker_cpu_ms_per_msg),
+        # medians of per-round ratios: a busy neighbour slows both runs of a round alike
+        "transport_vs_boto3_cpu": round(statistics.median(
+            a.worker_cpu_ms_per_msg / b.worker_cpu_ms_per_msg
+            for a, b in zip(runs["one"], runs["boto3"], strict=True)
+        ), 3),
+        "fauxqs_cpu_ms_per_msg": median(
+            "one", lambda r: r.server_cpu_s / r.summary["deleted"] * 1000
+        ),
+        "msgs_s": median("one", lambda r: r.msgs_s),
+        "sqs_calls_per_message": median("one", lambda r: r.calls_per_message),
+        "goals": {"pipeline_cpu_ms_per_msg": 0.35, "pipeline_cpu_ms_per_input_16": 0.08},
+    }
+    if profile:
+        print("\nwhere the pipeline threads hold the GIL (inclusive share of samples):",
+              file=sys.stderr)
+        for name, share in profile:
+            print(f"  {share * 100:5.1f}%  {name}", file=sys.stderr)
+        figures["profile_top"] = profile[:15]
     print(json.dumps(figures))
     return 0
 

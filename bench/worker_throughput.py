@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ from worker.config import bundled_model_dir, load_settings  # noqa: E402
 from worker.model import ModelRunner  # noqa: E402
 from worker.pipeline import Worker  # noqa: E402
 from worker.seams import ModelFailure  # noqa: E402
-from worker.sqs import SqsAdapter, make_client  # noqa: E402
+from worker.sqs import SqsAdapter  # noqa: E402
 
 REGION = "us-east-1"
 INJECTED_DELAY_S = 0.050
@@ -149,8 +150,9 @@ def make_queues(client: Any, tag: str) -> tuple[str, str]:
     return requests, results
 
 
-def fill(client: Any, queue_url: str, sentences: list[str]) -> None:
-    """Enqueue one embed request per sentence, 10 per SendMessageBatch, 8 calls in flight."""
+def fill(client: Any, queue_url: str, sentences: Sequence[str | list[str]]) -> None:
+    """Enqueue one embed request per sentence (or list of sentences), 10 per SendMessageBatch,
+    8 calls in flight."""
     bodies = [
         json.dumps({"id": f"req-{i}", "task": "embed", "inputs": s})
         for i, s in enumerate(sentences)
@@ -216,20 +218,46 @@ class WorkerRun:
     calls_by_operation: dict[str, int]
     server_cpu_s: float
     summary: dict[str, Any]
+    worker_cpu_s: float = 0.0  # the worker's own process alone
+
+    @property
+    def worker_cpu_ms_per_msg(self) -> float:
+        return self.worker_cpu_s / max(1, self.summary["deleted"]) * 1000
 
     @property
     def calls_per_message(self) -> float:
         return self.sqs_calls / max(1, self.summary["deleted"])
 
 
+class Instrumented:
+    """A transport that counts the worker's SQS calls by operation and, when asked, sleeps before
+    each one (a cross-cloud round trip)."""
+
+    def __init__(self, transport: Any, calls: Counter[str], delay_s: float) -> None:
+        self.transport = transport
+        self.calls = calls
+        self.delay_s = delay_s
+        self.region = getattr(transport, "region", REGION)
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.calls[operation] += 1
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        return self.transport.call(operation, params)
+
+
 def run_worker(
     server: devsqs.LocalServer,
     runner: ModelRunner,
-    sentences: list[str],
+    sentences: Sequence[str | list[str]],
     *,
     delay_s: float,
     reference: dict[str, list[float]],
+    transports: Callable[[str], tuple[Any, Any]] | None = None,
 ) -> WorkerRun:
+    """The real Worker from a pre-filled queue until every request is deleted. `transports`
+    (endpoint -> (control, poll)) replaces the SQS transports (bench/pipeline_overhead.py
+    compares boto3's)."""
     admin = sqs_client(server.endpoint_url)
     requests_url, results_url = make_queues(admin, f"w{int(delay_s * 1000)}")
     fill(admin, requests_url, sentences)
@@ -241,23 +269,17 @@ def run_worker(
         http_port=0,
         log_level="WARNING",
     )
-    clients = [
-        make_client(long_poll=long_poll, endpoint_url=server.endpoint_url, region_name=REGION)
-        for long_poll in (False, True)
-    ]
+    if transports is None:
+        adapter = SqsAdapter.from_environment(
+            endpoint_url=server.endpoint_url, region_name=REGION
+        )
+        base = (adapter.control, adapter.poll)
+    else:
+        base = transports(server.endpoint_url)
     calls: Counter[str] = Counter()
-
-    def count_call(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    def round_trip_delay(**_: Any) -> None:
-        time.sleep(delay_s)
-
-    for client in clients:
-        client.meta.events.register("before-call.sqs", count_call)
-        if delay_s > 0:
-            client.meta.events.register("before-send.sqs", round_trip_delay)
-    worker = Worker(settings, runner, SqsAdapter(*clients), region=REGION)
+    control = Instrumented(base[0], calls, delay_s)
+    poll = Instrumented(base[1], calls, delay_s)
+    worker = Worker(settings, runner, SqsAdapter(control, poll), region=REGION)
 
     cpu_before, process_cpu_before = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
@@ -290,6 +312,7 @@ def run_worker(
         by_operation,
         server_cpu,
         summary,
+        process_cpu,
     )
 
 

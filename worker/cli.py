@@ -28,7 +28,6 @@ EXIT_CONFIG = 2
 
 def _aws_clients(settings: WorkerSettings) -> tuple[SqsAdapter, object | None, str]:
     """boto3 clients from the standard chain; a missing region is a configuration error."""
-    import boto3
     from botocore.exceptions import NoRegionError
 
     from worker import s3
@@ -42,8 +41,7 @@ def _aws_clients(settings: WorkerSettings) -> tuple[SqsAdapter, object | None, s
         raise ConfigError(
             "AWS_DEFAULT_REGION: not set (the region of the queues; boto3 ignores AWS_REGION)"
         ) from None
-    region = adapter.client.meta.region_name or boto3.session.Session().region_name or ""
-    return adapter, s3_client, region
+    return adapter, s3_client, adapter.region
 
 
 def _check_queues(settings: WorkerSettings, adapter: SqsAdapter) -> None:

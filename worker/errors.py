@@ -71,8 +71,11 @@ class DestinationUnreachable(WorkerError):
 
 
 def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore ClientError (read without importing botocore), else the
-    exception's type name."""
+    """The AWS error code of an SQS error (worker.sqs_transport's, or a botocore ClientError,
+    read without importing botocore), else the exception's type name."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return code
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = response.get("Error", {}).get("Code")

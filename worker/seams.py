@@ -81,6 +81,7 @@ class PreparedBatch(Protocol):
 
 E = TypeVar("E", bound=Encoding)
 P = TypeVar("P", bound=PreparedBatch)
+E_co = TypeVar("E_co", bound=Encoding, covariant=True)
 
 
 class ModelSeam(Protocol[E, P]):
@@ -97,6 +98,15 @@ class ModelSeam(Protocol[E, P]):
     def prepare(self, items: Sequence[tuple[E, Mapping[str, Any]]]) -> P: ...
 
     def run(self, prepared: P) -> list[Outputs | ModelFailure]: ...
+
+
+class BatchEncoder(Protocol[E_co]):
+    """Optional on a model: `encode` for one receive's requests in one call (the tokenizer's
+    per-call cost paid once); a request's refusal (an exception) is returned in its place."""
+
+    def encode_many(
+        self, requests: Sequence[tuple[list[Any], Mapping[str, Any]]]
+    ) -> Sequence[E_co | Exception]: ...
 
 
 class DeviceProbe(Protocol):

@@ -1,16 +1,17 @@
 """The one SQS adapter: everything the worker says to SQS goes through `SqsAdapter` (it
-implements `worker.seams.QueueSeam`).
+implements `worker.seams.QueueSeam`), over `worker.sqs_transport` (SQS's JSON protocol, signed;
+region, endpoint and credentials from boto3's standard chain).
 
-Two boto3 clients, on purpose: long polls hold a connection for up to 20 s and need a read
-timeout above that, while writes and visibility changes must fail fast, so a hung endpoint turns
-into a counted, logged failure within seconds instead of stalling heartbeats behind a 35 s read
-timeout and its retries.
+Two transports, on purpose: long polls hold a connection for up to 20 s and need a read timeout
+above that, while writes and visibility changes must fail fast, so a hung endpoint turns into a
+counted, logged failure within seconds instead of stalling heartbeats behind a 35 s read timeout
+and its retries.
 
 Batch calls (send, delete, change visibility) can half-fail with HTTP 200: the response lists
 `Failed` entries. Those are retried one by one, a bounded number of times, unless SQS says the
-sender is at fault (then retrying cannot help). A whole call that fails (after botocore's own
-retries) fails every entry: retrying each alone would multiply the wait on a hung endpoint. A
-queue that does not exist or refuses this worker raises `DestinationUnreachable`: retrying the
+sender is at fault (then retrying cannot help). A whole call that fails (after the transport's
+own retries) fails every entry: retrying each alone would multiply the wait on a hung endpoint.
+A queue that does not exist or refuses this worker raises `DestinationUnreachable`: retrying the
 request cannot help, and the caller decides what that means (for a reply_to: an error result).
 """
 
@@ -23,11 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import boto3
-from botocore.config import Config
 
 from worker.errors import DestinationUnreachable, error_code
 from worker.seams import BatchOutcome, OutgoingMessage, ReceivedMessage
 from worker.sqs_limits import BATCH_MAX_ENTRIES, RECEIVE_MAX_MESSAGES, RECEIVE_MAX_WAIT_S
+from worker.sqs_transport import SignedJsonTransport, SqsTransport
 
 log = logging.getLogger(__name__)
 
@@ -45,54 +46,61 @@ PERMANENT_CODES = frozenset(
     }
 )
 # Writes and visibility changes: short timeouts, few attempts (worst case about 20 s).
-CONTROL_READ_TIMEOUT_S = 5
-CONTROL_CONNECT_TIMEOUT_S = 2
-CONTROL_MAX_ATTEMPTS = 3
+CONTROL = {"read_timeout_s": 5.0, "connect_timeout_s": 2.0, "max_attempts": 3}
+LONG_POLL = {
+    "read_timeout_s": RECEIVE_MAX_WAIT_S + 15.0,
+    "connect_timeout_s": 5.0,
+    "max_attempts": 5,
+}
 
 
-def make_client(*, long_poll: bool = True, **kwargs: Any) -> Any:
-    """A boto3 SQS client from the standard chain (region, credentials incl. web identity,
-    AWS_ENDPOINT_URL). `long_poll`: a read timeout above the 20 s long poll; otherwise the
-    control client's short timeouts. Connection pool sized for the concurrent threads."""
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5 if long_poll else CONTROL_MAX_ATTEMPTS},
-        max_pool_connections=kwargs.pop("max_pool_connections", 32),
-        read_timeout=RECEIVE_MAX_WAIT_S + 15 if long_poll else CONTROL_READ_TIMEOUT_S,
-        connect_timeout=5 if long_poll else CONTROL_CONNECT_TIMEOUT_S,
-    )
-    return boto3.client("sqs", config=config, **kwargs)
+def make_client(**kwargs: Any) -> Any:
+    """A plain boto3 SQS client from the standard chain (tests and tools; the worker itself
+    speaks through `SqsAdapter`)."""
+    return boto3.client("sqs", **kwargs)
 
 
 class SqsAdapter:
-    """`poll_client` serves ReceiveMessage; `client` everything else (see the module doc)."""
+    """`poll` serves ReceiveMessage; `control` every other call (see the module doc)."""
 
     def __init__(
         self,
-        client: Any,
-        poll_client: Any = None,
+        control: SqsTransport,
+        poll: SqsTransport | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.client = client
-        self.poll_client = poll_client if poll_client is not None else client
+        self.control = control
+        self.poll = poll if poll is not None else control
         self._sleep = sleep
         self._calls = 0
         self._calls_lock = threading.Lock()
 
     @classmethod
-    def from_environment(cls, **kwargs: Any) -> SqsAdapter:
-        """Both clients from boto3's standard chain (botocore.exceptions.NoRegionError without a
-        region)."""
-        return cls(make_client(long_poll=False, **kwargs), make_client(long_poll=True, **kwargs))
+    def from_environment(
+        cls, session: boto3.Session | None = None, **overrides: Any
+    ) -> SqsAdapter:
+        """Both transports from boto3's standard chain (botocore.exceptions.NoRegionError without
+        a region); `endpoint_url` / `region_name` override it."""
+        session = session or boto3.Session()
+        return cls(
+            SignedJsonTransport.from_session(session, **overrides, **CONTROL),
+            SignedJsonTransport.from_session(session, **overrides, **LONG_POLL),
+        )
 
     @property
     def calls(self) -> int:
         """API calls made so far (batch calls and single retries), for calls-per-message."""
         return self._calls
 
-    def _count(self) -> None:
+    def _call(self, transport: SqsTransport, operation: str, **params: Any) -> dict[str, Any]:
         with self._calls_lock:
             self._calls += 1
+        return transport.call(operation, params)
+
+    @property
+    def region(self) -> str:
+        return str(getattr(self.control, "region", ""))
 
     # ------------------------------------------------------------------ reads
 
@@ -100,17 +108,17 @@ class SqsAdapter:
         return int(self.queue_attributes(queue_url, ["MaximumMessageSize"])["MaximumMessageSize"])
 
     def queue_attributes(self, queue_url: str, names: Sequence[str] = ("All",)) -> dict[str, str]:
-        self._count()
-        result = self.client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(names))
+        result = self._call(
+            self.control, "GetQueueAttributes", QueueUrl=queue_url, AttributeNames=list(names)
+        )
         return dict(result.get("Attributes", {}))
 
     def queue_url(self, name: str, owner_account_id: str | None = None) -> str:
         """GetQueueUrl; the owner account lets a DLQ named by ARN be found in another account."""
-        kwargs = {"QueueName": name}
+        params: dict[str, Any] = {"QueueName": name}
         if owner_account_id:
-            kwargs["QueueOwnerAWSAccountId"] = owner_account_id
-        self._count()
-        return str(self.client.get_queue_url(**kwargs)["QueueUrl"])
+            params["QueueOwnerAWSAccountId"] = owner_account_id
+        return str(self._call(self.control, "GetQueueUrl", **params)["QueueUrl"])
 
     def receive(
         self,
@@ -120,7 +128,7 @@ class SqsAdapter:
         wait_s: int = RECEIVE_MAX_WAIT_S,
         visibility_timeout_s: int | None = None,
     ) -> list[ReceivedMessage]:
-        kwargs: dict[str, Any] = {
+        params: dict[str, Any] = {
             "QueueUrl": queue_url,
             "MaxNumberOfMessages": max(1, min(RECEIVE_MAX_MESSAGES, max_messages)),
             "WaitTimeSeconds": wait_s,
@@ -130,19 +138,14 @@ class SqsAdapter:
             "MessageAttributeNames": ["All"],
         }
         if visibility_timeout_s is not None:
-            kwargs["VisibilityTimeout"] = visibility_timeout_s
-        self._count()
-        response = self.poll_client.receive_message(**kwargs)
+            params["VisibilityTimeout"] = visibility_timeout_s
+        response = self._call(self.poll, "ReceiveMessage", **params)
         return [_received(queue_url, m) for m in response.get("Messages", ())]
 
     # ------------------------------------------------------------------ batch writes
 
     def _batched(
-        self,
-        call: Callable[..., Any],
-        queue_url: str,
-        entries: Sequence[dict[str, Any]],
-        single: Callable[[dict[str, Any]], None],
+        self, operation: str, single: str, queue_url: str, entries: Sequence[dict[str, Any]]
     ) -> BatchOutcome:
         """One batch call for up to 10 entries (Id = index), then `Failed` entries one by one."""
         if len(entries) > BATCH_MAX_ENTRIES:
@@ -151,16 +154,18 @@ class SqsAdapter:
         if not entries:
             return outcome
         try:
-            self._count()
-            response = call(
-                QueueUrl=queue_url, Entries=[{"Id": str(i), **e} for i, e in enumerate(entries)]
+            response = self._call(
+                self.control,
+                operation,
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), **e} for i, e in enumerate(entries)],
             )
-        except Exception as exc:  # the whole call failed, after botocore's own retries
+        except Exception as exc:  # the whole call failed, after the transport's own retries
             code = error_code(exc)
             if code in PERMANENT_CODES:
                 raise DestinationUnreachable(queue_url, code) from exc
-            log.warning("sqs batch call failed: %s: %s", code, exc)
-            outcome.failed = {i: f"{code}: {exc}" for i in range(len(entries))}
+            log.warning("sqs batch call failed: %s", exc)
+            outcome.failed = {i: str(exc)[:500] for i in range(len(entries))}
             return outcome
         outcome.succeeded.extend(int(item["Id"]) for item in response.get("Successful", ()))
         for item in response.get("Failed", ()):
@@ -168,18 +173,17 @@ class SqsAdapter:
             reason = f"{item.get('Code', '?')}: {item.get('Message', '')}"
             if item.get("SenderFault"):
                 outcome.failed[index] = reason  # our request is wrong; retrying cannot help
-            elif self._retry_alone(single, entries[index]):
+            elif self._retry_alone(single, queue_url, entries[index]):
                 outcome.succeeded.append(index)
             else:
                 outcome.failed[index] = reason
         outcome.succeeded.sort()
         return outcome
 
-    def _retry_alone(self, single: Callable[[dict[str, Any]], None], entry: dict[str, Any]) -> bool:
+    def _retry_alone(self, operation: str, queue_url: str, entry: dict[str, Any]) -> bool:
         for attempt in range(ENTRY_RETRIES):
             try:
-                self._count()
-                single(entry)
+                self._call(self.control, operation, QueueUrl=queue_url, **entry)
                 return True
             except Exception as exc:
                 log.debug("sqs single retry failed: %s", error_code(exc))
@@ -188,30 +192,20 @@ class SqsAdapter:
 
     def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
         """SendMessageBatch for up to 10 messages (the caller keeps within the byte limit)."""
-        return self._batched(
-            self.client.send_message_batch,
-            queue_url,
-            [_send_entry(m) for m in messages],
-            lambda e: self.client.send_message(QueueUrl=queue_url, **e),
-        )
+        entries = [_send_entry(m) for m in messages]
+        return self._batched("SendMessageBatch", "SendMessage", queue_url, entries)
 
     def delete_batch(self, queue_url: str, receipt_handles: Sequence[str]) -> BatchOutcome:
-        return self._batched(
-            self.client.delete_message_batch,
-            queue_url,
-            [{"ReceiptHandle": r} for r in receipt_handles],
-            lambda e: self.client.delete_message(QueueUrl=queue_url, **e),
-        )
+        entries = [{"ReceiptHandle": r} for r in receipt_handles]
+        return self._batched("DeleteMessageBatch", "DeleteMessage", queue_url, entries)
 
     def change_visibility_batch(
         self, queue_url: str, changes: Sequence[tuple[str, int]]
     ) -> BatchOutcome:
         """(receipt handle, new visibility timeout in seconds) pairs; 0 makes them visible now."""
+        entries = [{"ReceiptHandle": r, "VisibilityTimeout": int(t)} for r, t in changes]
         return self._batched(
-            self.client.change_message_visibility_batch,
-            queue_url,
-            [{"ReceiptHandle": r, "VisibilityTimeout": int(t)} for r, t in changes],
-            lambda e: self.client.change_message_visibility(QueueUrl=queue_url, **e),
+            "ChangeMessageVisibilityBatch", "ChangeMessageVisibility", queue_url, entries
         )
 
 

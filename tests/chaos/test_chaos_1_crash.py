@@ -98,9 +98,16 @@ def test_crash_sigkill(
         if len(workers) >= 2:
             two_at_once_s += now - last
         last = now
-        # In smoke scale only ready workers are killed (two kills must hit real work); otherwise
-        # any moment counts, start-up and warm-up included.
-        candidates = [w for w in workers if SCALE != "smoke" or w.ready()] or workers
+        # In smoke scale only ready workers holding messages are killed (two kills must hit real
+        # work: with three workers the backlog can be gone within a second); otherwise any
+        # moment counts, start-up and warm-up included.
+        candidates = workers
+        if SCALE == "smoke":
+            ready = [w for w in workers if w.ready()]
+            holding = [
+                w for w in ready if metric_value(w.metrics(), "gpuqueue_in_flight_messages") > 0
+            ]
+            candidates = holding or ready or workers
         kill(rng.choice(candidates))
         if not restart:
             continue

@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 import torch
 
+from worker.errors import InvalidParameters
 from worker.model import (
     Encoded,
     InputTooLong,
@@ -108,6 +109,25 @@ def test_encode_tokenises_once_without_padding(
     assert prepared.size == 2
     assert prepared.real_tokens == encoded.n_tokens + len(tokenizer("Short.")["input_ids"])
     assert prepared.padded_tokens == 4 * encoded.length
+
+
+def test_encode_many_is_encode_per_request_with_refusals_in_place(
+    embedder: ModelRunner,
+) -> None:
+    """One tokenizer call for a receive's requests: the same ids as one call per request, and a
+    bad request's refusal in its own place, not the others'."""
+    requests: list[tuple[list[str], dict[str, Any]]] = [
+        (["first sentence here", "and a second one"], {}),
+        (["bad parameters"], {"no_such_parameter": 1}),
+        (["w " * 500], {}),
+        (["the last, alone"], {"normalize": False}),
+    ]
+    out = embedder.encode_many(requests)
+    assert out[0] == embedder.encode(*requests[0])
+    assert out[3] == embedder.encode(*requests[3])
+    assert isinstance(out[1], InvalidParameters) and "no_such_parameter" in str(out[1])
+    assert isinstance(out[2], InputTooLong)
+    assert embedder.encode_many([]) == []
 
 
 def test_encode_is_thread_safe(embedder: ModelRunner) -> None:

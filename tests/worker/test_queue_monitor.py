@@ -30,7 +30,7 @@ from worker.queue_monitor import (
     message_counts,
     parse_queue_arn,
 )
-from worker.sqs import SqsAdapter, make_client
+from worker.sqs import SqsAdapter
 
 REGION = "us-east-1"
 QUEUES = {"queue_url": "https://q.example/1/q", "result_queue_url": "https://q.example/1/r"}
@@ -118,7 +118,7 @@ def errors(metrics: Metrics, queue: str) -> float:
 
 @pytest.fixture
 def adapter(sqs_server: Any) -> SqsAdapter:
-    return SqsAdapter(make_client(endpoint_url=sqs_server.endpoint_url, region_name=REGION))
+    return SqsAdapter.from_environment(endpoint_url=sqs_server.endpoint_url, region_name=REGION)
 
 
 @pytest.fixture
@@ -266,5 +266,6 @@ def test_failures_are_logged_and_counted_and_never_stop_the_thread(
 def test_interval_zero_is_refused_by_the_monitor() -> None:
     # 0 means "off" in the settings: the CLI does not start a monitor at all
     with pytest.raises(ValueError):
-        QueueMonitor(SqsAdapter(client=None), "https://q.example/1/q", Metrics(), interval_s=0)
+        QueueMonitor(SqsAdapter(control=None),  # type: ignore[arg-type]
+                      "https://q.example/1/q", Metrics(), interval_s=0)
     assert WorkerSettings(**QUEUES).queue_metrics_interval_s == 30

@@ -9,17 +9,37 @@ import pytest
 from worker_test_helpers import counts, make_queues, send_bodies, wait_for
 
 from worker.seams import OutgoingMessage
-from worker.sqs import SqsAdapter, make_client
+from worker.sqs import SqsAdapter
 
 REGION = "us-east-1"
 
 
 @pytest.fixture
 def adapter(sqs_server: Any) -> SqsAdapter:
-    return SqsAdapter(
-        make_client(endpoint_url=sqs_server.endpoint_url, region_name=REGION),
-        sleep=lambda _: None,
+    transports = SqsAdapter.from_environment(
+        endpoint_url=sqs_server.endpoint_url, region_name=REGION
     )
+    return SqsAdapter(HalfFail(transports.control), transports.poll, sleep=lambda _: None)
+
+
+class HalfFail:
+    """The real transport; `fail_once` makes the next SendMessageBatch report entry 1 as failed
+    (server side, SenderFault false) though the server accepted it."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.fail_once = False
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        response = self.transport.call(operation, params)
+        if operation == "SendMessageBatch" and self.fail_once and response.get("Successful"):
+            self.fail_once = False
+            entry = next(e for e in response["Successful"] if e["Id"] == "1")
+            response["Successful"].remove(entry)
+            response.setdefault("Failed", []).append(
+                {"Id": "1", "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            )
+        return response
 
 
 def test_receive_asks_for_receive_count_and_sent_timestamp(
@@ -63,19 +83,7 @@ def test_failed_entries_are_retried_one_by_one(adapter: SqsAdapter, sqs_client: 
     """A batch that half-fails with HTTP 200 (SenderFault false): the failed entry is retried
     alone and lands; a sender-fault entry is not retried."""
     queues = make_queues(sqs_client)
-    injected = {"done": False}
-
-    def half_fail(parsed: dict[str, Any], **_: Any) -> None:
-        # the server accepted all three; tell the adapter entry 1 failed on the server side
-        if not injected["done"] and parsed.get("Successful"):
-            injected["done"] = True
-            entry = next(e for e in parsed["Successful"] if e["Id"] == "1")
-            parsed["Successful"].remove(entry)
-            parsed.setdefault("Failed", []).append(
-                {"Id": "1", "SenderFault": False, "Code": "InternalError", "Message": "injected"}
-            )
-
-    adapter.client.meta.events.register("after-call.sqs.SendMessageBatch", half_fail)
+    adapter.control.fail_once = True  # type: ignore[attr-defined]
     calls_before = adapter.calls
     outcome = adapter.send_batch(queues.results, [OutgoingMessage(f"m{i}") for i in range(3)])
     assert outcome.succeeded == [0, 1, 2] and outcome.failed == {}

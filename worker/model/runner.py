@@ -26,6 +26,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
+from worker.errors import RequestRejected
 from worker.model.device import (
     configure_threads,
     dtype_name,
@@ -159,6 +160,23 @@ class ModelRunner:
         RequestRejected (all ValueErrors)."""
         validate_parameters(self.task, parameters)
         return self.text_encoder.encode(texts, self.head.reserved_positions(parameters))
+
+    def encode_many(
+        self, requests: Sequence[tuple[list[str], Mapping[str, Any]]]
+    ) -> list[Encoded | RequestRejected]:
+        """`encode` for several requests in one tokenizer call; a request's refusal is returned
+        in its place (satisfies worker.seams.BatchEncoder)."""
+        out: list[Encoded | RequestRejected | None] = []
+        valid: list[tuple[list[str], int]] = []
+        for texts, parameters in requests:
+            try:
+                validate_parameters(self.task, parameters)
+                valid.append((texts, self.head.reserved_positions(parameters)))
+                out.append(None)
+            except RequestRejected as exc:
+                out.append(exc)
+        encoded = iter(self.text_encoder.encode_many(valid))
+        return [next(encoded) if slot is None else slot for slot in out]
 
     def prepare(self, items: Sequence[Item]) -> Prepared:
         """Pad already-encoded requests into tensors, one group per head group key (generate:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -114,8 +115,10 @@ class TextEncoder:
 
     def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
         if self._backend is not None:
-            encodings = self._backend.encode_batch(texts, add_special_tokens=add_special_tokens)
-            return [e.ids for e in encodings]
+            # encode_batch_fast: the same ids without the character offsets nobody reads here,
+            # at about half the CPU (tokenizers >= 0.21); it releases the GIL like encode_batch
+            encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+            return [e.ids for e in encode(texts, add_special_tokens=add_special_tokens)]
         with self._lock:
             out = self.tokenizer(
                 texts, add_special_tokens=add_special_tokens, truncation=False, padding=False
@@ -133,13 +136,34 @@ class TextEncoder:
     def encode(self, texts: list[str], reserved_positions: int = 0) -> Encoded:
         """Tokenise one request's inputs. `reserved_positions`: positions the output will take
         (generate's max_new_tokens), so prompt + output fit the model. Raises InputTooLong."""
-        if not texts:
+        [encoded] = self.encode_many([(texts, reserved_positions)])
+        if isinstance(encoded, RequestRejected):
+            raise encoded
+        return encoded
+
+    def encode_many(
+        self, requests: Sequence[tuple[list[str], int]]
+    ) -> list[Encoded | RequestRejected]:
+        """Several requests' inputs in one tokenizer call (one receive's worth: the per-call
+        cost is paid once); each request's own refusal in its place instead of raising."""
+        prompts: list[str] = []
+        for texts, _ in requests:
+            prompts += [self.apply_chat_template(t) for t in texts] if self.chat_template else texts
+        # the chat template already holds BOS and friends
+        ids = self.tokenize(prompts, add_special_tokens=not self.chat_template) if prompts else []
+        out: list[Encoded | RequestRejected] = []
+        cursor = 0
+        for texts, reserved in requests:
+            mine, cursor = ids[cursor : cursor + len(texts)], cursor + len(texts)
+            try:
+                out.append(self._checked(mine, reserved))
+            except RequestRejected as exc:
+                out.append(exc)
+        return out
+
+    def _checked(self, ids: list[list[int]], reserved_positions: int) -> Encoded:
+        if not ids:
             raise RequestRejected("inputs must not be empty")
-        if self.chat_template:
-            prompts = [self.apply_chat_template(t) for t in texts]
-            ids = self.tokenize(prompts, add_special_tokens=False)  # the template holds BOS
-        else:
-            ids = self.tokenize(texts, add_special_tokens=True)
         for index, seq in enumerate(ids):
             if len(seq) > self.max_input_tokens:
                 raise InputTooLong(index, len(seq), self.max_input_tokens)

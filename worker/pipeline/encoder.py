@@ -61,20 +61,27 @@ class Encoders:
     def _loop(self) -> None:
         while (jobs := self._inbox.get()) is not None:
             now = self._clock()
-            ready: list[Job] = []
             finished: list[Outcome] = []
+            parsed: list[Job] = []
             for job in jobs:
-                outcome = self._encode(job, now)
+                outcome = self._parse_one(job, now)
                 if outcome is None:
-                    ready.append(job)
+                    parsed.append(job)
                 else:
                     finished.append(outcome)
+            ready = []
+            for job, encoded in zip(parsed, self._encode_all(parsed), strict=True):
+                if isinstance(encoded, BaseException):
+                    finished.append(self._refused(job, encoded, now))
+                else:
+                    job.encoded = encoded
+                    ready.append(job)
             self._writer.accept(finished, JobState.RECEIVED)
             if ready:
                 self._feeder.add(ready)
 
-    def _encode(self, job: Job, now: float) -> Outcome | None:
-        """None when the job is ready for a batch, else its outcome."""
+    def _parse_one(self, job: Job, now: float) -> Outcome | None:
+        """None when the request is valid and has somewhere to go, else its outcome."""
         parsed = self._parse(job.message.body)
         ctx = self._answering
         if isinstance(parsed, BadRequest):
@@ -86,14 +93,33 @@ class Encoders:
         if parsed.reply_to is None and ctx.result_queue is None:
             # nowhere to answer: never run the model for it; it ends in the DLQ
             return defer(job, NO_DESTINATION, "no reply_to and no WORKER_RESULT_QUEUE_URL", ctx)
-        try:
-            job.encoded = self._runner.encode(parsed.inputs, parsed.parameters)
-        except RequestRejected as exc:
-            return reject_request(job, exc.error_type, str(exc), ctx, now=now)
-        except RequestDeferred as exc:
-            return defer(job, exc.error_type, str(exc), ctx)
-        except ValueError as exc:  # a model adapter's plain word for bad parameters
-            return reject_request(job, "InvalidParameters", str(exc), ctx, now=now)
-        except Exception as exc:
-            return defer(job, "EncodeError", f"{type(exc).__name__}: {exc}", ctx)
         return None
+
+    def _encode_all(self, jobs: list[Job]) -> list[Any]:
+        """One encoding (or the exception refusing it) per job; one model call when it can."""
+        if not jobs:
+            return []
+        requests = [(job.request.inputs, job.request.parameters) for job in jobs]
+        encode_many = getattr(self._runner, "encode_many", None)
+        if encode_many is not None:
+            try:
+                return list(encode_many(requests))
+            except Exception as exc:  # the encoder itself failed: every request comes back
+                return [exc] * len(jobs)
+        out: list[Any] = []
+        for inputs, parameters in requests:
+            try:
+                out.append(self._runner.encode(inputs, parameters))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def _refused(self, job: Job, exc: BaseException, now: float) -> Outcome:
+        ctx = self._answering
+        if isinstance(exc, RequestRejected):
+            return reject_request(job, exc.error_type, str(exc), ctx, now=now)
+        if isinstance(exc, RequestDeferred):
+            return defer(job, exc.error_type, str(exc), ctx)
+        if isinstance(exc, ValueError):  # a model adapter's plain word for bad parameters
+            return reject_request(job, "InvalidParameters", str(exc), ctx, now=now)
+        return defer(job, "EncodeError", f"{type(exc).__name__}: {exc}", ctx)

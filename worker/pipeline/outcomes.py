@@ -137,8 +137,9 @@ def from_model(
     inference_s: float,
 ) -> list[Outcome]:
     """One outcome per job of a batch: its output, a final error (it does not fit in device
-    memory even alone), or a release for another try (at once after a device error, which is
-    not the request's fault; after a back-off otherwise)."""
+    memory even alone), or a release for another try after a back-off (after a device error
+    too: released at once, it would come straight back to this worker's own receivers before
+    its circuit breaker trips, each time costing a receive count)."""
     out = []
     for job, output in zip(jobs, outputs, strict=True):
         if not isinstance(output, ModelFailure):
@@ -149,8 +150,6 @@ def from_model(
                     job, output.type, output.message, ctx, now=now, inference_s=inference_s
                 )
             )
-        elif output.device_fault:  # not the request's fault: another replica may take it now
-            out.append(Outcome(job, Action.RELEASE, output.type, detail=output.message))
         else:
             out.append(defer(job, output.type, output.message, ctx))
     return out

@@ -23,8 +23,9 @@ CHAOS_BREAK=a,b          deliberately broken builds, to show each chaos test can
   leak                 1 MiB of memory and one file descriptor leaked per ReceiveMessage call
   hot_retry            a failed SQS call is retried at once, up to 50 times, with no backoff
 
-The breaks sit at the boto3 call boundary (botocore's BaseClient._make_api_call), so they
-need no knowledge of the worker's internals and act exactly where a real bug would show.
+The breaks sit at the SQS call boundary (worker.sqs_transport.SignedJsonTransport.call: one call
+per API operation, with boto3's parameter names), so they need no knowledge of the worker's
+internals and act exactly where a real bug would show.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ KNOWN_BREAKS = frozenset(
 _leaked: list[Any] = []
 
 
-def _patch_boto() -> None:
-    from botocore.client import BaseClient
+def _patch_sqs() -> None:
+    from worker.sqs_transport import SignedJsonTransport
 
-    original = BaseClient._make_api_call
+    original = SignedJsonTransport.call
     error_message_ids: set[str] = set()
     lock = threading.Lock()
 
@@ -139,24 +140,23 @@ def _patch_boto() -> None:
         return result
 
     if "hot_retry" in BREAKS:
-        from botocore.exceptions import BotoCoreError, ClientError
-        from botocore.retries import standard
+        from worker import sqs_transport
 
-        # botocore's own backoff goes too: its retries happen at once
-        standard.ExponentialBackoff.delay_amount = lambda self, context: 0.0  # type: ignore
+        # the transport's own backoff goes too: its retries happen at once
+        sqs_transport.MAX_BACKOFF_S = 0.0
         backed_off = patched
 
         def hot(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             for _ in range(50):
                 try:
                     return backed_off(self, operation_name, api_params)
-                except (ClientError, BotoCoreError):
+                except sqs_transport.SqsApiError:
                     continue
             return backed_off(self, operation_name, api_params)
 
-        BaseClient._make_api_call = hot  # type: ignore[method-assign]
+        SignedJsonTransport.call = hot  # type: ignore[method-assign]
         return
-    BaseClient._make_api_call = patched  # type: ignore[method-assign]
+    SignedJsonTransport.call = patched  # type: ignore[method-assign]
 
 
 _receipt_to_message: dict[str, str] = {}
@@ -213,7 +213,7 @@ def main() -> int:
     if unknown:
         print(f"CHAOS_BREAK: unknown break(s) {sorted(unknown)}", file=sys.stderr)
         return 2
-    _patch_boto()
+    _patch_sqs()
     _patch_model()
     if BREAKS:
         print(f"chaos launcher: BROKEN BUILD {sorted(BREAKS)}", file=sys.stderr, flush=True)

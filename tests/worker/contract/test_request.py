@@ -172,3 +172,20 @@ def test_request_model_has_a_json_schema_with_every_field_described() -> None:
     assert set(schema["properties"]) == fields
     assert schema["required"] == ["inputs"]
     assert all(p.get("description") for p in schema["properties"].values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=bodies)
+def test_the_fast_path_gives_what_the_slow_path_gives(body: str) -> None:
+    """A valid body is parsed in one pass of pydantic-core's JSON parser; whatever that pass
+    accepts must come out exactly as the json.loads path would have it."""
+    fast = parse(body)
+    original = RequestV1.model_validate_json
+    try:
+        RequestV1.model_validate_json = classmethod(  # type: ignore[method-assign,assignment]
+            lambda cls, *a, **k: (_ for _ in ()).throw(ValueError("slow path"))
+        )
+        slow = parse(body)
+    finally:
+        RequestV1.model_validate_json = original  # type: ignore[method-assign]
+    assert fast == slow

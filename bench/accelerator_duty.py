@@ -1,0 +1,127 @@
+"""How busy the pipeline keeps an accelerator: duty = device-busy time / wall time.
+
+    .venv/bin/python bench/accelerator_duty.py [--batch-ms 25] [--sweep 25,20,16,12,10,8]
+
+A stand-in accelerator: the real runner's encode and prepare (MiniLM's tokenizer, padding), and a
+forward that waits T x rows/32 ms with the GIL released (time.sleep, as a CUDA stream
+synchronisation waits), then returns a fixed vector. At T = 25 ms per batch of 32 the device
+could serve 1,280 msgs/s; duty says what share of that the pipeline delivers (with the wait
+proportional to the rows, duty is also the throughput delivered / the device's capacity, so a
+pipeline that starved the device into small batches cannot look busy). The real pipeline runs
+end to end through fauxqs, from a pre-filled queue; duty is measured over the steady state
+(from the 10th to the 90th percentile forward). The sweep finds the highest demand at which
+duty stays >= 0.9. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import worker_throughput as wt  # first: it sets the env defaults (OMP, HF offline)
+from bench.sentences import load_sentences
+from worker import devsqs
+from worker.config import bundled_model_dir
+from worker.model import ModelRunner, Prepared
+from worker.seams import Encoded
+
+FULL_BATCH = 32
+DUTY_GOAL = 0.9
+
+
+class StandInAccelerator:
+    """The real runner's CPU side; a forward that only waits, GIL released."""
+
+    def __init__(self, runner: ModelRunner, batch_ms: float) -> None:
+        self.runner = runner
+        self.name = runner.name
+        self.device, self.dtype, self.torch_dtype = runner.device, runner.dtype, runner.torch_dtype
+        self.batch_s = batch_ms / 1000.0
+        params: dict[str, Any] = {}
+        self.vector = runner.run(runner.prepare([(runner.encode(["hello"], params), params)]))[0]
+        self.busy: list[tuple[float, float, int]] = []  # (start, end, rows)
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str], parameters: Mapping[str, Any]) -> Encoded:
+        return self.runner.encode(texts, parameters)
+
+    def prepare(self, items: Sequence[tuple[Encoded, Mapping[str, Any]]]) -> Prepared:
+        return self.runner.prepare(items)
+
+    def run(self, prepared: Prepared) -> list[Any]:
+        rows = prepared.size
+        started = time.perf_counter()
+        time.sleep(self.batch_s * rows / FULL_BATCH)
+        ended = time.perf_counter()
+        with self._lock:
+            self.busy.append((started, ended, rows))
+        return [self.vector for _ in prepared.items]
+
+
+def steady_duty(busy: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
+    """(duty, mean rows per forward) between the 10th and the 90th percentile forward."""
+    ordered = sorted(busy)
+    lo, hi = len(ordered) // 10, max(len(ordered) // 10 + 1, (len(ordered) * 9) // 10)
+    window = ordered[lo:hi]
+    wall = window[-1][1] - window[0][0]
+    spent = sum(end - start for start, end, _ in window)
+    return spent / wall if wall > 0 else 0.0, sum(r for *_, r in window) / len(window)
+
+
+def measure(
+    server: devsqs.LocalServer, runner: ModelRunner, batch_ms: float, seconds: float
+) -> dict[str, Any]:
+    demand = FULL_BATCH / (batch_ms / 1000.0)
+    sentences, _ = load_sentences(int(demand * seconds))
+    stand_in = StandInAccelerator(runner, batch_ms)
+    run = wt.run_worker(server, stand_in, sentences, delay_s=0.0, reference={})  # type: ignore[arg-type]
+    duty, mean_rows = steady_duty(stand_in.busy)
+    point = {
+        "batch_ms": batch_ms,
+        "demand_msgs_s": round(demand, 1),
+        "duty": round(duty, 3),
+        "delivered_msgs_s": round(run.msgs_s, 1),
+        "mean_rows_per_forward": round(mean_rows, 1),
+        "messages": len(sentences),
+        "worker_cpu_ms_per_msg": round(run.worker_cpu_ms_per_msg, 3),
+    }
+    print(f"T={batch_ms:5.1f} ms/32: demand {demand:6.0f} msgs/s, duty {duty:.3f}, delivered "
+          f"{run.msgs_s:6.0f} msgs/s, {mean_rows:.1f} rows/forward", file=sys.stderr)
+    return point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-ms", type=float, default=25.0)
+    parser.add_argument("--sweep", default="25,20,16,12,10,8",
+                        help="batch times (ms per batch of 32) to find the highest demand at 0.9")
+    parser.add_argument("--seconds", type=float, default=6.0, help="work per point, at demand")
+    args = parser.parse_args(argv)
+    runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")
+    runner.warm_up()
+    sweep = sorted({args.batch_ms, *(float(t) for t in args.sweep.split(",") if t)}, reverse=True)
+    server = devsqs.start_fauxqs()
+    try:
+        points = [measure(server, runner, t, args.seconds) for t in sweep]
+    finally:
+        server.stop()
+    at_goal = [p["demand_msgs_s"] for p in points if p["duty"] >= DUTY_GOAL]
+    main_point = next(p for p in points if p["batch_ms"] == args.batch_ms)
+    print(json.dumps({
+        f"accelerator_duty_{args.batch_ms:g}ms": main_point["duty"],
+        "max_demand_msgs_s_at_duty_0_9": max(at_goal) if at_goal else None,
+        "points": points,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

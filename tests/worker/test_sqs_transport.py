@@ -1,0 +1,134 @@
+"""The signed JSON transport against a scripted local HTTP server (status codes, error headers
+and hangs an emulator will not produce on demand), and against the real emulators."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from worker.errors import error_code
+from worker.sqs import SqsAdapter
+from worker.sqs_transport import SignedJsonTransport, SqsApiError
+
+REGION = "us-east-1"
+
+
+class Script:
+    """Answers to give, in order (status, headers, body); the last one repeats."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            script.requests.append((dict(self.headers), json.loads(body)))
+            turn = min(len(script.requests), len(script.answers)) - 1
+            status, headers, answer = script.answers[turn]
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", script
+    server.shutdown()
+    server.server_close()
+
+
+def transport(endpoint: str, **options: Any) -> SignedJsonTransport:
+    settings = {"read_timeout_s": 2.0, "connect_timeout_s": 1.0, "max_attempts": 3}
+    settings.update(options)
+    return SignedJsonTransport.from_session(
+        endpoint_url=endpoint, region_name=REGION, sleep=lambda _: None, **settings
+    )
+
+
+def test_a_call_is_signed_json_with_the_operation_as_target(scripted: tuple[str, Script]) -> None:
+    endpoint, script = scripted
+    script.answers = [(200, {}, {"QueueUrl": "http://x/000000000000/q"})]
+    assert transport(endpoint).call("GetQueueUrl", {"QueueName": "q"}) == {
+        "QueueUrl": "http://x/000000000000/q"
+    }
+    headers, body = script.requests[0]
+    assert body == {"QueueName": "q"}
+    assert headers["X-Amz-Target"] == "AmazonSQS.GetQueueUrl"
+    assert headers["Content-Type"] == "application/x-amz-json-1.0"
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    assert "/us-east-1/sqs/aws4_request" in headers["Authorization"]
+
+
+def test_transient_answers_are_retried_and_then_succeed(scripted: tuple[str, Script]) -> None:
+    endpoint, script = scripted
+    throttled = {"x-amzn-query-error": "ThrottlingException;Sender"}
+    script.answers = [
+        (503, {}, {"__type": "ServiceUnavailable", "message": "busy"}),
+        (400, throttled, {"__type": "com.amazon.coral.availability#ThrottlingException"}),
+        (200, {}, {"Successful": []}),
+    ]
+    assert transport(endpoint).call("DeleteMessageBatch", {"Entries": []}) == {"Successful": []}
+    assert len(script.requests) == 3
+
+
+def test_the_query_compatible_error_code_is_reported_and_not_retried(
+    scripted: tuple[str, Script],
+) -> None:
+    endpoint, script = scripted
+    script.answers = [
+        (
+            400,
+            {"x-amzn-query-error": "AWS.SimpleQueueService.NonExistentQueue;Sender"},
+            {"__type": "com.amazonaws.sqs#QueueDoesNotExist", "message": "no such queue"},
+        )
+    ]
+    with pytest.raises(SqsApiError) as info:
+        transport(endpoint).call("SendMessageBatch", {"Entries": []})
+    assert error_code(info.value) == "AWS.SimpleQueueService.NonExistentQueue"
+    assert info.value.status == 400 and "no such queue" in str(info.value)
+    assert len(script.requests) == 1
+
+
+def test_attempts_are_bounded(scripted: tuple[str, Script]) -> None:
+    endpoint, script = scripted
+    script.answers = [(500, {}, {"__type": "InternalFailure"})]
+    with pytest.raises(SqsApiError, match="InternalFailure"):
+        transport(endpoint, max_attempts=4).call("ReceiveMessage", {})
+    assert len(script.requests) == 4
+
+
+def test_an_unreachable_endpoint_is_a_connection_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(SqsApiError) as info:
+        transport("http://127.0.0.1:9", max_attempts=2).call("ReceiveMessage", {})
+    assert info.value.code == "ConnectionError"
+    assert time.monotonic() - started < 10
+
+
+def test_the_adapter_maps_a_missing_queue_on_a_real_server(sqs_server: Any) -> None:
+    adapter = SqsAdapter.from_environment(endpoint_url=sqs_server.endpoint_url, region_name=REGION)
+    missing = f"{sqs_server.endpoint_url}/000000000000/no-such-queue-here"
+    with pytest.raises(Exception) as info:
+        adapter.queue_attributes(missing, ["QueueArn"])
+    assert error_code(info.value) in (
+        "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
+    )
