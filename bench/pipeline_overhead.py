@@ -131,6 +131,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-out", type=Path, help="also keep py-spy's raw stacks here")
     args = parser.parse_args()
     runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")
     stub = NoForward(runner)
@@ -159,6 +160,8 @@ def main() -> int:
                 if profiler is not None:
                     profiler.__exit__()
                     profile = top_costs(profiler.path)
+                    if args.profile_out:
+                        shutil.copy(profiler.path, args.profile_out)
                 runs[name].append(run)
                 per_input = run.worker_cpu_s * 1000 / sum(
                     1 if isinstance(i, str) else len(i) for i in inputs

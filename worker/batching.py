@@ -13,6 +13,7 @@ the budget still runs, alone.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -37,47 +38,70 @@ class Pending(Generic[T]):
     length: int  # its longest sequence in tokens
     arrived: float  # clock value when it was added
     seq: int = field(default=0)
+    taken: bool = False
 
 
 def padded_cost(rows: int, longest: int) -> int:
     return rows * longest
 
 
+@dataclass
+class _Group(Generic[T]):
+    """One group's pending requests: sorted by (length, seq) for batch forming, in arrival
+    order for finding the oldest (lazily: taken ones are skipped), and their rows in total."""
+
+    by_length: list[Pending[T]] = field(default_factory=list)
+    by_arrival: deque[Pending[T]] = field(default_factory=deque)
+    rows: int = 0
+
+    def oldest(self) -> Pending[T]:
+        while self.by_arrival[0].taken:
+            self.by_arrival.popleft()
+        return self.by_arrival[0]
+
+
+def _order(p: Pending[T]) -> tuple[int, int]:
+    return (p.length, p.seq)
+
+
 class Batcher(Generic[T]):
-    """Holds pending requests and hands out batches. Not thread-safe: guard it with a lock."""
+    """Holds pending requests and hands out batches. Not thread-safe: guard it with a lock.
+
+    Every operation is O(log n) in the pending requests but for the removal of a batch from a
+    list (a memmove) and the window search, O(max_batch_size^2): a worker may hold thousands."""
 
     def __init__(self, limits: BatchLimits) -> None:
         self.limits = limits
-        # per group: pending sorted by (length, seq)
-        self._groups: dict[Hashable, list[Pending[T]]] = {}
+        self._groups: dict[Hashable, _Group[T]] = {}
         self._seq = 0
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(items) for items in self._groups.values())
+        return self._count
 
     def add(self, payload: T, *, group: Hashable, rows: int, length: int, now: float) -> None:
         self._seq += 1
         item = Pending(payload, group, max(1, rows), max(1, length), now, self._seq)
-        bisect.insort(self._groups.setdefault(group, []), item, key=lambda p: (p.length, p.seq))
+        pending = self._groups.setdefault(group, _Group())
+        bisect.insort(pending.by_length, item, key=_order)
+        pending.by_arrival.append(item)
+        pending.rows += item.rows
+        self._count += 1
 
-    def _full(self, items: list[Pending[T]]) -> bool:
+    def _full(self, pending: _Group[T]) -> bool:
         """Whether the group already holds at least one full batch."""
-        rows = sum(p.rows for p in items)
-        if len(items) >= self.limits.max_batch_size:
+        if len(pending.by_length) >= self.limits.max_batch_size:
             return True
-        longest = items[-1].length  # sorted by length
-        return padded_cost(rows, longest) >= self.limits.max_batch_tokens
+        longest = pending.by_length[-1].length  # sorted by length
+        return padded_cost(pending.rows, longest) >= self.limits.max_batch_tokens
 
     def next_due(self, now: float) -> float | None:
         """Seconds until some batch is due (0 = now), or None when nothing is pending."""
         best: float | None = None
-        for items in self._groups.values():
-            if not items:
-                continue
-            if self._full(items):
+        for pending in self._groups.values():
+            if self._full(pending):
                 return 0.0
-            oldest = min(p.arrived for p in items)
-            wait = max(0.0, oldest + self.limits.max_wait_s - now)
+            wait = max(0.0, pending.oldest().arrived + self.limits.max_wait_s - now)
             best = wait if best is None else min(best, wait)
         return best
 
@@ -87,26 +111,28 @@ class Batcher(Generic[T]):
         The batch is a run of length-sorted requests that contains the group's oldest request (so
         no request waits behind an endless stream of shorter ones): of the runs that contain it,
         the largest within the budgets, and among those the one with the least padding."""
-        chosen_group: Hashable | None = None
+        chosen: Hashable | None = None
         chosen_age = -1.0
-        for group, items in self._groups.items():
-            if not items:
-                continue
-            oldest = min(p.arrived for p in items)
-            due = force or self._full(items) or now - oldest >= self.limits.max_wait_s
-            if due and now - oldest > chosen_age:
-                chosen_group, chosen_age = group, now - oldest
-        if chosen_group is None:
+        for key, pending in self._groups.items():
+            age = now - pending.oldest().arrived
+            due = force or self._full(pending) or age >= self.limits.max_wait_s
+            if due and age > chosen_age:
+                chosen, chosen_age = key, age
+        if chosen is None:
             return None
-        items = self._groups[chosen_group]
-        start = min(range(len(items)), key=lambda i: (items[i].arrived, items[i].seq))
+        pending = self._groups[chosen]
+        items = pending.by_length
+        start = bisect.bisect_left(items, _order(pending.oldest()), key=_order)
         lo, hi = self._best_window(items, start)
         batch = items[lo:hi]
         del items[lo:hi]
+        for p in batch:
+            p.taken = True
+            pending.rows -= p.rows
+        self._count -= len(batch)
         if not items:
-            del self._groups[chosen_group]
+            del self._groups[chosen]
         return [p.payload for p in batch]
-
     def _best_window(self, items: list[Pending[T]], start: int) -> tuple[int, int]:
         """[lo, hi) around `start` in the sorted list: most requests, then least padding."""
         best: tuple[int, int, int, int] | None = None  # (-size, waste, lo, hi)
@@ -134,6 +160,7 @@ class Batcher(Generic[T]):
 
     def drain(self) -> list[T]:
         """Everything pending, in no particular order (used when shutting down)."""
-        out = [p.payload for items in self._groups.values() for p in items]
+        out = [p.payload for pending in self._groups.values() for p in pending.by_length]
         self._groups.clear()
+        self._count = 0
         return out

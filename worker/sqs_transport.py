@@ -1,33 +1,39 @@
-"""How calls reach SQS: its JSON protocol over urllib3, signed with botocore's SigV4 signer.
+"""How calls reach SQS: its JSON protocol over keep-alive http.client connections (one per
+thread), signed with `worker.sqs_signing`.
 
 The worker's hot path (receive, send, delete, change visibility: three calls per ten messages)
 went through boto3's full client machinery (event hooks, parameter validation, serialisers,
-retry handlers): measured side by side against fauxqs, a signed call made here costs about half
-the CPU of the same boto3 call (bench/pipeline_overhead.py prints both). What boto3 is good at
-stays boto3's: the region, the endpoint (AWS_ENDPOINT_URL included) and the credentials, web
-identity and their refresh, come from a boto3 session.
+retry handlers). Measured side by side against fauxqs (bench/pipeline_overhead.py prints it), a
+call made here costs a fraction of the same boto3 call's CPU. What boto3 is good at stays
+boto3's: the region, the endpoint (AWS_ENDPOINT_URL included), the CA bundle and the
+credentials, web identity and their refresh, come from a boto3 session. HTTPS goes through an
+HTTPS_PROXY (CONNECT) when one is set and the host is not in NO_PROXY.
 
-Errors and retries follow botocore's standard mode: connection errors, HTTP 500/502/503/504 and
-throttling codes are retried with truncated exponential back-off and full jitter (base 50 ms;
-1 s for throttling), up to `max_attempts`. The error code is the `x-amzn-query-error` header's
-when SQS sends one (its awsQueryCompatible trait: `AWS.SimpleQueueService.NonExistentQueue`,
-as boto3 reports it), else the `__type` of the JSON body.
+Errors and retries follow botocore's standard mode: connection errors (resets, refusals,
+timeouts), HTTP 500/502/503/504 and throttling codes are retried with truncated exponential
+back-off and full jitter (base 50 ms; 1 s for throttling), up to `max_attempts`. The error code
+is the `x-amzn-query-error` header's when SQS sends one (its awsQueryCompatible trait:
+`AWS.SimpleQueueService.NonExistentQueue`, as boto3 reports it), else the `__type` of the body.
 """
 
 from __future__ import annotations
 
+import http.client
 import random
+import socket
+import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import boto3
 import orjson
-import urllib3
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from worker.errors import WorkerError
+from worker.sqs_signing import Signer
 
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 TRANSIENT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "InternalError"})
@@ -72,27 +78,37 @@ class SignedJsonTransport:
         read_timeout_s: float,
         connect_timeout_s: float,
         max_attempts: int,
-        pool_size: int = 32,
+        ca_bundle: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.endpoint_url = endpoint_url.rstrip("/") + "/"
+        parts = urlsplit(endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) SQS endpoint: {endpoint_url!r}")
+        self.endpoint_url = endpoint_url
         self.region = region
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._host_header = parts.netloc
         self._credentials = credentials
+        self._signer = Signer(region)
+        self._read_timeout_s = read_timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._max_attempts = max_attempts
         self._sleep = sleep
-        self._pool = urllib3.PoolManager(
-            maxsize=pool_size,
-            block=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
-        )
+        self._ssl = ssl.create_default_context(cafile=ca_bundle) if self._https else None
+        self._proxy = _https_proxy(self._host) if self._https else None
+        self._local = threading.local()  # http.client connections are not thread-safe
 
     @classmethod
     def from_session(
         cls, session: boto3.Session | None = None, **options: Any
     ) -> SignedJsonTransport:
-        """Region, endpoint and credentials as boto3 resolves them (botocore.exceptions.
-        NoRegionError without a region). `endpoint_url` / `region_name` override."""
+        """Region, endpoint, CA bundle and credentials as boto3 resolves them
+        (botocore.exceptions.NoRegionError without a region). `endpoint_url` / `region_name`
+        override."""
+        from botocore.httpsession import get_cert_path
+
         session = session or boto3.Session()
         resolver = session.client(
             "sqs",
@@ -102,10 +118,12 @@ class SignedJsonTransport:
         credentials = session.get_credentials()
         if credentials is None:
             raise SqsApiError("NoCredentials", "no AWS credentials in the standard chain")
+        bundle = session._session.get_config_variable("ca_bundle") or get_cert_path(True)
         return cls(
             endpoint_url=resolver.meta.endpoint_url,
             region=resolver.meta.region_name,
             credentials=credentials,
+            ca_bundle=bundle,
             **options,
         )
 
@@ -122,42 +140,76 @@ class SignedJsonTransport:
 
     def _once(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps(params)
-        request = AWSRequest(
-            method="POST",
-            url=self.endpoint_url,
-            data=body,
-            headers={
-                "Content-Type": "application/x-amz-json-1.0",
-                "X-Amz-Target": f"AmazonSQS.{operation}",
-                "x-amzn-query-mode": "true",
-            },
+        headers = self._signer.headers(
+            self._host_header,
+            f"AmazonSQS.{operation}",
+            body,
+            self._credentials.get_frozen_credentials(),
         )
-        SigV4Auth(self._credentials.get_frozen_credentials(), "sqs", self.region).add_auth(
-            request
-        )
+        # the awsQueryCompatible error codes (x-amzn-query-error), as botocore asks for them
+        headers["x-amzn-query-mode"] = "true"
+        connection = self._connection()
         try:
-            response = self._pool.request(
-                "POST", self.endpoint_url, body=body, headers=dict(request.headers.items())
-            )
-        except urllib3.exceptions.HTTPError as exc:  # reset, refused, timed out
+            connection.request("POST", "/", body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:  # reset, refused, timed out
+            connection.close()
+            self._local.connection = None
             raise SqsApiError("ConnectionError", f"{type(exc).__name__}: {exc}") from exc
+        if response.will_close:
+            connection.close()
+            self._local.connection = None
         if response.status == 200:
-            return orjson.loads(response.data) if response.data else {}
-        raise _error(response)
+            return orjson.loads(data) if data else {}
+        raise _error(response.status, response.getheader("x-amzn-query-error"), data)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        target = self._proxy or (self._host, self._port)
+        if self._https:
+            connection = http.client.HTTPSConnection(
+                *target, timeout=self._connect_timeout_s, context=self._ssl
+            )
+            if self._proxy is not None:
+                connection.set_tunnel(self._host, self._port)
+        else:
+            connection = http.client.HTTPConnection(*target, timeout=self._connect_timeout_s)
+        try:
+            connection.connect()
+        except OSError as exc:
+            raise SqsApiError("ConnectionError", f"{type(exc).__name__}: {exc}") from exc
+        assert connection.sock is not None
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.sock.settimeout(self._read_timeout_s)
+        self._local.connection = connection
+        return connection
 
 
-def _error(response: Any) -> SqsApiError:
+def _https_proxy(host: str) -> tuple[str, int] | None:
+    """(host, port) of the HTTPS_PROXY to tunnel through, unless NO_PROXY names `host`."""
+    proxy = urllib.request.getproxies_environment().get("https")
+    if not proxy or urllib.request.proxy_bypass(host):
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return (parts.hostname or "", parts.port or 3128)
+
+
+def _error(status: int, query_error: str | None, body: bytes) -> SqsApiError:
     try:
-        data = orjson.loads(response.data) if response.data else {}
+        data = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
         data = {}
-    query_error = response.headers.get("x-amzn-query-error")
+    if not isinstance(data, dict):
+        data = {}
     if query_error:
         code = query_error.split(";", 1)[0]
     else:
-        code = str(data.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{response.status}"
+        code = str(data.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
     message = str(data.get("message") or data.get("Message") or "")
-    return SqsApiError(code, message, response.status)
+    return SqsApiError(code, message, status)
 
 
 def _retryable(exc: SqsApiError) -> bool:

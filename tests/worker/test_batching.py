@@ -3,9 +3,16 @@ passed in by hand, so no test sleeps."""
 
 from __future__ import annotations
 
+import bisect
 import random
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from worker.batching import Batcher, BatchLimits
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.batching import Batcher, BatchLimits, padded_cost
 
 
 def make(size: int = 4, tokens: int = 10_000, wait: float = 0.02) -> Batcher[str]:
@@ -115,3 +122,153 @@ def test_drain_returns_everything() -> None:
         batcher.add(i, group=i % 2, rows=1, length=i + 1, now=0.0)
     assert sorted(batcher.drain()) == [0, 1, 2, 3, 4]
     assert len(batcher) == 0
+
+
+# ---------------------------------------------------------------- the fast Batcher vs the first one
+
+
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class RefPending(Generic[T]):
+    payload: T
+    group: Hashable
+    rows: int
+    length: int
+    arrived: float
+    seq: int = field(default=0)
+
+
+class ReferenceBatcher(Generic[T]):
+    """The first Batcher (O(n) per operation), kept as the oracle the fast one must agree with."""
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self.limits = limits
+        # per group: pending sorted by (length, seq)
+        self._groups: dict[Hashable, list[RefPending[T]]] = {}
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return sum(len(items) for items in self._groups.values())
+
+    def add(self, payload: T, *, group: Hashable, rows: int, length: int, now: float) -> None:
+        self._seq += 1
+        item = RefPending(payload, group, max(1, rows), max(1, length), now, self._seq)
+        bisect.insort(self._groups.setdefault(group, []), item, key=lambda p: (p.length, p.seq))
+
+    def _full(self, items: list[RefPending[T]]) -> bool:
+        """Whether the group already holds at least one full batch."""
+        rows = sum(p.rows for p in items)
+        if len(items) >= self.limits.max_batch_size:
+            return True
+        longest = items[-1].length  # sorted by length
+        return padded_cost(rows, longest) >= self.limits.max_batch_tokens
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until some batch is due (0 = now), or None when nothing is pending."""
+        best: float | None = None
+        for items in self._groups.values():
+            if not items:
+                continue
+            if self._full(items):
+                return 0.0
+            oldest = min(p.arrived for p in items)
+            wait = max(0.0, oldest + self.limits.max_wait_s - now)
+            best = wait if best is None else min(best, wait)
+        return best
+
+    def take(self, now: float, *, force: bool = False) -> list[T] | None:
+        """The next batch if one is due (or any pending work when `force`), else None.
+
+        The batch is a run of length-sorted requests that contains the group's oldest request (so
+        no request waits behind an endless stream of shorter ones): of the runs that contain it,
+        the largest within the budgets, and among those the one with the least padding."""
+        chosen_group: Hashable | None = None
+        chosen_age = -1.0
+        for group, items in self._groups.items():
+            if not items:
+                continue
+            oldest = min(p.arrived for p in items)
+            due = force or self._full(items) or now - oldest >= self.limits.max_wait_s
+            if due and now - oldest > chosen_age:
+                chosen_group, chosen_age = group, now - oldest
+        if chosen_group is None:
+            return None
+        items = self._groups[chosen_group]
+        start = min(range(len(items)), key=lambda i: (items[i].arrived, items[i].seq))
+        lo, hi = self._best_window(items, start)
+        batch = items[lo:hi]
+        del items[lo:hi]
+        if not items:
+            del self._groups[chosen_group]
+        return [p.payload for p in batch]
+
+    def _best_window(self, items: list[RefPending[T]], start: int) -> tuple[int, int]:
+        """[lo, hi) around `start` in the sorted list: most requests, then least padding."""
+        best: tuple[int, int, int, int] | None = None  # (-size, waste, lo, hi)
+        first = max(0, start - self.limits.max_batch_size + 1)
+        for lo in range(first, start + 1):
+            rows = real = 0
+            hi = lo
+            while hi < len(items) and hi - lo < self.limits.max_batch_size:
+                candidate = items[hi]
+                cost = padded_cost(rows + candidate.rows, candidate.length)
+                if hi > lo and cost > self.limits.max_batch_tokens:
+                    break
+                rows += candidate.rows
+                real += candidate.rows * candidate.length
+                hi += 1
+            if hi <= start:
+                continue  # the budget closed the run before it reached the oldest request
+            waste = padded_cost(rows, items[hi - 1].length) - real
+            key = (-(hi - lo), waste, lo, hi)
+            if best is None or key < best:
+                best = key
+        if best is None:  # the oldest request alone is over the budget
+            return start, start + 1
+        return best[2], best[3]
+
+    def drain(self) -> list[T]:
+        """Everything pending, in no particular order (used when shutting down)."""
+        out = [p.payload for items in self._groups.values() for p in items]
+        self._groups.clear()
+        return out
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"), st.sampled_from(["embed", "classify"]), st.integers(1, 4),
+            st.integers(1, 60),
+        ),
+        st.tuples(st.just("tick"), st.floats(0.0, 0.05)),
+        st.tuples(st.just("take"), st.booleans()),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=operations, size=st.integers(1, 8), tokens=st.integers(1, 400))
+def test_the_fast_batcher_forms_the_batches_the_first_one_did(
+    ops: list[tuple], size: int, tokens: int  # type: ignore[type-arg]
+) -> None:
+    limits = BatchLimits(max_batch_size=size, max_batch_tokens=tokens, max_wait_s=0.02)
+    fast: Batcher[int] = Batcher(limits)
+    reference: ReferenceBatcher[int] = ReferenceBatcher(limits)
+    now, n = 0.0, 0
+    for op in ops:
+        if op[0] == "add":
+            n += 1
+            for b in (fast, reference):
+                b.add(n, group=op[1], rows=op[2], length=op[3], now=now)
+        elif op[0] == "tick":
+            now += op[1]
+        else:
+            assert fast.next_due(now) == reference.next_due(now)
+            assert fast.take(now, force=op[1]) == reference.take(now, force=op[1])
+        assert len(fast) == len(reference)
+    assert sorted(fast.drain()) == sorted(reference.drain())

@@ -34,7 +34,8 @@ def scripted() -> Iterator[tuple[str, Script]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            script.requests.append((dict(self.headers), json.loads(body)))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            script.requests.append((headers, json.loads(body)))
             turn = min(len(script.requests), len(script.answers)) - 1
             status, headers, answer = script.answers[turn]
             data = json.dumps(answer).encode()
@@ -72,10 +73,10 @@ def test_a_call_is_signed_json_with_the_operation_as_target(scripted: tuple[str,
     }
     headers, body = script.requests[0]
     assert body == {"QueueName": "q"}
-    assert headers["X-Amz-Target"] == "AmazonSQS.GetQueueUrl"
-    assert headers["Content-Type"] == "application/x-amz-json-1.0"
-    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
-    assert "/us-east-1/sqs/aws4_request" in headers["Authorization"]
+    assert headers["x-amz-target"] == "AmazonSQS.GetQueueUrl"
+    assert headers["content-type"] == "application/x-amz-json-1.0"
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    assert "/us-east-1/sqs/aws4_request" in headers["authorization"]
 
 
 def test_transient_answers_are_retried_and_then_succeed(scripted: tuple[str, Script]) -> None:
@@ -114,6 +115,31 @@ def test_attempts_are_bounded(scripted: tuple[str, Script]) -> None:
     with pytest.raises(SqsApiError, match="InternalFailure"):
         transport(endpoint, max_attempts=4).call("ReceiveMessage", {})
     assert len(script.requests) == 4
+
+
+def test_a_connection_the_server_closed_is_reopened(scripted: tuple[str, Script]) -> None:
+    endpoint, script = scripted
+    script.answers = [(200, {"Connection": "close"}, {}), (200, {}, {"ok": 1})]
+    t = transport(endpoint, max_attempts=1)  # no retry: the reopen must not need one
+    assert t.call("ReceiveMessage", {}) == {}
+    assert t.call("ReceiveMessage", {}) == {"ok": 1}
+
+
+def test_each_thread_has_its_own_connection(scripted: tuple[str, Script]) -> None:
+    endpoint, script = scripted
+    script.answers = [(200, {}, {"ok": 1})]
+    t = transport(endpoint)
+    results: list[Any] = []
+
+    def calls() -> None:
+        results.extend(t.call("ReceiveMessage", {}) for _ in range(20))
+
+    threads = [threading.Thread(target=calls) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [{"ok": 1}] * 80
 
 
 def test_an_unreachable_endpoint_is_a_connection_error() -> None:
