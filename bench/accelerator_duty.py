@@ -22,16 +22,17 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import worker_throughput as wt  # first: it sets the env defaults (OMP, HF offline)
 from bench.sentences import load_sentences
-from worker import devsqs
 from worker.config import bundled_model_dir
 from worker.model import ModelRunner, Prepared
 from worker.seams import Encoded
+
+if TYPE_CHECKING:  # the fauxqs runs only: duty_in_memory must import without boto3 (GPU host)
+    from worker import devsqs
 
 FULL_BATCH = 32
 DUTY_GOAL = 0.9
@@ -66,6 +67,73 @@ class StandInAccelerator:
         return [self.vector for _ in prepared.items]
 
 
+class TimedRunner:
+    """A real runner whose forwards are timed (for duty with the real model on a GPU: `run`
+    returns host values, so its time includes the device's)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.name = runner.name
+        self.busy: list[tuple[float, float, int]] = []
+
+    def encode(self, texts: list[str], parameters: Mapping[str, Any]) -> Any:
+        return self.runner.encode(texts, parameters)
+
+    def encode_many(self, requests: Sequence[tuple[list[str], Mapping[str, Any]]]) -> list[Any]:
+        return list(self.runner.encode_many(requests))
+
+    def prepare(self, items: Sequence[tuple[Any, Mapping[str, Any]]]) -> Any:
+        return self.runner.prepare(items)
+
+    def run(self, prepared: Any) -> list[Any]:
+        started = time.perf_counter()
+        outputs = self.runner.run(prepared)
+        self.busy.append((started, time.perf_counter(), prepared.size))
+        return list(outputs)
+
+
+def duty_in_memory(
+    runner: Any, sentences: Sequence[str], timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """The real Worker over an in-memory queue (bench/memory_queue.py: no SQS server, no boto3)
+    with `runner` timed: duty, delivered msgs/s and rows per forward over the steady state."""
+    from bench.memory_queue import MemoryQueue
+    from worker.config import load_settings
+    from worker.pipeline import Worker
+
+    queue = MemoryQueue()
+    queue.put([json.dumps({"id": f"r{i}", "inputs": s}) for i, s in enumerate(sentences)])
+    timed = TimedRunner(runner)
+    settings = load_settings(
+        queue_url=queue.url,
+        result_queue_url=queue.url.rsplit("/", 1)[0] + "/results",
+        model=runner.name if Path(runner.name).exists() else (bundled_model_dir() or runner.name),
+        http_port=0,
+        log_level="WARNING",
+        receive_wait_s=1,
+    )
+    worker = Worker(settings, timed, queue)
+    started = time.perf_counter()
+    worker.start()
+    try:
+        deadline = started + timeout_s
+        while queue.deleted < len(sentences) and time.perf_counter() < deadline:
+            if worker.crashed is not None:
+                raise RuntimeError(f"worker crashed: {worker.crashed!r}")
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    finally:
+        worker.shutdown(timeout_s=2.0)
+    duty, mean_rows = steady_duty(timed.busy)
+    return {
+        "duty": round(duty, 3),
+        "delivered_msgs_s": round(queue.deleted / elapsed, 1),
+        "mean_rows_per_forward": round(mean_rows, 1),
+        "messages": len(sentences),
+        "answered": queue.deleted,
+    }
+
+
 def steady_duty(busy: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
     """(duty, mean rows per forward) between the 10th and the 90th percentile forward."""
     ordered = sorted(busy)
@@ -79,6 +147,8 @@ def steady_duty(busy: Sequence[tuple[float, float, int]]) -> tuple[float, float]
 def measure(
     server: devsqs.LocalServer, runner: ModelRunner, batch_ms: float, seconds: float
 ) -> dict[str, Any]:
+    from bench import worker_throughput as wt
+
     demand = FULL_BATCH / (batch_ms / 1000.0)
     sentences, _ = load_sentences(int(demand * seconds))
     stand_in = StandInAccelerator(runner, batch_ms)
@@ -105,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch times (ms per batch of 32) to find the highest demand at 0.9")
     parser.add_argument("--seconds", type=float, default=6.0, help="work per point, at demand")
     args = parser.parse_args(argv)
+    from bench import worker_throughput  # noqa: F401 - first: it sets the env defaults (OMP, HF)
+    from worker import devsqs
+
     runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")
     runner.warm_up()
     sweep = sorted({args.batch_ms, *(float(t) for t in args.sweep.split(",") if t)}, reverse=True)

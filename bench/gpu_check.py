@@ -15,7 +15,7 @@ time-boxed; one that fails or runs out of time is recorded and the others still 
     oom_split         a batch grown until it overflows capped device memory, through the runner's
                       split; every request answered and right
     generate          a ~204M-parameter Llama: one batch of 32, new tokens/s
-    accelerator_duty  hook for the pipeline's duty with the real model (skipped until wired)
+    accelerator_duty  the pipeline's duty with the real model, over an in-memory queue
 
 Writes one JSON file: $OUT/gpu-check.json when OUT is set, else build/gpu-check.json (rewritten
 after every section, so a run cut short still leaves what it measured). Exit status 1 when a

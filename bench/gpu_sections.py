@@ -294,19 +294,25 @@ def generate_section(check: Check, deadline: float) -> dict[str, Any]:
     return figures
 
 
-# ------------------------------------------------------------------------------ duty (hook)
+# ------------------------------------------------------------------------------ duty
 
 
 def accelerator_duty_section(check: Check, deadline: float) -> dict[str, Any]:
-    """HOOK for the lead (issue 11 §3-§4): the pipeline's accelerator duty (busy / wall) with the
-    real model on this GPU, as bench/accelerator_duty.py measures it with a stand-in. Wire it
-    once worker.pipeline offers an in-memory queue seam: drive the Worker from that queue with a
-    ModelRunner on check.device (check.minilm(), float16), offer 1,280 msgs/s, report duty."""
-    try:
-        import worker.pipeline as pipeline
-    except ImportError as exc:
-        raise Skip(f"worker.pipeline does not import here ({exc}); the lead wires this") from exc
-    if not hasattr(pipeline, "InMemoryQueue"):
-        raise Skip("waiting for worker.pipeline's in-memory queue seam (issue 11); the lead "
-                   "wires this section")
-    raise Skip("worker.pipeline has an in-memory queue seam now: wire this section to it")
+    """The pipeline's accelerator duty (busy / wall) with the real model on this device: the real
+    Worker over an in-memory queue (bench/memory_queue.py; no SQS server here), MiniLM-L6 in
+    float16 on CUDA, from a pre-filled queue (bench/accelerator_duty.py measures the same with
+    a stand-in forward through fauxqs on CPU)."""
+    from bench.accelerator_duty import duty_in_memory
+    from worker.model import ModelRunner
+
+    dtype = "float16" if check.cuda else "float32"
+    runner = ModelRunner.load(str(check.minilm()), "embed", device=check.device, dtype=dtype)
+    runner.warm_up()
+    n = 1_000 if check.quick else 20_000
+    sentences, _ = load_sentences(n)
+    left = max(10.0, deadline - time.monotonic() - 5)
+    figures = duty_in_memory(runner, sentences, timeout_s=left)
+    figures["dtype"] = dtype
+    expect(figures, figures["answered"] == n, f"only {figures['answered']} of {n} answered")
+    free_device_memory()
+    return figures

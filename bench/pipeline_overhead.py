@@ -52,7 +52,9 @@ class NoForward:
         self.name = runner.name
         self.device, self.dtype, self.torch_dtype = runner.device, runner.dtype, runner.torch_dtype
         params: dict[str, Any] = {}
-        [self.vector] = runner.run(runner.prepare([(runner.encode(["hello"], params), params)]))[0]
+        [output] = runner.run(runner.prepare([(runner.encode(["hello"], params), params)]))
+        assert isinstance(output, list), output
+        [self.vector] = output
 
     def encode(self, texts: list[str], parameters: Mapping[str, Any]) -> Encoded:
         return self.runner.encode(texts, parameters)
@@ -126,6 +128,86 @@ def top_costs(raw: Path, n: int = 25) -> list[tuple[str, float]]:
     return [(name, round(c / max(total, 1), 3)) for name, c in inclusive.most_common(n)]
 
 
+def measure(
+    server: devsqs.LocalServer,
+    runner: ModelRunner,
+    *,
+    messages: int,
+    rounds: int,
+    variants: Sequence[str] = ("one", "boto3", "sixteen"),
+    profile_out: Path | None = None,
+    profile: bool = False,
+) -> dict[str, Any]:
+    """The figures, measured through `server` (make bench runs this with its own rounds)."""
+    stub = NoForward(runner)
+    sentences, source = load_sentences(messages)
+    grouped = [
+        sentences[i : i + PER_MESSAGE_16] for i in range(0, len(sentences), PER_MESSAGE_16)
+    ]
+    inputs_of: dict[str, tuple[Sequence[Any], Any]] = {
+        "one": (sentences, None),
+        "boto3": (sentences, boto3_transports),
+        "sixteen": (grouped * 4, None),  # a quarter as many messages, four times the inputs
+    }
+    runs: dict[str, list[wt.WorkerRun]] = {name: [] for name in variants}
+    top: list[tuple[str, float]] = []
+    for round_no in range(rounds):
+        for name in variants:
+            inputs, transports = inputs_of[name]
+            profiler = Profiler() if profile and name == "one" and round_no == rounds - 1 else None
+            if profiler is not None:
+                profiler.__enter__()
+            run = wt.run_worker(
+                server, stub, inputs, delay_s=0.0, reference={}, transports=transports  # type: ignore[arg-type]
+            )
+            if profiler is not None:
+                profiler.__exit__()
+                top = top_costs(profiler.path)
+                if profile_out:
+                    shutil.copy(profiler.path, profile_out)
+            runs[name].append(run)
+            n_inputs = sum(1 if isinstance(i, str) else len(i) for i in inputs)
+            print(f"  pipeline {name:8} {run.msgs_s:7.0f} msgs/s, worker "
+                  f"{run.worker_cpu_ms_per_msg:.3f} CPU-ms/msg "
+                  f"({run.worker_cpu_s * 1000 / n_inputs:.4f} per input), fauxqs "
+                  f"{run.server_cpu_s / len(inputs) * 1000:.3f}", file=sys.stderr)
+
+    def median(name: str, value: Any) -> float:
+        return round(statistics.median(value(r) for r in runs[name]), 4)
+
+    figures: dict[str, Any] = {
+        "pipeline_messages": messages,
+        "pipeline_rounds": rounds,
+        "pipeline_sentences": source,
+        "pipeline_cpu_ms_per_msg": median("one", lambda r: r.worker_cpu_ms_per_msg),
+        "pipeline_fauxqs_cpu_ms_per_msg": median(
+            "one", lambda r: r.server_cpu_s / r.summary["deleted"] * 1000
+        ),
+        "pipeline_msgs_s": median("one", lambda r: r.msgs_s),
+        "pipeline_sqs_calls_per_message": median("one", lambda r: r.calls_per_message),
+    }
+    if "sixteen" in runs:
+        figures["pipeline_cpu_ms_per_input_16"] = median(
+            "sixteen", lambda r: r.worker_cpu_ms_per_msg / PER_MESSAGE_16
+        )
+    if "boto3" in runs:
+        figures["pipeline_cpu_ms_per_msg_boto3"] = median(
+            "boto3", lambda r: r.worker_cpu_ms_per_msg
+        )
+        # medians of per-round ratios: a busy neighbour slows both runs of a round alike
+        figures["transport_vs_boto3_cpu"] = round(statistics.median(
+            a.worker_cpu_ms_per_msg / b.worker_cpu_ms_per_msg
+            for a, b in zip(runs["one"], runs["boto3"], strict=True)
+        ), 3)
+    if top:
+        print("\nwhere the pipeline threads hold the GIL (inclusive share of samples):",
+              file=sys.stderr)
+        for name, share in top:
+            print(f"  {share * 100:5.1f}%  {name}", file=sys.stderr)
+        figures["pipeline_profile_top"] = top[:15]
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
@@ -134,74 +216,15 @@ def main() -> int:
     parser.add_argument("--profile-out", type=Path, help="also keep py-spy's raw stacks here")
     args = parser.parse_args()
     runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")
-    stub = NoForward(runner)
-    sentences, source = load_sentences(args.messages)
-    grouped = [
-        sentences[i : i + PER_MESSAGE_16] for i in range(0, len(sentences), PER_MESSAGE_16)
-    ]
-    variants: dict[str, tuple[Sequence[Any], Any]] = {
-        "one": (sentences, None),
-        "boto3": (sentences, boto3_transports),
-        "sixteen": (grouped * 4, None),  # a quarter as many messages, four times the inputs
-    }
-    runs: dict[str, list[wt.WorkerRun]] = {name: [] for name in variants}
-    profile: list[tuple[str, float]] = []
     server = devsqs.start_fauxqs()
     try:
-        for round_no in range(args.rounds):
-            for name, (inputs, transports) in variants.items():
-                profiling = args.profile and name == "one" and round_no == args.rounds - 1
-                profiler = Profiler() if profiling else None
-                if profiler is not None:
-                    profiler.__enter__()
-                run = wt.run_worker(
-                    server, stub, inputs, delay_s=0.0, reference={}, transports=transports  # type: ignore[arg-type]
-                )
-                if profiler is not None:
-                    profiler.__exit__()
-                    profile = top_costs(profiler.path)
-                    if args.profile_out:
-                        shutil.copy(profiler.path, args.profile_out)
-                runs[name].append(run)
-                per_input = run.worker_cpu_s * 1000 / sum(
-                    1 if isinstance(i, str) else len(i) for i in inputs
-                )
-                print(f"{name:8} {run.msgs_s:7.0f} msgs/s, worker {run.worker_cpu_ms_per_msg:.3f} "
-                      f"CPU-ms/msg ({per_input:.4f} per input), fauxqs "
-                      f"{run.server_cpu_s / len(inputs) * 1000:.3f}", file=sys.stderr)
+        figures = measure(
+            server, runner, messages=args.messages, rounds=args.rounds,
+            profile=args.profile, profile_out=args.profile_out,
+        )
     finally:
         server.stop()
-
-    def median(name: str, value: Any) -> float:
-        return round(statistics.median(value(r) for r in runs[name]), 4)
-
-    figures: dict[str, Any] = {
-        "messages": args.messages,
-        "rounds": args.rounds,
-        "sentences": source,
-        "pipeline_cpu_ms_per_msg": median("one", lambda r: r.worker_cpu_ms_per_msg),
-        "pipeline_cpu_ms_per_input_16": median(
-            "sixteen", lambda r: r.worker_cpu_ms_per_msg / PER_MESSAGE_16
-        ),
-        "pipeline_cpu_ms_per_msg_boto3": median("boto3", lambda r: r.worker_cpu_ms_per_msg),
-        # medians of per-round ratios: a busy neighbour slows both runs of a round alike
-        "transport_vs_boto3_cpu": round(statistics.median(
-            a.worker_cpu_ms_per_msg / b.worker_cpu_ms_per_msg
-            for a, b in zip(runs["one"], runs["boto3"], strict=True)
-        ), 3),
-        "fauxqs_cpu_ms_per_msg": median(
-            "one", lambda r: r.server_cpu_s / r.summary["deleted"] * 1000
-        ),
-        "msgs_s": median("one", lambda r: r.msgs_s),
-        "sqs_calls_per_message": median("one", lambda r: r.calls_per_message),
-        "goals": {"pipeline_cpu_ms_per_msg": 0.35, "pipeline_cpu_ms_per_input_16": 0.08},
-    }
-    if profile:
-        print("\nwhere the pipeline threads hold the GIL (inclusive share of samples):",
-              file=sys.stderr)
-        for name, share in profile:
-            print(f"  {share * 100:5.1f}%  {name}", file=sys.stderr)
-        figures["profile_top"] = profile[:15]
+    figures["goals"] = {"pipeline_cpu_ms_per_msg": 0.35, "pipeline_cpu_ms_per_input_16": 0.08}
     print(json.dumps(figures))
     return 0
 
