@@ -34,7 +34,7 @@ test: install lint
 	$(MAKE) deploy-check
 
 lint: install
-	$(VENV)/bin/ruff check worker scaler tests bench deploy
+	$(VENV)/bin/ruff check worker scaler tests bench deploy tools
 	$(VENV)/bin/mypy
 
 ## bench: side-by-side throughput ratios (BENCH_QUICK=1 for a shorter run)

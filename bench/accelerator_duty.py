@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import results
 from bench.sentences import load_sentences
 from worker.config import bundled_model_dir
 from worker.model import ModelRunner, Prepared
@@ -188,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     at_goal = [p["demand_msgs_s"] for p in points if p["duty"] >= DUTY_GOAL]
     main_point = next(p for p in points if p["batch_ms"] == args.batch_ms)
-    print(json.dumps({
+    figures = {
         f"accelerator_duty_{args.batch_ms:g}ms": main_point["duty"],
         "max_demand_msgs_s_at_duty_0_9": max(at_goal) if at_goal else None,
+        "goal_duty": DUTY_GOAL,
         "points": points,
-    }))
+    }
+    results.write("accelerator-duty", figures)
+    print(json.dumps(figures))
     return 0
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import results
 from bench import worker_throughput as wt  # first: it sets the env defaults (OMP, HF offline)
 from bench.sentences import load_sentences
 from worker import devsqs
@@ -225,6 +226,7 @@ def main() -> int:
     finally:
         server.stop()
     figures["goals"] = {"pipeline_cpu_ms_per_msg": 0.35, "pipeline_cpu_ms_per_input_16": 0.08}
+    results.write("pipeline-overhead", figures)
     print(json.dumps(figures))
     return 0
 

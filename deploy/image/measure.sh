@@ -33,6 +33,9 @@ rm -rf "$ctx"
 
 python3 - "$t0" "$t1" "$t2" "$t3" "$t4" "$STORAGE_DRIVER" <<'PY'
 import sys
+sys.path.insert(0, ".")
+from bench import results  # stdlib only: this runs under the system python3
+
 t0, t1, t2, t3, t4 = map(float, sys.argv[1:6])
 base, app, rebuild = t1 - t0, t2 - t1, t4 - t3
 full = base + app
@@ -40,4 +43,10 @@ print(f"storage driver: {sys.argv[6]}")
 print(f"full build (base + app): {full:7.1f} s  (base {base:.1f} s, app {app:.1f} s)")
 print(f"app-only rebuild after a code change: {rebuild:7.1f} s")
 print(f"ratio app-only / full: {rebuild / full:.4f}  (goal <= 0.05)")
+name = "image-build" if sys.argv[6] != "vfs" else "image-build-vfs"
+results.write(name, {
+    "storage_driver": sys.argv[6], "full_s": round(full, 1), "base_s": round(base, 1),
+    "app_s": round(app, 1), "app_only_rebuild_s": round(rebuild, 1),
+    "ratio_app_only_vs_full": round(rebuild / full, 4), "goal_ratio": 0.05,
+})
 PY

@@ -1,0 +1,198 @@
+"""mkdocs hooks: the docs' references are generated from the code and their figures are read
+from the result files the commands write, at build time, so no page can go stale or quote a
+figure by hand.
+
+In a page:
+
+    <!-- reference: settings worker -->       the WORKER_* table, from WorkerSettings' fields
+    <!-- reference: settings scaler -->       the SCALER_* table
+    <!-- reference: errors -->                the error-type table (worker.contract.error_types)
+    <!-- reference: schema request -->        the JSON Schema of RequestV1 (or: result)
+    <!-- reference: cli MODULE -->            a CLI's --help, from its argparse definition
+                                              (MODULE.build_parser())
+    {{ bench.figures.pipeline_cpu_ms_per_msg }}   a figure from docs/results/bench.json
+    {{ bench.figures.x :.2f }}                 ... formatted
+    {{ bench.provenance }}                     when, at which commit, on what it was measured
+    <!-- if-results gpu-check --> ... <!-- end-if -->   shown only where that file exists
+    <!-- unless-results gpu-check --> ... <!-- end-unless -->
+
+A figure that its file does not hold, or a reference that does not exist, fails the build.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+sys.path.insert(0, str(ROOT))
+
+FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_]+)+)\s*(?::([^}\s]+))?\s*\}\}")
+REFERENCE = re.compile(r"<!--\s*reference:\s*(\w+)\s*([\w.]*)\s*-->")
+IF_RESULTS = re.compile(
+    r"<!--\s*(if|unless)-results\s+([A-Za-z0-9_-]+)\s*-->(.*?)<!--\s*end-(?:if|unless)\s*-->",
+    re.S,
+)
+
+
+class DocsError(Exception):
+    """A page asks for something the code or the result files do not have."""
+
+
+# ------------------------------------------------------------------------------ results
+
+
+def load_results(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise DocsError(f"docs/results/{name}.json does not exist (run the command that writes it)")
+    return dict(json.loads(path.read_text()))
+
+
+def provenance_text(data: dict[str, Any]) -> str:
+    p = data.get("provenance") or {}
+    machine = p.get("machine") or {}
+    return (
+        f"measured {p.get('date', '?')} at commit `{p.get('commit', '?')}` on "
+        f"{machine.get('cpus', '?')} CPUs ({machine.get('processor', '?')}), "
+        f"Python {machine.get('python', '?')}"
+    )
+
+
+def figure(name: str, path: str, spec: str | None) -> str:
+    data = load_results(name)
+    if path == ".provenance":
+        return provenance_text(data)
+    value: Any = data
+    for part in path.strip(".").split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise DocsError(f"docs/results/{name}.json holds no {path.strip('.')!r}")
+    if spec:
+        return format(value, spec)
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "n/a"}[value]
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------ references
+
+
+def settings_table(kind: str) -> str:
+    if kind == "worker":
+        from worker.config import ENV_PREFIX as prefix
+        from worker.config import WorkerSettings as settings
+    elif kind == "scaler":
+        from scaler.config import ENV_PREFIX as prefix  # type: ignore[attr-defined,no-redef]
+        from scaler.config import Settings as settings  # type: ignore[assignment]
+    else:
+        raise DocsError(f"no settings named {kind!r}")
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in settings.model_fields.items():
+        if not field.description:
+            raise DocsError(f"{prefix}{name.upper()} has no description (Field(description=...))")
+        default = "(required)" if field.is_required() else _default_text(field)
+        meaning = _cell(field.description) + _bounds(field)
+        rows.append(f"| `{prefix}{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
+def _default_text(field: Any) -> str:
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def _bounds(field: Any) -> str:
+    bounds = []
+    for meta in field.metadata:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                bounds.append(f"{sign} {value}")
+    choices = getattr(field.annotation, "__args__", None)
+    if choices and all(isinstance(c, str) for c in choices):
+        bounds.append("one of " + ", ".join(f"`{c}`" for c in choices))
+    return f" ({'; '.join(bounds)})" if bounds else ""
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def errors_table() -> str:
+    from worker.contract.error_types import ERROR_TYPES
+
+    rows = ["| `error.type` | meaning | the request |", "|---|---|---|"]
+    for error in ERROR_TYPES.values():
+        fate = "answered with this error, deleted" if error.final else "left for redelivery"
+        rows.append(f"| `{error.name}` | {_cell(error.meaning)} | {fate} |")
+    return "\n".join(rows)
+
+
+def schema_block(kind: str) -> str:
+    from worker.contract.request import RequestV1
+    from worker.contract.result import ResultV1
+
+    models = {"request": RequestV1, "result": ResultV1}
+    if kind not in models:
+        raise DocsError(f"no schema named {kind!r}")
+    return "```json\n" + json.dumps(models[kind].model_json_schema(), indent=2) + "\n```"
+
+
+def cli_help(module: str) -> str:
+    try:
+        parser = importlib.import_module(module).build_parser()
+    except (ImportError, AttributeError) as exc:
+        raise DocsError(f"{module}.build_parser() cannot be had: {exc}") from exc
+    blocks = [f"```text\n{parser.format_help()}```"]
+    for action in parser._actions:  # subcommands, each with its own help
+        for name, sub in (getattr(action, "choices", None) or {}).items():
+            if hasattr(sub, "format_help"):
+                blocks.append(f"#### `{parser.prog} {name}`\n\n```text\n{sub.format_help()}```")
+    return "\n\n".join(blocks)
+
+
+def reference(kind: str, arg: str) -> str:
+    generators = {
+        "settings": lambda: settings_table(arg),
+        "errors": errors_table,
+        "schema": lambda: schema_block(arg),
+        "cli": lambda: cli_help(arg),
+    }
+    if kind not in generators:
+        raise DocsError(f"no reference of kind {kind!r}")
+    return generators[kind]()
+
+
+# ------------------------------------------------------------------------------ the hook
+
+
+def render(markdown: str) -> str:
+    def conditional(match: re.Match[str]) -> str:
+        exists = (RESULTS / f"{match[2]}.json").is_file()
+        return match[3] if exists == (match[1] == "if") else ""
+
+    markdown = IF_RESULTS.sub(conditional, markdown)
+    markdown = REFERENCE.sub(lambda m: reference(m[1], m[2]), markdown)
+    return FIGURE.sub(lambda m: figure(m[1], m[2], m[3]), markdown)
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    try:
+        return render(markdown)
+    except DocsError as exc:
+        raise DocsError(f"{page.file.src_path}: {exc}") from None
