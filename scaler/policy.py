@@ -94,6 +94,9 @@ class Observation:
     ready: int
     #: Messages deleted per second by all replicas over the drain window (None: no data).
     drained_per_s: float | None = None
+    #: published 1-minute mean backlogs, oldest first (CloudWatch; the simulator's SageMaker
+    #: baseline reads them, the default policy does not)
+    backlog_minutes: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
