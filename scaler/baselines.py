@@ -104,11 +104,11 @@ class SageMakerPolicy(BasePolicy):
         newest = pts[-1] if pts else 0.0
         want = max(low, min(high, math.ceil(newest / self.target - 1e-9)))
         out_cooling = self._within(st.last_scale_out, now, self.out_cooldown_s)
-        if len(pts) >= 3 and min(per_instance[-3:]) > self.target and want > current:
-            if not out_cooling or want > st.last_out_target:
-                return want, "sagemaker: scale-out", replace(
-                    st, last_scale_out=now, last_out_target=want
-                )
+        breaching = len(pts) >= 3 and min(per_instance[-3:]) > self.target
+        if breaching and want > current and (not out_cooling or want > st.last_out_target):
+            return want, "sagemaker: scale-out", replace(
+                st, last_scale_out=now, last_out_target=want
+            )
         in_cooling = self._within(st.last_scale_in, now, self.in_cooldown_s)
         if (
             len(pts) >= 15

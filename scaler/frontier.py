@@ -76,8 +76,8 @@ def _interp(x: float, xs: list[float], ys: list[float]) -> float:
         return ys[0]
     if x >= xs[-1]:
         return ys[-1]
-    for (x0, y0), (x1, y1) in zip(zip(xs, ys, strict=True), zip(xs[1:], ys[1:], strict=True),
-                                  strict=False):
+    for i in range(1, len(xs)):
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return ys[-1]

@@ -75,7 +75,9 @@ class HpaSpec:
     tolerance: float = TOLERANCE
 
 
-def external_average_value(usage: float, target: float, current: int, tol: float = TOLERANCE) -> int:
+def external_average_value(
+    usage: float, target: float, current: int, tol: float = TOLERANCE
+) -> int:
     """replica_calculator.go GetExternalPerPodMetricReplicas (AverageValue target)."""
     if current > 0 and abs(1.0 - usage / (target * current)) <= tol:
         return current
@@ -102,10 +104,12 @@ def rate_limit(current: int, st: HpaState, rules: ScalingRules, now: float, up: 
             - _change_in_period(st.up_events, now, pol.period_s)
             + _change_in_period(st.down_events, now, pol.period_s)
         )
-        if up:
-            step = start + pol.value if pol.kind == "Pods" else math.ceil(start * (1 + pol.value / 100))
+        if pol.kind == "Pods":
+            step = start + pol.value if up else start - pol.value
+        elif up:  # rounded up, or a small Deployment would never grow
+            step = math.ceil(start * (1 + pol.value / 100))
         else:
-            step = start - pol.value if pol.kind == "Pods" else int(start * (1 - pol.value / 100))
+            step = int(start * (1 - pol.value / 100))
         proposals.append(step)
     most_change = max if up else min
     least_change = min if up else max
@@ -130,7 +134,9 @@ def _stabilize_behavior(
     return rec, replace(st, recommendations=(*kept, (now, raw)))
 
 
-def normalize(raw: int, current: int, now: float, st: HpaState, spec: HpaSpec) -> tuple[int, HpaState]:
+def normalize(
+    raw: int, current: int, now: float, st: HpaState, spec: HpaSpec
+) -> tuple[int, HpaState]:
     """One sync's desired count from the raw recommendation; the new HPA memory."""
     b = spec.behavior
     if b is None:

@@ -1,7 +1,7 @@
 """KEDA's aws-sqs-queue scaler feeding an HPA, as a simulator policy. Pure (but `shipped()`).
 
-From kedacore/keda (pkg/scalers/aws_sqs_queue_scaler.go, pkg/scaling/executor/scale_scaledobjects.go)
-and the HPA (scaler.hpa):
+From kedacore/keda (pkg/scalers/aws_sqs_queue_scaler.go,
+pkg/scaling/executor/scale_scaledobjects.go) and the HPA (scaler.hpa):
 
 * backlog = visible + in-flight (`scaleOnInFlight`, default true); active when backlog >
   `activationQueueLength`;

@@ -43,7 +43,7 @@ class OraclePolicy(BasePolicy):
         self.cfg, self.name, self.interval_s = cfg, "oracle", 5.0
         self.rate = service_rate
         need = [min(cfg.max_replicas, math.ceil(a / service_rate - 1e-9)) for a in arrivals]
-        self.ahead = forward_max(need, int(math.ceil(lead_s + self.interval_s)) + 1)
+        self.ahead = forward_max(need, math.ceil(lead_s + self.interval_s) + 1)
 
     def initial_state(self) -> None:
         return None

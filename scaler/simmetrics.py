@@ -46,7 +46,7 @@ class MinuteMetric:
         return sorted(self._published)
 
     def newest_mean_per_s(self, now: float, minutes: int) -> float | None:
-        """Mean per second over the newest `minutes` published minutes (CloudWatchDrain's figure)."""
+        """Mean per second over the newest `minutes` published minutes (CloudWatchDrain's)."""
         pts = self.published(now)[-minutes:]
         if not pts:
             return None

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaler.simpolicy import SimPolicy
 from scaler.policy import Observation
 from scaler.simmetrics import MinuteMetric, WaitHistogram, weighted_percentile
 from scaler.simnodes import NodePool
+from scaler.simpolicy import SimPolicy
 
 __all__ = ["TRACES_DIR", "SimConfig", "SimResult", "load_trace", "simulate", "weighted_percentile"]
 
