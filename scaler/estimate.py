@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 EPS = 1e-9
 MAX_EXACT = 1e9
+#: seconds of work per ready replica above which the replicas are taken to be saturated
+SATURATED_S = 5.0
 
 
 def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple[float, str]:
@@ -55,14 +57,15 @@ def estimate_arrivals(
     if state.prev_time is None or state.prev_backlog is None or obs.now <= state.prev_time:
         return obs.drained_per_s
     dt = obs.now - state.prev_time
+    served = 0.0
     if obs.drained_per_s is not None:
         serving = max(state.prev_ready or 0, obs.ready)
         served = min(obs.drained_per_s, serving * drain_rate)
-    elif (state.prev_visible or 0) > 0:
-        # no drain data: replicas with work waiting drained at capacity
-        served = (state.prev_ready or 0) * drain_rate
-    else:
-        served = 0.0
+    # replicas that held more than SATURATED_S of work at both ends drained at capacity: the
+    # drain figure (minutes late) still shows the quiet minutes before a burst
+    capacity = (state.prev_ready or 0) * drain_rate
+    if capacity > 0 and min(backlog, state.prev_backlog) >= capacity * SATURATED_S:
+        served = max(served, capacity)
     sample = max(0.0, (backlog - state.prev_backlog) / dt + served)
     old = state.arrival_rate
     if old is None or sample >= old:
