@@ -133,6 +133,8 @@ class Decision:
     reason: str
     state: State
     backlog: int
+    #: the per-replica drain rate this decision used (learned or the prior)
+    drain_rate: float = 0.0
 
 
 def backlog_of(obs: Observation, cfg: PolicyConfig) -> int:
@@ -269,4 +271,6 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
         f"projected {projected:.0f} after {cfg.startup_delay_s:.0f}s start-up; "
         f"{current} -> {desired}: {why}{note}"
     )
-    return Decision(desired=desired, reason=reason, state=new_state, backlog=backlog)
+    return Decision(
+        desired=desired, reason=reason, state=new_state, backlog=backlog, drain_rate=mu
+    )

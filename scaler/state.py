@@ -109,7 +109,8 @@ def parse(text: str) -> State:
         last_scale_up=body.last_scale_up,
         ready_since=body.ready_since,
         peaks=tuple(body.peaks),
-        history_since=body.since,
+        # written before `since` existed: the history began at least at the last run
+        history_since=body.since if body.since is not None else prev[0],
         idle_since=body.idle_since,
         gaps=tuple(body.gaps),
     )

@@ -1,4 +1,4 @@
-"""Baselines: the HPA's worked examples, KEDA's edges, the shipped ScaledObject, SageMaker's rules."""
+"""Baselines: the HPA's worked examples, KEDA's edges, the shipped ScaledObject, SageMaker."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from scaler.hpa import (
     parse_policies,
     scale_up_limit,
 )
-from scaler.keda import SHIPPED, KedaConfig, KedaPolicy, KedaState, shipped
+from scaler.keda import SHIPPED, KedaConfig, KedaPolicy, shipped
 from scaler.policy import Observation, PolicyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
