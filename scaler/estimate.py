@@ -18,9 +18,12 @@ SATURATED_S = 5.0
 def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple[float, str]:
     """Per-replica drain rate and where it came from.
 
-    A window where work was waiting all along (visible > 0 at both ends) measures capacity: the
-    estimate moves half-way to it. A window where the queue ran dry only proves a lower bound
-    (replicas drained at least that much), so it can raise the estimate, never lower it. The
+    A window where work was waiting all along (visible > 0 since before the figure's window
+    began: `waiting_since`) measures capacity: the estimate moves half-way to it. (Visible at both
+    ends of the last 20 s is not enough: the figure is minutes late and still shows the quiet
+    minutes before a burst; learning from them halved the rate and doubled the next ask.) A
+    window where the queue ran dry only proves a lower bound (replicas drained at least that
+    much), so it can raise the estimate, never lower it. The
     sample is used only when the ready count has not changed for as far back as the figure
     reaches (`drain_reach_s`): a minute drained by 20 replicas divided by the 1 left after a
     scale-down taught a 10x rate, and the next burst got a tenth of the replicas it needed.
@@ -34,7 +37,11 @@ def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple
     )
     if rate is not None and obs.ready > 0 and steady:
         per_replica = rate / obs.ready
-        saturated = obs.visible > 0 and (state.prev_visible or 0) > 0
+        saturated = (
+            obs.visible > 0
+            and state.waiting_since is not None
+            and obs.now - state.waiting_since >= cfg.drain_reach_s
+        )
         if saturated and per_replica > 0:
             learned = per_replica if learned is None else 0.5 * learned + 0.5 * per_replica
         elif per_replica > (learned if learned is not None else cfg.drain_rate_prior):

@@ -125,6 +125,8 @@ class State:
     idle_since: float | None = None
     #: the last idle stretches that ended with work coming back (s)
     gaps: tuple[float, ...] = ()
+    #: since when messages have been visible (waiting for a replica) without a break
+    waiting_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def trusted(state: State, now: float) -> bool:
     times += [
         t
         for t in (state.prev_time, state.last_active, state.last_scale_up, state.ready_since,
-                  state.history_since, state.idle_since)
+                  state.history_since, state.idle_since, state.waiting_since)
         if t is not None
     ]
     return all(math.isfinite(t) and t <= now + FUTURE_SLACK_S for t in times)
@@ -223,10 +225,12 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     # like the HPA's usageRatio: compare the wanted capacity (unrounded) with what runs
     if current > 0 and need > 0 and abs(exact / current - 1.0) <= cfg.tolerance + EPS:
         need, why = current, "within tolerance"
-    # a burst's size as if nothing had been warm (see scaler.warm)
-    cold = replace(obs, current=0, ready=0)
-    cold_need = needed_replicas(cold, state, backlog, mu, lam, cfg)[0] if active else 0
-    peaks, peak = update_peaks(state.peaks, obs.now, clamp(cold_need, cfg), cfg)
+    # the replicas a burst's arrivals keep busy (not what the warm ones left to do, nor the
+    # backlog a cold start piles up): the reference for what to keep warm (scaler.warm). The
+    # rate must have held over two runs: one noisy sample would set the floor for hours
+    held = min(lam, state.arrival_rate or 0.0)
+    steady = math.ceil(held * (1.0 + cfg.headroom) / mu - EPS) if active else 0
+    peaks, peak = update_peaks(state.peaks, obs.now, clamp(steady, cfg), cfg)
     floor = floor_of(peak, cfg)
     idle_for = obs.now - (last_active if last_active is not None else since)
     hold = hold_s(gaps, cfg)
@@ -263,6 +267,9 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
         history_since=since,
         idle_since=idle_since,
         gaps=gaps,
+        waiting_since=None
+        if obs.visible <= 0
+        else (state.waiting_since if state.waiting_since is not None else obs.now),
     )
     reason = (
         f"backlog {backlog} (visible {obs.visible}, in-flight {obs.in_flight}, "

@@ -49,6 +49,7 @@ class StateBody(BaseModel):
     since: Time | None = None
     idle_since: Time | None = None
     gaps: list[Time] = Field(default_factory=list, max_length=MAX_RECOMMENDATIONS)
+    waiting_since: Time | None = None
 
 
 class StateError(ValueError):
@@ -71,6 +72,7 @@ def encode(state: State) -> str:
         "since": state.history_since,
         "idle_since": state.idle_since,
         "gaps": [round(g, 3) for g in state.gaps],
+        "waiting_since": state.waiting_since,
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
@@ -113,6 +115,7 @@ def parse(text: str) -> State:
         history_since=body.since if body.since is not None else prev[0],
         idle_since=body.idle_since,
         gaps=tuple(body.gaps),
+        waiting_since=body.waiting_since,
     )
 
 
@@ -129,7 +132,7 @@ def decode(text: str | None, now: float) -> tuple[State, str | None]:
     times += [
         t
         for t in (state.prev_time, state.last_active, state.last_scale_up, state.ready_since,
-                  state.history_since, state.idle_since)
+                  state.history_since, state.idle_since, state.waiting_since)
         if t is not None
     ]
     if any(t > now + 300 for t in times):

@@ -8,10 +8,11 @@ is seen. Two memories decide what stays up while the queue is idle:
   those (at most `cooldown_to_zero_s`): the next burst is likely to come while they are up. When
   they did not (batch jobs hours apart) or nothing is known yet, replicas go after
   `release_after_s`. Either way nothing is kept past `cooldown_to_zero_s` of idleness.
-* the peak: the largest count a burst wanted within `keep_warm_s`, sized as if nothing had been
-  warm (sized with the warm replicas' help it would shrink, and each floor would undermine the
-  next); a sliding maximum in WARM_BUCKETS buckets. While kept, `keep_warm_fraction` of it stays
-  (at least one replica), and while a burst is on, no fewer than that run.
+* the peak: the largest count a burst's arrivals kept busy within `keep_warm_s` (arrival rate ×
+  (1 + headroom) ÷ drain rate: neither what the warm replicas left to do, which would shrink each
+  floor after the last, nor the backlog a cold start piled up); a sliding maximum in
+  WARM_BUCKETS buckets. `keep_warm_fraction` of it stays (at least one replica) while the queue
+  is busy or within the hold.
 """
 
 from __future__ import annotations

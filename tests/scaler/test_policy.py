@@ -111,11 +111,22 @@ def test_a_state_with_times_from_the_future_is_no_history() -> None:
 
 def test_learns_drain_rate_from_saturated_window() -> None:
     state = State(
-        prev_time=940.0, prev_backlog=500, prev_visible=480, prev_ready=4, ready_since=600.0
+        prev_time=940.0, prev_backlog=500, prev_visible=480, prev_ready=4, ready_since=600.0,
+        drain_rate=8.0, waiting_since=600.0,
     )
     d = decide(obs(visible=480, in_flight=20, current=4, ready=4, drained_per_s=20.0), state, CFG)
-    assert d.state.drain_rate == 5.0  # 20 msg/s over 4 ready replicas
+    assert d.state.drain_rate == 6.5  # half-way from 8 to 20 msg/s over 4 ready replicas
     assert "measured" in d.reason
+
+
+def test_a_figure_from_before_the_queue_filled_does_not_lower_the_rate() -> None:
+    # visible for 40 s only: the minutes-late figure still holds the quiet minutes before
+    state = State(
+        prev_time=980.0, prev_backlog=500, prev_visible=480, prev_ready=1, ready_since=0.0,
+        drain_rate=20.0, waiting_since=960.0,
+    )
+    d = decide(obs(visible=480, in_flight=200, current=1, ready=1, drained_per_s=1.0), state, CFG)
+    assert d.state.drain_rate == 20.0 and d.state.waiting_since == 960.0
 
 
 def test_drain_sample_reaching_back_past_a_ready_change_teaches_nothing() -> None:
@@ -186,7 +197,10 @@ def test_keep_warm_holds_a_fraction_of_the_recent_peak_while_kept_then_releases(
         max_replicas=20, keep_warm_fraction=0.25, keep_warm_s=1800, cooldown_to_zero_s=2700,
         release_after_s=300, scale_down_stabilization_s=180, drain_rate_prior=2.0,
     )
-    burst = decide(obs(now=1000.0, visible=5000, current=0, ready=0), State(), cfg)
+    # 5000 arrived within 20 s: 250 msg/s keep more than the 20 replicas busy
+    before = State(prev_time=980.0, prev_backlog=0, prev_visible=0, prev_ready=0,
+                   arrival_rate=250.0)
+    burst = decide(obs(now=1000.0, visible=5000, current=0, ready=0), before, cfg)
     assert burst.desired == 20 and burst.state.peaks == ((1000.0, 20),)
     # idle since 1100 and the gaps say bursts come back within 20 min: 0.25 x 20 = 5 stay
     quiet = replace(burst.state, last_active=1100.0, recommendations=(), gaps=(1200.0,))
@@ -225,7 +239,7 @@ def test_keep_warm_peak_is_a_sliding_maximum() -> None:
     assert later.desired >= 3
 
 
-def test_keep_warm_peak_is_the_bursts_size_from_cold_not_what_the_warm_ones_left() -> None:
+def test_keep_warm_peak_is_what_the_arrivals_keep_busy_not_what_the_warm_ones_left() -> None:
     # the same burst met by 5 warm replicas or by none is remembered as the same peak, so a
     # floor does not shrink the next floor (20 -> 5 warm -> a smaller peak -> nothing warm)
     cfg = PolicyConfig(max_replicas=40, keep_warm_fraction=0.25, drain_rate_prior=2.0)
