@@ -43,26 +43,26 @@ class PolicyConfig:
     activation_backlog: int = 0
     count_in_flight: bool = True
     count_delayed: bool = False
-    scale_down_stabilization_s: float = 120.0
+    scale_down_stabilization_s: float = 60.0
     #: The longest replicas are kept once the queue is idle (then min_replicas, after the window).
-    cooldown_to_zero_s: float = 2700.0
+    cooldown_to_zero_s: float = 900.0
     #: Kept this long after the queue went idle when the learned gaps don't say a burst is near.
-    release_after_s: float = 300.0
+    release_after_s: float = 60.0
     #: None: no cap (the policy already sizes from measured throughput).
     max_step_up: int | None = None
     startup_delay_s: float = 150.0
     drain_rate_prior: float = 1.0
     #: Drain the projected backlog within this many seconds once the capacity is there.
-    target_wait_s: float = 60.0
-    #: Capacity above the arrival rate (0.2: 20 % more), so Poisson peaks do not queue.
-    headroom: float = 0.2
+    target_wait_s: float = 480.0
+    #: Capacity above the arrival rate (0.1: 10 % more), so Poisson peaks do not queue.
+    headroom: float = 0.1
     tolerance: float = 0.1
     #: How far back the drain figure reaches (CloudWatch: the 300 s look-back; Prometheus: the
     #: rate's range). A sample teaches the per-replica rate only if the ready count held that long.
     drain_reach_s: float = 300.0
     #: Keep this fraction of the largest count a burst wanted within `keep_warm_s` (0: off).
-    keep_warm_fraction: float = 0.25
-    keep_warm_s: float = 3600.0
+    keep_warm_fraction: float = 0.4
+    keep_warm_s: float = 28800.0
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
@@ -153,8 +153,8 @@ def clamp(value: int, cfg: PolicyConfig) -> int:
     return max(cfg.min_replicas, min(cfg.max_replicas, value))
 
 
-def trusted(state: State, now: float) -> bool:
-    """A state with times from the future is no history at all."""
+def times_of(state: State) -> list[float]:
+    """Every point in time the state holds."""
     times = [t for t, _ in (*state.recommendations, *state.peaks)]
     times += [
         t
@@ -162,7 +162,12 @@ def trusted(state: State, now: float) -> bool:
                   state.history_since, state.idle_since, state.waiting_since)
         if t is not None
     ]
-    return all(math.isfinite(t) and t <= now + FUTURE_SLACK_S for t in times)
+    return times
+
+
+def trusted(state: State, now: float) -> bool:
+    """A state with times from the future is no history at all."""
+    return all(math.isfinite(t) and t <= now + FUTURE_SLACK_S for t in times_of(state))
 
 
 def _floor_and_idle(

@@ -13,6 +13,16 @@ from scaler.policy import PolicyConfig
 from scaler.simulator import TRACES_DIR, SimConfig
 
 SHIPPED_ORDER = ("diurnal", "bursty", "idle-with-spikes", "ramp", "marketplace", "batch")
+#: the default policy's knobs the simulator's commands take as flags
+POLICY_FLAGS = (
+    ("--keep-warm-fraction", "keep_warm_fraction"),
+    ("--keep-warm-s", "keep_warm_s"),
+    ("--stabilization", "scale_down_stabilization_s"),
+    ("--cooldown-to-zero-s", "cooldown_to_zero_s"),
+    ("--release-after-s", "release_after_s"),
+    ("--target-wait-s", "target_wait_s"),
+    ("--headroom", "headroom"),
+)
 
 
 def add_sim_knobs(p: argparse.ArgumentParser) -> None:
@@ -35,13 +45,7 @@ def add_sim_knobs(p: argparse.ArgumentParser) -> None:
     d.add_argument("--tick", type=float, default=20.0, help="seconds between decisions")
     d.add_argument("--drain-rate-prior", type=float, default=None,
                    help="msgs/s per replica before any is measured (default: --service-rate)")
-    for flag, name in (("--keep-warm-fraction", "keep_warm_fraction"),
-                       ("--keep-warm-s", "keep_warm_s"),
-                       ("--stabilization", "scale_down_stabilization_s"),
-                       ("--cooldown-to-zero-s", "cooldown_to_zero_s"),
-                       ("--release-after-s", "release_after_s"),
-                       ("--target-wait-s", "target_wait_s"),
-                       ("--headroom", "headroom")):
+    for flag, name in POLICY_FLAGS:
         d.add_argument(flag, dest=name, type=float, default=getattr(PolicyConfig, name))
     k = p.add_argument_group("the keda baseline (a ScaledObject and its HPA behavior)")
     k.add_argument("--keda-queue-length", type=float, default=5.0)
@@ -111,13 +115,7 @@ def policy_config(args: argparse.Namespace, sim: SimConfig) -> PolicyConfig:
         startup_delay_s=sim.startup_delay,
         drain_rate_prior=args.drain_rate_prior or sim.service_rate,
         drain_reach_s=sim.drain_reach_s,
-        keep_warm_fraction=args.keep_warm_fraction,
-        keep_warm_s=args.keep_warm_s,
-        scale_down_stabilization_s=args.scale_down_stabilization_s,
-        cooldown_to_zero_s=args.cooldown_to_zero_s,
-        release_after_s=args.release_after_s,
-        target_wait_s=args.target_wait_s,
-        headroom=args.headroom,
+        **{name: getattr(args, name) for _, name in POLICY_FLAGS},
     )
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scaler.policy import State
+from scaler.policy import State, trusted
 
 ANNOTATION = "gpuqueue.dev/scaler-state"
 VERSION = 1
@@ -128,13 +128,6 @@ def decode(text: str | None, now: float) -> tuple[State, str | None]:
         state = parse(text)
     except StateError as exc:
         return State(), f"annotation {ANNOTATION} is malformed ({exc}); state reset"
-    times = [t for t, _ in (*state.recommendations, *state.peaks)]
-    times += [
-        t
-        for t in (state.prev_time, state.last_active, state.last_scale_up, state.ready_since,
-                  state.history_since, state.idle_since, state.waiting_since)
-        if t is not None
-    ]
-    if any(t > now + 300 for t in times):
+    if not trusted(state, now):
         return State(), f"annotation {ANNOTATION} holds times in the future; state reset"
     return state, None

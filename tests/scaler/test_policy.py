@@ -7,7 +7,10 @@ from dataclasses import replace
 
 from scaler.policy import Observation, PolicyConfig, State, backlog_of, decide
 
-CFG = PolicyConfig(min_replicas=0, max_replicas=20, drain_rate_prior=2.0, startup_delay_s=120)
+CFG = PolicyConfig(
+    min_replicas=0, max_replicas=20, drain_rate_prior=2.0, startup_delay_s=120, target_wait_s=60,
+    headroom=0.0,
+)
 
 
 def obs(**kw: object) -> Observation:
@@ -213,13 +216,15 @@ def test_keep_warm_holds_a_fraction_of_the_recent_peak_while_kept_then_releases(
 
 
 def test_keep_warm_off_keeps_one_during_the_hold() -> None:
-    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.0, scale_down_stabilization_s=0)
+    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.0, scale_down_stabilization_s=0,
+                       release_after_s=300)
     state = State(last_active=900.0, peaks=((900.0, 20),), history_since=0.0)
     assert decide(obs(now=1000.0, current=20, ready=20), state, cfg).desired == 1
 
 
 def test_keep_warm_rounds_down_so_a_small_peak_keeps_only_the_one() -> None:
-    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.1, scale_down_stabilization_s=0)
+    cfg = PolicyConfig(max_replicas=20, keep_warm_fraction=0.1, scale_down_stabilization_s=0,
+                       release_after_s=300)
     state = State(last_active=900.0, peaks=((900.0, 9),), history_since=0.0)
     assert decide(obs(now=1000.0, current=9, ready=9), state, cfg).desired == 1
 
