@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick gpu-wheels gpu-check clean
+.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick gpu-wheels gpu-check sim-report docs docs-check clean
 
 ## install: the virtual environment with the worker, scaler and dev extras, and fauxqs
 install: $(STAMP) node_modules/.package-lock.json
@@ -43,6 +43,12 @@ bench: install
 
 bench-quick: install
 	BENCH_QUICK=1 $(PY) bench/worker_throughput.py
+
+## sim-report: the scaler's comparison (KEDA's frontier vs the default policy on held-out seeds):
+##   docs/results/sim-report.json, docs/img/*.png, the tables of docs/scaler.md and README.md
+sim-report: install
+	$(PY) -m scaler.report --jobs 2
+	$(PY) -m scaler.report --markdown docs/scaler.md README.md
 
 ## lambda-zip: the scaler's Lambda bundle (no boto3, no torch)
 lambda-zip: install

@@ -6,6 +6,7 @@ Lambda raises it); no traceback for a typo.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -47,10 +48,12 @@ class TargetConfig(BaseModel):
         default=PolicyConfig.scale_down_stabilization_s, ge=0
     )
     cooldown_to_zero_s: float = Field(default=PolicyConfig.cooldown_to_zero_s, ge=0)
+    release_after_s: float = Field(default=PolicyConfig.release_after_s, ge=0)
     max_step_up: int | None = Field(default=None, ge=1)
     startup_delay_s: float = Field(default=PolicyConfig.startup_delay_s, ge=0)
     drain_rate_prior: float = Field(default=PolicyConfig.drain_rate_prior, gt=0)
     target_wait_s: float = Field(default=PolicyConfig.target_wait_s, gt=0)
+    headroom: float = Field(default=PolicyConfig.headroom, ge=0)
     drain_reach_s: float = Field(default=PolicyConfig.drain_reach_s, ge=0)
     keep_warm_fraction: float = Field(default=PolicyConfig.keep_warm_fraction, ge=0, le=1)
     keep_warm_s: float = Field(default=PolicyConfig.keep_warm_s, ge=0)
@@ -85,23 +88,8 @@ class TargetConfig(BaseModel):
         return self.name or self.deployment
 
     def policy(self) -> PolicyConfig:
-        return PolicyConfig(
-            min_replicas=self.min_replicas,
-            max_replicas=self.max_replicas,
-            target_backlog_per_replica=self.target_backlog_per_replica,
-            activation_backlog=self.activation_backlog,
-            count_in_flight=self.count_in_flight,
-            count_delayed=self.count_delayed,
-            scale_down_stabilization_s=self.scale_down_stabilization_s,
-            cooldown_to_zero_s=self.cooldown_to_zero_s,
-            max_step_up=self.max_step_up,
-            startup_delay_s=self.startup_delay_s,
-            drain_rate_prior=self.drain_rate_prior,
-            target_wait_s=self.target_wait_s,
-            drain_reach_s=self.drain_reach_s,
-            keep_warm_fraction=self.keep_warm_fraction,
-            keep_warm_s=self.keep_warm_s,
-        )
+        names = {f.name for f in dataclasses.fields(PolicyConfig)}
+        return PolicyConfig(**self.model_dump(include=names))
 
 
 class Settings(BaseSettings):

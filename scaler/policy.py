@@ -3,24 +3,21 @@
 `decide(observation, state, config)` returns the desired replica count, a one-line reason and the
 state to remember until the next run (the runner keeps it in a Deployment annotation).
 
-It does what KEDA's aws-sqs-queue scaler under the HPA does, then goes further:
+It keeps what KEDA's aws-sqs-queue scaler under the HPA does right and goes further:
 
 * backlog = visible + in-flight (+ delayed, optional); activation strictly above a threshold for
-  0→1; scale to zero only `cooldown_to_zero_s` after the backlog was last above it; [min, max];
-  an optional scale-up step cap; scale-down stabilization (the max of the recommendations over
-  the window); a 10 % tolerance band so noisy counts do not flap.
-* capacity comes from the *measured* drain rate per serving replica (learned from the deletes the
-  drain source reports, a configured prior until there is data), not from a fixed "messages per
-  replica" number: a GPU that drains 40 msg/s and one that drains 0.5 msg/s need different counts.
-* the node start-up delay: replicas asked for now serve only `startup_delay_s` later, so the
-  policy sizes for the backlog projected at that moment (arrivals keep coming meanwhile).
-* only *ready* replicas count as capacity: a pod still loading its model or draining after
-  SIGTERM is not serving.
-* scale-down as soon as the backlog allows, never while the backlog exceeds what the serving
-  replicas drain within the stabilization window (so work is not killed mid-burst).
-* keep warm a fraction of a recent burst's capacity for a while (`keep_warm_fraction` of the
-  largest count a burst in the last `keep_warm_s` wanted, sized from cold): the next unannounced
-  burst meets some ready replicas instead of waiting out the whole node start-up.
+  0→1; [min, max]; an optional scale-up step cap; a 10 % tolerance band on the unrounded count;
+  scale-down stabilization (the max of the recommendations over the window);
+* capacity from the *measured* drain rate per ready replica and the arrival rate
+  (scaler.estimate), sized for the backlog projected at the moment new capacity could serve
+  (`startup_delay_s` later) and drained within `target_wait_s`;
+* only *ready* replicas are capacity; never a scale-down below what drains the backlog within the
+  stabilization window;
+* between bursts, replicas kept warm for as long as the learned gaps say the next burst is likely
+  to come (scaler.warm), never past `cooldown_to_zero_s` of idleness: an idle queue reaches
+  `min_replicas` after at most cooldown + stabilization, from any state;
+* no history (a fresh Deployment, a lost or corrupt annotation, times from the future): the run
+  never scales down, and records what it held, so the hold lasts the stabilization window.
 """
 
 from __future__ import annotations
@@ -28,41 +25,44 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-EPS = 1e-9
-MAX_EXACT = 1e9
-#: the keep-warm sliding maximum's resolution (see keep_warm_floor)
-WARM_BUCKETS = 4
+from scaler.estimate import EPS, estimate_arrivals, learn_drain_rate, needed_replicas
+from scaler.warm import floor_of, hold_s, record_gap, update_peaks
+
+#: a state holding a time further than this in the future is not trusted (clock skew, hand edits)
+FUTURE_SLACK_S = 300.0
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Per-target knobs (defaults are the README's)."""
+    """Per-target knobs. Defaults tuned in the simulator on trace seeds 0–4 (docs/scaler.md)."""
 
     min_replicas: int = 0
     max_replicas: int = 10
-    #: KEDA's queueLength. None: derived, = drain rate per replica × target_wait_s.
+    #: KEDA's queueLength, as an extra floor. None: capacity from the drain rate alone.
     target_backlog_per_replica: float | None = None
     activation_backlog: int = 0
     count_in_flight: bool = True
     count_delayed: bool = False
-    scale_down_stabilization_s: float = 120.0
-    cooldown_to_zero_s: float = 300.0
+    scale_down_stabilization_s: float = 60.0
+    #: The longest replicas are kept once the queue is idle (then min_replicas, after the window).
+    cooldown_to_zero_s: float = 900.0
+    #: Kept this long after the queue went idle when the learned gaps don't say a burst is near.
+    release_after_s: float = 60.0
     #: None: no cap (the policy already sizes from measured throughput).
     max_step_up: int | None = None
     startup_delay_s: float = 150.0
     drain_rate_prior: float = 1.0
     #: Drain the projected backlog within this many seconds once the capacity is there.
-    target_wait_s: float = 60.0
+    target_wait_s: float = 480.0
+    #: Capacity above the arrival rate (0.1: 10 % more), so Poisson peaks do not queue.
+    headroom: float = 0.1
     tolerance: float = 0.1
     #: How far back the drain figure reaches (CloudWatch: the 300 s look-back; Prometheus: the
     #: rate's range). A sample teaches the per-replica rate only if the ready count held that long.
     drain_reach_s: float = 300.0
-    #: Keep warm this fraction of the largest replica count wanted within `keep_warm_s` (0: off).
-    #: An unannounced burst waits out a GPU node's start-up under any policy with nothing warm;
-    #: bursts that came once tend to come again, so some of their capacity is kept for a while.
-    keep_warm_fraction: float = 0.25
-    #: How long a peak is remembered (set it above the usual gap between your bursts).
-    keep_warm_s: float = 3600.0
+    #: Keep this fraction of the largest count a burst wanted within `keep_warm_s` (0: off).
+    keep_warm_fraction: float = 0.4
+    keep_warm_s: float = 28800.0
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
@@ -76,8 +76,10 @@ class PolicyConfig:
             raise ValueError("target_backlog_per_replica must be > 0")
         if self.max_step_up is not None and self.max_step_up < 1:
             raise ValueError("max_step_up must be >= 1")
-        if self.drain_reach_s < 0:
-            raise ValueError("drain_reach_s must be >= 0")
+        if min(self.drain_reach_s, self.cooldown_to_zero_s, self.release_after_s) < 0:
+            raise ValueError("drain_reach_s, cooldown_to_zero_s and release_after_s must be >= 0")
+        if self.headroom < 0 or self.scale_down_stabilization_s < 0:
+            raise ValueError("headroom and scale_down_stabilization_s must be >= 0")
         if not 0.0 <= self.keep_warm_fraction <= 1.0 or self.keep_warm_s < 0:
             raise ValueError("need 0 <= keep_warm_fraction <= 1 and keep_warm_s >= 0")
 
@@ -94,6 +96,9 @@ class Observation:
     ready: int
     #: Messages deleted per second by all replicas over the drain window (None: no data).
     drained_per_s: float | None = None
+    #: published 1-minute mean backlogs, oldest first (CloudWatch; the simulator's SageMaker
+    #: baseline reads them, the default policy does not)
+    backlog_minutes: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,14 @@ class State:
     ready_since: float | None = None
     #: (bucket start, largest bounded count wanted in it): keep_warm_s in WARM_BUCKETS buckets
     peaks: tuple[tuple[float, int], ...] = ()
+    #: when this history began; None: no history (fresh or reset state)
+    history_since: float | None = None
+    #: when the queue last went idle (None: busy)
+    idle_since: float | None = None
+    #: the last idle stretches that ended with work coming back (s)
+    gaps: tuple[float, ...] = ()
+    #: since when messages have been visible (waiting for a replica) without a break
+    waiting_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,8 @@ class Decision:
     reason: str
     state: State
     backlog: int
+    #: the per-replica drain rate this decision used (learned or the prior)
+    drain_rate: float = 0.0
 
 
 def backlog_of(obs: Observation, cfg: PolicyConfig) -> int:
@@ -138,182 +153,103 @@ def clamp(value: int, cfg: PolicyConfig) -> int:
     return max(cfg.min_replicas, min(cfg.max_replicas, value))
 
 
-def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple[float, str]:
-    """Per-replica drain rate and where it came from.
-
-    A window where work was waiting all along (visible > 0 at both ends) measures capacity: the
-    estimate moves half-way to it. A window where the queue ran dry only proves a lower bound
-    (replicas drained at least that much), so it can raise the estimate, never lower it. The
-    sample is used only when the ready count has not changed for as far back as the figure
-    reaches (`drain_reach_s`): a minute drained by 20 replicas divided by the 1 left after a
-    scale-down taught a 10x rate, and the next burst got a tenth of the replicas it needed.
-    """
-    learned = state.drain_rate
-    rate = obs.drained_per_s
-    steady = (
-        state.prev_ready == obs.ready
-        and state.ready_since is not None
-        and obs.now - state.ready_since >= cfg.drain_reach_s
-    )
-    if rate is not None and obs.ready > 0 and steady:
-        per_replica = rate / obs.ready
-        saturated = obs.visible > 0 and (state.prev_visible or 0) > 0
-        if saturated and per_replica > 0:
-            learned = per_replica if learned is None else 0.5 * learned + 0.5 * per_replica
-        elif per_replica > (learned if learned is not None else cfg.drain_rate_prior):
-            learned = per_replica
-    if learned is None or learned <= 0:
-        return cfg.drain_rate_prior, "prior"
-    return learned, "measured"
+def times_of(state: State) -> list[float]:
+    """Every point in time the state holds."""
+    times = [t for t, _ in (*state.recommendations, *state.peaks)]
+    times += [
+        t
+        for t in (state.prev_time, state.last_active, state.last_scale_up, state.ready_since,
+                  state.history_since, state.idle_since, state.waiting_since)
+        if t is not None
+    ]
+    return times
 
 
-def estimate_arrivals(
-    obs: Observation, state: State, backlog: int, drain_rate: float
-) -> float | None:
-    """Arrival rate = growth of the backlog + what was served, smoothed (fast up, slow down).
-
-    The drain figure lags (CloudWatch publishes minutes late) while the counts are fresh: right
-    after a scale-down it still reports what the replicas that are gone drained, which read as
-    phantom arrivals and woke a burst's worth of GPUs for nothing. What was served between two
-    runs cannot exceed what the replicas ready then could drain, so it is capped at that.
-    """
-    if state.prev_time is None or state.prev_backlog is None or obs.now <= state.prev_time:
-        return obs.drained_per_s
-    dt = obs.now - state.prev_time
-    if obs.drained_per_s is not None:
-        serving = max(state.prev_ready or 0, obs.ready)
-        served = min(obs.drained_per_s, serving * drain_rate)
-    elif (state.prev_visible or 0) > 0:
-        # no drain data: replicas with work waiting drained at capacity
-        served = (state.prev_ready or 0) * drain_rate
-    else:
-        served = 0.0
-    sample = max(0.0, (backlog - state.prev_backlog) / dt + served)
-    old = state.arrival_rate
-    if old is None or sample >= old:
-        return sample
-    return 0.5 * old + 0.5 * sample
+def trusted(state: State, now: float) -> bool:
+    """A state with times from the future is no history at all."""
+    return all(math.isfinite(t) and t <= now + FUTURE_SLACK_S for t in times_of(state))
 
 
-def needed_replicas(
-    obs: Observation, state: State, backlog: int, mu: float, arrivals: float, cfg: PolicyConfig
-) -> tuple[int, float, float]:
-    """Replicas that drain the backlog projected at the moment new capacity could serve.
-
-    Replicas asked for now serve `startup_delay_s` later; ready replicas drain meanwhile, and
-    replicas already starting (spec > ready) join after what is left of their delay.
-    """
-    delay = cfg.startup_delay_s
-    starting = max(0, obs.current - obs.ready)
-    if state.last_scale_up is not None:
-        starting_left = max(0.0, delay - (obs.now - state.last_scale_up))
-    else:
-        starting_left = delay
-    projected = (
-        backlog
-        + arrivals * delay
-        - obs.ready * mu * delay
-        - starting * mu * (delay - starting_left)
-    )
-    projected = max(0.0, projected)
-    need_rate = arrivals + projected / cfg.target_wait_s
-    exact = need_rate / mu
-    if cfg.target_backlog_per_replica is not None:
-        exact = max(exact, backlog / cfg.target_backlog_per_replica)
-    # a learned rate near zero (stuck workers) makes this astronomically large or inf; clamp()
-    # bounds the result, this keeps math.ceil from overflowing on the way
-    exact = min(exact, MAX_EXACT)
-    need = math.ceil(exact - EPS) if exact > 0 else 0
-    return need, projected, exact
+def _floor_and_idle(
+    need: int, why: str, busy: bool, active: bool, current: int, floor: int, peak: int,
+    idle_for: float, hold: float,
+) -> tuple[int, str]:
+    """The count before stabilization: the floor while busy, the warm hold while idle."""
+    if current == 0 and not active:
+        return 0, "idle at zero: nothing waiting never wakes a GPU"
+    if busy:
+        if need < max(1, floor):
+            need = max(1, floor)
+            why = f"busy: at least {need} (keep warm {floor} of peak {peak})"
+        return need, why
+    if idle_for < hold:
+        return max(1, floor), f"idle {idle_for:.0f}s < hold {hold:.0f}s: keep {max(1, floor)} warm"
+    return 0, f"idle {idle_for:.0f}s >= hold {hold:.0f}s"
 
 
-def keep_warm_floor(
-    obs: Observation, state: State, need: int, cfg: PolicyConfig
-) -> tuple[tuple[tuple[float, int], ...], int, int]:
-    """(peaks to remember, peak, floor): keep warm a fraction of the largest count wanted lately.
-
-    A burst that arrives with nothing warm waits for a GPU node to start (minutes) however fast
-    it is detected. Keeping all of a burst's replicas until the next one costs GPU-hours; keeping
-    none makes every burst wait out the start-up. The middle: keep
-    `floor(keep_warm_fraction × peak)` replicas, peak = the largest `need` within the last
-    `keep_warm_s` (the caller passes the count sized as if nothing were warm; a sliding maximum
-    kept in WARM_BUCKETS buckets, so it spans between (1 - 1/WARM_BUCKETS) × keep_warm_s and
-    keep_warm_s). Recurring bursts keep it alive; once they stop, it lapses. Rounded down: a
-    fraction of a small peak is not worth an idle GPU.
-    """
-    if cfg.keep_warm_s <= 0:
-        return (), 0, 0
-    width = cfg.keep_warm_s / WARM_BUCKETS
-    peaks = [(t, n) for t, n in state.peaks if obs.now - t < cfg.keep_warm_s]
-    bounded = clamp(need, cfg)
-    if bounded > 0:
-        if peaks and obs.now - peaks[-1][0] < width:
-            t, n = peaks[-1]
-            peaks[-1] = (t, max(n, bounded))
-        else:
-            peaks.append((obs.now, bounded))
-    peak = max((n for _, n in peaks), default=0)
-    return tuple(peaks), peak, math.floor(cfg.keep_warm_fraction * peak + EPS)
-
-
-def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
-    backlog = backlog_of(obs, cfg)
-    current = max(0, obs.current)
-    ready = max(0, min(obs.ready, max(current, obs.ready)))
-    obs = replace(obs, current=current, ready=ready)
-    active = backlog > cfg.activation_backlog
-    last_active = obs.now if active else state.last_active
-    mu, mu_source = learn_drain_rate(obs, state, cfg)
-    arrivals = estimate_arrivals(obs, state, backlog, mu)
-    lam = arrivals or 0.0
-    need, projected, exact = needed_replicas(obs, state, backlog, mu, lam, cfg)
-    why = "sized for projected backlog"
-
-    # like the HPA's usageRatio: compare the wanted capacity (unrounded) with what runs
-    if current > 0 and need > 0 and abs(exact / current - 1.0) <= cfg.tolerance + EPS:
-        need, why = current, "within tolerance"
-    if active:
-        if need < 1:
-            need, why = 1, "active: at least one replica"
-    elif current == 0 and need > 0 and backlog == 0:
-        # below activation and nothing waiting: arrivals estimate alone never wakes a GPU
-        need, why = 0, "idle"
-    elif current == 0:
-        need, why = 0, f"backlog {backlog} <= activation {cfg.activation_backlog}"
-    if need == 0 and current > 0:
-        since = None if last_active is None else obs.now - last_active
-        if since is None or since < cfg.cooldown_to_zero_s:
-            need = 1
-            why = "cooling down before zero"
-
-    # a burst's size as if nothing had been warm: measured with the warm replicas' help it would
-    # shrink the next floor, and the one after would meet nothing warm again
-    cold_need = (
-        needed_replicas(replace(obs, current=0, ready=0), state, backlog, mu, lam, cfg)[0]
-        if active
-        else 0
-    )
-    peaks, peak, floor = keep_warm_floor(obs, state, cold_need, cfg)
-    # the floor keeps replicas, it never wakes a Deployment at zero with nothing waiting
-    if need < floor and (current > 0 or active):
-        need = floor
-        why = f"keep warm {floor} ({cfg.keep_warm_fraction:g} of peak {peak} wanted recently)"
+def _stabilize(
+    need: int, why: str, obs: Observation, state: State, backlog: int, mu: float, cfg: PolicyConfig
+) -> tuple[int, str, tuple[tuple[float, int], ...]]:
     window = cfg.scale_down_stabilization_s
     recs = tuple((t, n) for t, n in state.recommendations if obs.now - t < window)
     recs = (*recs, (obs.now, need))
-    desired = need
+    desired, current = need, obs.current
     if need < current:
         stabilized = max(n for _, n in recs)
         if stabilized > need:
             desired = min(current, stabilized)
             why = f"scale-down stabilization ({window:.0f}s)"
-        drainable = ready * mu * window
+        drainable = obs.ready * mu * window
         if desired < current and backlog > drainable:
-            desired = current
-            why = f"backlog {backlog} > {drainable:.0f} the ready replicas drain in {window:.0f}s"
+            desired, why = current, f"backlog {backlog} > {drainable:.0f} drained in {window:.0f}s"
+        if desired < current and backlog > 0:
+            keep = current if window <= 0 else min(current, math.ceil(backlog / (mu * window)))
+            if keep > desired:
+                desired, why = keep, f"backlog {backlog} needs {keep} to drain in {window:.0f}s"
+    return desired, why, recs
+
+
+def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
+    current = max(0, obs.current)
+    obs = replace(obs, current=current, ready=max(0, obs.ready))
+    note = ""
+    if not trusted(state, obs.now):
+        state, note = State(), " (state held times from the future: reset)"
+    fresh = state.history_since is None
+    since = obs.now if state.history_since is None else state.history_since
+    backlog = backlog_of(obs, cfg)
+    active = backlog > cfg.activation_backlog
+    busy = active or (obs.drained_per_s or 0.0) > 0
+    last_active = obs.now if busy else state.last_active
+    gaps, idle_since = record_gap(state.gaps, state.idle_since, obs.now, busy)
+    mu, mu_source = learn_drain_rate(obs, state, cfg)
+    arrivals = estimate_arrivals(obs, state, backlog, mu)
+    lam = arrivals or 0.0
+    need, projected, exact = needed_replicas(obs, state, backlog, mu, lam, cfg)
+    why = "sized for projected backlog"
+    # like the HPA's usageRatio: compare the wanted capacity (unrounded) with what runs
+    if current > 0 and need > 0 and abs(exact / current - 1.0) <= cfg.tolerance + EPS:
+        need, why = current, "within tolerance"
+    # the replicas a burst's arrivals keep busy (not what the warm ones left to do, nor the
+    # backlog a cold start piles up): the reference for what to keep warm (scaler.warm). The
+    # rate must have held over two runs: one noisy sample would set the floor for hours
+    held = min(lam, state.arrival_rate or 0.0)
+    steady = math.ceil(held * (1.0 + cfg.headroom) / mu - EPS) if active else 0
+    peaks, peak = update_peaks(state.peaks, obs.now, clamp(steady, cfg), cfg)
+    floor = floor_of(peak, cfg)
+    idle_for = obs.now - (last_active if last_active is not None else since)
+    hold = hold_s(gaps, cfg)
+    need, why = _floor_and_idle(
+        need, why, busy, active, current, floor, peak, idle_for, hold
+    )
+    desired, why, recs = _stabilize(need, why, obs, state, backlog, mu, cfg)
+    if fresh and desired < current:
+        # no stabilization history to trust: hold, and remember the hold for the whole window
+        desired = min(current, cfg.max_replicas)
+        why = "held: no history (new, lost or reset state)"
+        recs = (*recs[:-1], (obs.now, desired))
     if cfg.max_step_up is not None and desired > current + cfg.max_step_up:
-        desired = current + cfg.max_step_up
-        why = f"scale-up capped at +{cfg.max_step_up}"
+        desired, why = current + cfg.max_step_up, f"scale-up capped at +{cfg.max_step_up}"
     bounded = clamp(desired, cfg)
     if bounded != desired:
         why = f"bounded to [{cfg.min_replicas}, {cfg.max_replicas}]"
@@ -327,18 +263,26 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
         prev_time=obs.now,
         prev_backlog=backlog,
         prev_visible=obs.visible,
-        prev_ready=ready,
+        prev_ready=obs.ready,
         last_scale_up=obs.now if desired > current else state.last_scale_up,
         ready_since=obs.now
-        if state.ready_since is None or state.prev_ready != ready
+        if state.ready_since is None or state.prev_ready != obs.ready
         else state.ready_since,
         peaks=peaks,
+        history_since=since,
+        idle_since=idle_since,
+        gaps=gaps,
+        waiting_since=None
+        if obs.visible <= 0
+        else (state.waiting_since if state.waiting_since is not None else obs.now),
     )
     reason = (
         f"backlog {backlog} (visible {obs.visible}, in-flight {obs.in_flight}, "
-        f"delayed {obs.delayed}); ready {ready}/{current}; "
+        f"delayed {obs.delayed}); ready {obs.ready}/{current}; "
         f"drain {mu:.2f}/s/replica ({mu_source}); arrivals {lam:.2f}/s; "
         f"projected {projected:.0f} after {cfg.startup_delay_s:.0f}s start-up; "
-        f"{current} -> {desired}: {why}"
+        f"{current} -> {desired}: {why}{note}"
     )
-    return Decision(desired=desired, reason=reason, state=new_state, backlog=backlog)
+    return Decision(
+        desired=desired, reason=reason, state=new_state, backlog=backlog, drain_rate=mu
+    )

@@ -104,19 +104,13 @@ def _observe(
     )
 
 
-def _decide_safely(
-    obs: Observation, state: State, cfg: PolicyConfig, state_reset: bool
-) -> Decision:
+def _decide_safely(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
+    """The policy's decision, checked: a number outside [min, max] is a bug, never a patch.
+
+    A reset (malformed) or missing state reaches the policy as a fresh State: the policy itself
+    holds the replicas that run for its stabilization window (scaler.policy), in the simulator too.
+    """
     decision = decide(obs, state, cfg)
-    if state_reset and decision.desired < obs.current:
-        # without trustworthy history there is no stabilization window: never scale down now
-        keep = min(max(obs.current, cfg.min_replicas), cfg.max_replicas)
-        decision = Decision(
-            desired=keep,
-            reason=decision.reason + " (held: state was reset)",
-            state=decision.state,
-            backlog=decision.backlog,
-        )
     if not cfg.min_replicas <= decision.desired <= cfg.max_replicas:
         raise AssertionError(
             f"policy produced {decision.desired} outside [{cfg.min_replicas}, {cfg.max_replicas}]"
@@ -146,7 +140,7 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
             drained = source.rate(target.queue_url, ns, name)
         except DrainError as exc:
             out.warnings.append(f"drain rate unavailable ({exc}); using learned/prior rate")
-        decision = _decide_safely(_observe(snap, view, now, drained), state, cfg, bool(problem))
+        decision = _decide_safely(_observe(snap, view, now, drained), state, cfg)
         out.desired, out.reason, out.backlog = decision.desired, decision.reason, decision.backlog
         if dry_run:
             return out
@@ -159,9 +153,7 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
                 # someone changed the scale since we read it: re-read, re-decide, retry once
                 view = deps.cluster.read(ns, name)
                 out.current, out.ready = view.replicas, view.ready
-                decision = _decide_safely(
-                    _observe(snap, view, now, drained), state, cfg, bool(problem)
-                )
+                decision = _decide_safely(_observe(snap, view, now, drained), state, cfg)
                 out.desired, out.reason = decision.desired, decision.reason + " (after 409)"
                 if decision.desired != view.replicas:
                     deps.cluster.patch_replicas(

@@ -1,31 +1,38 @@
-"""Replay a traffic trace through a scaling policy (the code the Lambda runs) and a queue model.
+"""Replay a traffic trace through a scaling policy (the code the Lambda runs) and a model of SQS.
 
-Pure: reads nothing but the trace file it is given, no clock. The model, one step per second:
+Pure: no clock, no I/O but reading the trace file it is given. One step per second (idle
+stretches skipped in one step):
 
-* arrivals from the trace join a FIFO queue;
-* each *ready* replica drains `service_rate` messages/s (fractions carry over); a message's wait is
-  the time from its arrival until a replica starts it; whatever is still queued at the end counts
-  with its wait so far (a policy that never serves is not flattered);
-* a replica asked for at t serves from t + `startup_delay` (GPU node joins, image pulls, model
-  loads); a scale-down removes starting replicas first, then ready ones;
-* replicas hold up to `prefetch_s` seconds of work each: that part of the queue is "in flight"
-  (invisible) as a real worker's receive buffer is;
-* the policy sees SQS's approximate counts `count_lag` seconds late, ready replicas live, and (for
-  the default policy) the CloudWatch 1-minute NumberOfMessagesDeleted `drain_lag` seconds late;
-* GPU-hours count every replica the Deployment asks for, starting ones included (the node bills).
+* arrivals join the queue (visible);
+* each *serving* replica receives into a buffer of up to `hold_s` seconds of its service rate
+  (what worker/pipeline.py holds: MAX_HOLD_WORK_S = 10), serves FIFO at `service_rate`, deletes on
+  completion. In flight = received and not yet deleted. A replica that goes away releases what it
+  held (the worker's SIGTERM path: visibility 0), so it is visible again. All replicas take from
+  the queue's head and serve in arrival order, so the whole system is FIFO: three counters
+  (arrived, received, deleted) describe it exactly.
+* a message's wait is from its arrival second until a replica starts it; whatever is still
+  queued at the end counts with its wait so far (a policy that never serves is not flattered);
+* replicas sit on GPU nodes (scaler.simnodes: start-up, linger, pod start, jitter); GPU-hours are
+  node-hours, the same for every policy;
+* the policy sees SQS's counts `count_lag` seconds late and the ready count live; CloudWatch's
+  NumberOfMessagesDeleted as 1-minute sums published 60–120 s late (the newest two published
+  minutes averaged, as scaler.drain.CloudWatchDrain does); SageMaker's backlog metric likewise.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaler.baselines import SimPolicy
 from scaler.policy import Observation
+from scaler.simmetrics import MinuteMetric, WaitHistogram, weighted_percentile
+from scaler.simnodes import NodePool
+from scaler.simpolicy import SimPolicy
+
+__all__ = ["TRACES_DIR", "SimConfig", "SimResult", "load_trace", "simulate", "weighted_percentile"]
 
 TRACES_DIR = Path(__file__).with_name("traces")
 
@@ -34,11 +41,25 @@ TRACES_DIR = Path(__file__).with_name("traces")
 class SimConfig:
     service_rate: float = 2.0
     startup_delay: float = 150.0
+    startup_jitter_s: float = 0.0
+    pod_start: float = 30.0
+    node_linger_s: float = 600.0
+    hold_s: float = 10.0
     count_lag: float = 15.0
-    drain_lag: float = 60.0
-    drain_window: float = 60.0
-    prefetch_s: float = 2.0
+    metric_lag_min: float = 60.0
+    metric_lag_max: float = 120.0
+    drain_minutes: int = 2
     use_drain_metric: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.service_rate <= 0 or self.hold_s < 0 or self.count_lag < 0:
+            raise ValueError("need service_rate > 0, hold_s >= 0, count_lag >= 0")
+
+    @property
+    def drain_reach_s(self) -> float:
+        """How far back the modelled drain figure reaches (its lag plus its minutes)."""
+        return self.metric_lag_max + 60.0 * self.drain_minutes
 
 
 @dataclass
@@ -62,7 +83,10 @@ class SimResult:
 
 
 def load_trace(path: str | Path) -> list[int]:
-    """CSV `t,arrivals`: seconds since start, messages arriving in that second (gaps are zeros)."""
+    """CSV `t,arrivals`: seconds since start, messages arriving in that second.
+
+    Sparse files load: a second missing from the file had no arrivals.
+    """
     rows: dict[int, int] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -84,18 +108,31 @@ def load_trace(path: str | Path) -> list[int]:
     return arrivals
 
 
-def weighted_percentile(pairs: list[tuple[float, int]], q: float) -> float:
-    """Percentile of (value, count) pairs: the smallest value with >= q of the mass at or below."""
-    total = sum(c for _, c in pairs)
-    if total == 0:
-        return 0.0
-    need = q * total
-    seen = 0
-    for value, count in sorted(pairs):
-        seen += count
-        if seen >= need - 1e-9:
-            return value
-    return max(v for v, _ in pairs)
+class _Waits:
+    """Walks the arrival seconds in FIFO order as messages are served."""
+
+    def __init__(self, arrivals: list[int]) -> None:
+        self.arrivals = arrivals
+        self.hist = WaitHistogram()
+        self.sec = 0
+        self.left = arrivals[0] if arrivals else 0
+
+    def serve(self, count: int, t: int) -> None:
+        while count > 0:
+            while self.left == 0:
+                self.sec += 1
+                self.left = self.arrivals[self.sec]
+            take = min(count, self.left)
+            self.hist.add(t - self.sec, take)
+            self.left -= take
+            count -= take
+
+    def unserved_until(self, horizon: int) -> None:
+        while self.sec < len(self.arrivals):
+            if self.left:
+                self.hist.add(horizon - self.sec, self.left)
+            self.sec += 1
+            self.left = self.arrivals[self.sec] if self.sec < len(self.arrivals) else 0
 
 
 def simulate(
@@ -104,132 +141,110 @@ def simulate(
     sim: SimConfig | None = None,
     trace_name: str = "trace",
     initial_replicas: int | None = None,
+    record: bool = False,
 ) -> SimResult:
     sim = sim or SimConfig()
     horizon = len(arrivals)
-    queue: deque[list[int]] = deque()  # [arrival second, count]
-    queued = 0
-    ready_at: list[float] = []
-    start = initial_replicas
-    if start is None:
-        start = max(policy.cfg.min_replicas, 1 if policy.name == "step" else 0)
-    ready_at = [0.0] * start
+    rate = sim.service_rate
+    hold = max(1, math.ceil(rate * sim.hold_s))
+    lag = int(sim.count_lag)
+    pool = NodePool(
+        sim.startup_delay, sim.pod_start, sim.node_linger_s, sim.startup_jitter_s,
+        seed=sim.seed, initial=policy.start_replicas(initial_replicas),
+    )
+    deletes = MinuteMetric(sim.metric_lag_min, sim.metric_lag_max, seed=sim.seed + 1)
+    backlog_metric = MinuteMetric(sim.metric_lag_min, sim.metric_lag_max, seed=sim.seed + 2)
+    reads_backlog = policy.reads_backlog_metric
+    waits = _Waits(arrivals)
     state = policy.initial_state()
-    credit = 0.0
-    waits: list[tuple[float, int]] = []
-    deletes: list[int] = []
-    visible_hist: list[int] = []
-    inflight_hist: list[int] = []
-    next_eval = 0.0
-    gpu_seconds = 0.0
-    scale_events = 0
-    max_backlog = 0
-    per_replica_hold = max(1, math.ceil(sim.service_rate * sim.prefetch_s))
+    visible = [0] * horizon
+    in_flight = [0] * horizon
+    busy = [t for t, n in enumerate(arrivals) if n]
+    busy_i = 0
     series: dict[str, list[float]] = {"arrivals": [], "backlog": [], "replicas": [], "ready": []}
-
-    for t in range(horizon):
-        if arrivals[t]:
-            queue.append([t, arrivals[t]])
-            queued += arrivals[t]
-        ready = sum(1 for r in ready_at if r <= t)
-        # observe before serving this second, like a scaler call landing at the top of it
-        in_flight = min(queued, ready * per_replica_hold)
-        visible_hist.append(queued - in_flight)
-        inflight_hist.append(in_flight)
-        max_backlog = max(max_backlog, queued)
+    arrived = received = deleted = 0
+    credit = 0.0
+    next_eval = 0.0
+    node_seconds = 0.0
+    scale_events = max_backlog = 0
+    t = 0
+    while t < horizon:
+        # idle stretch: nothing queued, no arrival, no decision or node event due: one step
+        if arrived == deleted and not arrivals[t]:
+            while busy_i < len(busy) and busy[busy_i] < t:
+                busy_i += 1
+            nxt = busy[busy_i] if busy_i < len(busy) else horizon
+            end = int(min(nxt, math.ceil(min(next_eval, pool.next_event, horizon)), horizon))
+            if end > t + 1:
+                node_seconds += pool.billed * (end - t)
+                deletes.add(end - 1, 0.0)
+                if reads_backlog:
+                    backlog_metric.add(end - 1, 0.0)
+                if record:
+                    for key, value in (("arrivals", 0), ("backlog", 0), ("replicas",
+                                       pool.replicas), ("ready", pool.serving)):
+                        series[key].extend([value] * (end - t))
+                credit = 0.0
+                t = end
+                continue
+        arrived += arrivals[t]
+        pool.advance(t)
+        received = min(arrived, deleted + pool.serving * hold)
+        visible[t], in_flight[t] = arrived - received, received - deleted
+        max_backlog = max(max_backlog, arrived - deleted)
+        if reads_backlog:
+            backlog_metric.add(t, arrived - deleted)
         if t >= next_eval - 1e-9:
-            seen = max(0, t - int(sim.count_lag))
-            drained: float | None = None
-            end = t - int(sim.drain_lag)
-            if sim.use_drain_metric and end - sim.drain_window >= 0:
-                window = deletes[int(end - sim.drain_window) : end]
-                drained = sum(window) / len(window) if window else None
+            seen = t if policy.sees_live_counts else max(0, t - lag)
             obs = Observation(
                 now=float(t),
-                visible=visible_hist[seen],
-                in_flight=inflight_hist[seen],
+                visible=visible[seen],
+                in_flight=in_flight[seen],
                 delayed=0,
-                current=len(ready_at),
-                ready=ready,
-                drained_per_s=drained,
+                current=pool.replicas,
+                ready=pool.serving,
+                drained_per_s=deletes.newest_mean_per_s(t, sim.drain_minutes)
+                if sim.use_drain_metric
+                else None,
+                backlog_minutes=tuple(v / 60.0 for _, v in backlog_metric.published(t))
+                if reads_backlog
+                else (),
             )
             desired, _reason, state = policy.decide(obs, state)
-            if desired != len(ready_at):
+            if desired != pool.replicas:
                 scale_events += 1
-                if desired > len(ready_at):
-                    ready_at += [t + sim.startup_delay] * (desired - len(ready_at))
-                else:
-                    ready_at.sort()
-                    del ready_at[desired:]
-            next_eval += policy.interval_s
-            ready = sum(1 for r in ready_at if r <= t)
-        gpu_seconds += len(ready_at)
-        # serve
-        credit += ready * sim.service_rate
-        served = 0
-        while queue and credit >= 1.0:
-            head = queue[0]
-            take = min(head[1], int(credit))
-            waits.append((float(t - head[0]), take))
-            head[1] -= take
-            credit -= take
-            served += take
-            if head[1] == 0:
-                queue.popleft()
-        if not queue:
+                pool.scale_to(desired, t)
+                received = min(arrived, deleted + pool.serving * hold)
+            next_eval = max(t + 1.0, policy.next_decision(float(t), state))
+        node_seconds += pool.billed
+        credit += pool.serving * rate
+        served = min(received - deleted, int(credit))
+        if served:
+            waits.serve(served, t)
+            deleted += served
+            credit -= served
+        if received == deleted:
             credit = min(credit, 1.0)  # idle capacity is not banked
-        queued -= served
-        deletes.append(served)
-        series["arrivals"].append(arrivals[t])
-        series["backlog"].append(queued)
-        series["replicas"].append(len(ready_at))
-        series["ready"].append(ready)
-
-    unserved = 0
-    for arrived, count in queue:
-        waits.append((float(horizon - arrived), count))
-        unserved += count
+        deletes.add(t, served)
+        if record:
+            series["arrivals"].append(arrivals[t])
+            series["backlog"].append(arrived - deleted)
+            series["replicas"].append(pool.replicas)
+            series["ready"].append(pool.serving)
+        t += 1
+    unserved = arrived - deleted
+    waits.unserved_until(horizon)
+    hist = waits.hist
     return SimResult(
         policy=policy.name,
         trace=trace_name,
-        p50_wait_s=weighted_percentile(waits, 0.50),
-        p95_wait_s=weighted_percentile(waits, 0.95),
-        max_wait_s=max((w for w, _ in waits), default=0.0),
-        gpu_hours=round(gpu_seconds / 3600.0, 3),
+        p50_wait_s=hist.percentile(0.50),
+        p95_wait_s=hist.percentile(0.95),
+        max_wait_s=hist.maximum(),
+        gpu_hours=round(node_seconds / 3600.0, 3),
         max_backlog=max_backlog,
         scale_events=scale_events,
         messages=sum(arrivals),
         unserved=unserved,
         series=series,
     )
-
-
-def plot(results: list[SimResult], out: str | Path, title: str = "") -> None:
-    """Arrivals, backlog and replicas over time, one line per policy (matplotlib, headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
-    first = results[0].series
-    minutes = [t / 60.0 for t in range(len(first["arrivals"]))]
-    per_min = [sum(first["arrivals"][i : i + 60]) / 60.0 for i in range(0, len(minutes), 60)]
-    axes[0].step([i for i in range(len(per_min))], per_min, where="post", color="gray")
-    axes[0].set_ylabel("arrivals (msg/s,\n1-min mean)")
-    for res in results:
-        label = f"{res.policy} (p95 {res.p95_wait_s:.0f}s, {res.gpu_hours:.1f} GPU-h)"
-        axes[1].plot(minutes, res.series["backlog"], label=label, linewidth=1)
-        axes[2].plot(minutes, res.series["replicas"], label=f"{res.policy} asked", linewidth=1)
-        axes[2].plot(
-            minutes, res.series["ready"], linestyle=":", linewidth=1, label=f"{res.policy} ready"
-        )
-    axes[1].set_ylabel("backlog (msgs)")
-    axes[1].legend(loc="upper right", fontsize=8)
-    axes[2].set_ylabel("replicas")
-    axes[2].set_xlabel("minutes")
-    axes[2].legend(loc="upper right", fontsize=8, ncol=2)
-    fig.suptitle(title or f"trace {results[0].trace}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)

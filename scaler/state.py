@@ -1,20 +1,55 @@
 """The policy's memory as a Deployment annotation, so the Lambda itself stays stateless.
 
-A malformed or foreign annotation is never trusted: `decode` returns a fresh state and a problem
-string naming what was wrong; the runner reports it and writes a fresh state back.
+The annotation is parsed into a bounded pydantic model: every time, count and rate has a range,
+so a hand edit or a foreign writer (an integer of 400 digits, a negative count, `true` for a
+time) cannot reach the policy's arithmetic. What does not fit is never trusted: `decode` returns a
+fresh state and a problem naming the field; the runner reports it as a warning and writes a fresh
+state back, and the policy, having no history, holds the replicas that run for its stabilization
+window (scaler.policy).
 """
 
 from __future__ import annotations
 
 import json
-import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from scaler.policy import State
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scaler.policy import State, trusted
 
 ANNOTATION = "gpuqueue.dev/scaler-state"
 VERSION = 1
 MAX_RECOMMENDATIONS = 64
+#: seconds since the epoch up to the year 5138; replicas and backlogs up to a billion
+MAX_TIME = 1e11
+MAX_COUNT = 10**9
+MAX_RATE = 1e9
+
+Time = Annotated[float, Field(ge=0, le=MAX_TIME, strict=True)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+Rate = Annotated[float, Field(ge=0, le=MAX_RATE, strict=True)]
+
+
+class StateBody(BaseModel):
+    """The annotation's JSON (v1; keys added later are optional, so older annotations load)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    v: Literal[1]
+    recs: list[tuple[Time, Count]] = Field(default_factory=list, max_length=4 * MAX_RECOMMENDATIONS)
+    last_active: Time | None = None
+    drain_rate: Rate | None = None
+    arrival_rate: Rate | None = None
+    prev: tuple[Time, Count | None, Count | None, Count | None] | None = None
+    last_scale_up: Time | None = None
+    ready_since: Time | None = None
+    peaks: list[tuple[Time, Count]] = Field(
+        default_factory=list, max_length=4 * MAX_RECOMMENDATIONS
+    )
+    since: Time | None = None
+    idle_since: Time | None = None
+    gaps: list[Time] = Field(default_factory=list, max_length=MAX_RECOMMENDATIONS)
+    waiting_since: Time | None = None
 
 
 class StateError(ValueError):
@@ -34,101 +69,65 @@ def encode(state: State) -> str:
         "last_scale_up": state.last_scale_up,
         "ready_since": state.ready_since,
         "peaks": [[round(t, 3), n] for t, n in state.peaks[-MAX_RECOMMENDATIONS:]],
+        "since": state.history_since,
+        "idle_since": state.idle_since,
+        "gaps": [round(g, 3) for g in state.gaps],
+        "waiting_since": state.waiting_since,
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
-def _num(value: Any, what: str, allow_none: bool = True) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise StateError(f"{what} must be a finite number, got {value!r}")
-    if value < 0:
-        raise StateError(f"{what} must be >= 0, got {value!r}")
-    return float(value)
-
-
-def _int(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StateError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
+def _where(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+    return f"{loc}: {err.get('msg', 'invalid')}"
 
 
 def parse(text: str) -> State:
-    """Strict parse; raises StateError saying what is wrong."""
+    """Strict parse; raises StateError saying what is wrong (and where)."""
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StateError(f"not JSON ({exc.msg} at char {exc.pos})") from None
-    if not isinstance(body, dict):
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        where = f" at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise StateError(f"not JSON{where}") from None
+    if not isinstance(raw, dict):
         raise StateError("not a JSON object")
-    if body.get("v") != VERSION:
-        raise StateError(f"unknown version {body.get('v')!r} (expected {VERSION})")
-    recs_raw = body.get("recs", [])
-    if not isinstance(recs_raw, list):
-        raise StateError("recs must be a list")
-    recs: list[tuple[float, int]] = []
-    for item in recs_raw:
-        if not (isinstance(item, list) and len(item) == 2):
-            raise StateError(f"recs entry {item!r} is not [time, replicas]")
-        t = _num(item[0], "recs time", allow_none=False)
-        n = _int(item[1], "recs replicas")
-        assert t is not None and n is not None
-        recs.append((t, n))
-    prev = body.get("prev")
-    prev_time = prev_backlog = prev_visible = prev_ready = None
-    if prev is not None:
-        if not (isinstance(prev, list) and len(prev) == 4):
-            raise StateError("prev must be [time, backlog, visible, ready]")
-        prev_time = _num(prev[0], "prev time", allow_none=False)
-        prev_backlog = _int(prev[1], "prev backlog")
-        prev_visible = _int(prev[2], "prev visible")
-        prev_ready = _int(prev[3], "prev ready")
-    peaks_raw = body.get("peaks", [])
-    if not isinstance(peaks_raw, list):
-        raise StateError("peaks must be a list")
-    peaks: list[tuple[float, int]] = []
-    for item in peaks_raw:
-        if not (isinstance(item, list) and len(item) == 2):
-            raise StateError(f"peaks entry {item!r} is not [time, replicas]")
-        pt = _num(item[0], "peaks time", allow_none=False)
-        pn = _int(item[1], "peaks replicas")
-        assert pt is not None and pn is not None
-        peaks.append((pt, pn))
+    if raw.get("v") != VERSION:
+        raise StateError(f"unknown version {raw.get('v')!r} (expected {VERSION})")
+    try:
+        body = StateBody.model_validate_json(text)
+    except ValidationError as exc:
+        raise StateError(f"out of range or malformed: {_where(exc)}") from None
+    prev = body.prev or (None, None, None, None)
     return State(
-        recommendations=tuple(recs),
-        last_active=_num(body.get("last_active"), "last_active"),
-        drain_rate=_num(body.get("drain_rate"), "drain_rate"),
-        arrival_rate=_num(body.get("arrival_rate"), "arrival_rate"),
-        prev_time=prev_time,
-        prev_backlog=prev_backlog,
-        prev_visible=prev_visible,
-        prev_ready=prev_ready,
-        last_scale_up=_num(body.get("last_scale_up"), "last_scale_up"),
-        ready_since=_num(body.get("ready_since"), "ready_since"),
-        peaks=tuple(peaks),
+        recommendations=tuple(body.recs),
+        last_active=body.last_active,
+        drain_rate=body.drain_rate,
+        arrival_rate=body.arrival_rate,
+        prev_time=prev[0],
+        prev_backlog=prev[1],
+        prev_visible=prev[2],
+        prev_ready=prev[3],
+        last_scale_up=body.last_scale_up,
+        ready_since=body.ready_since,
+        peaks=tuple(body.peaks),
+        # written before `since` existed: the history began at least at the last run
+        history_since=body.since if body.since is not None else prev[0],
+        idle_since=body.idle_since,
+        gaps=tuple(body.gaps),
+        waiting_since=body.waiting_since,
     )
 
 
 def decode(text: str | None, now: float) -> tuple[State, str | None]:
-    """(state, problem). No annotation → fresh state, no problem. Malformed → fresh state + problem.
-
-    A state from the future (clock skew, hand edits) is as untrustworthy as a malformed one.
-    """
+    """(state, problem). No annotation → fresh state, no problem. Malformed or out of range →
+    fresh state + problem. A fresh state has no history: the policy holds for a window."""
     if text is None or text == "":
         return State(), None
     try:
         state = parse(text)
     except StateError as exc:
         return State(), f"annotation {ANNOTATION} is malformed ({exc}); state reset"
-    times = [t for t, _ in (*state.recommendations, *state.peaks)]
-    times += [
-        t
-        for t in (state.prev_time, state.last_active, state.last_scale_up, state.ready_since)
-        if t is not None
-    ]
-    if any(t > now + 300 for t in times):
+    if not trusted(state, now):
         return State(), f"annotation {ANNOTATION} holds times in the future; state reset"
     return state, None

@@ -178,7 +178,8 @@ def test_lambda_invocation_patches_the_scale(
 ) -> None:
     url = queue_with(fauxqs_server.endpoint_url, 130)
     kube.deployments[("ml", "a")] = FakeDeployment(replicas=0, ready=0)
-    env = scaler_env([{"queue_url": url, "deployment": "ml/a", "drain_rate_prior": 1.0}],
+    env = scaler_env([{"queue_url": url, "deployment": "ml/a", "drain_rate_prior": 1.0,
+                       "target_wait_s": 60}],
                      kubeconfig, fauxqs_server.endpoint_url)
     stub = lambda_run([{"source": "aws.events", "detail-type": "Scheduled Event"}], env)
     kind, body = stub.results["req-1"]

@@ -45,7 +45,9 @@ def queue_with(sqs: Any, n: int) -> str:
 
 
 def settings_for(*targets: dict[str, Any]) -> Settings:
-    return Settings(targets=[TargetConfig(**t) for t in targets], drain_rate_source="prior")
+    # these cases size bursts to drain within a minute (the arithmetic in their comments)
+    return Settings(targets=[TargetConfig(**{"target_wait_s": 60, **t}) for t in targets],
+                    drain_rate_source="prior")
 
 
 def deps_for(sqs: Any, kubeconfig: str) -> Deps:
@@ -65,7 +67,8 @@ def test_serves_every_target_even_when_one_fails(
     missing = busy.rsplit("/", 1)[0] + "/does-not-exist"
     settings = settings_for(
         {"queue_url": missing, "deployment": "ml/b"},
-        {"queue_url": busy, "deployment": "ml/a", "drain_rate_prior": 1.0, "max_replicas": 10},
+        {"queue_url": busy, "deployment": "ml/a", "drain_rate_prior": 1.0, "max_replicas": 10,
+         "target_wait_s": 60},
         {"queue_url": busy, "deployment": "ml/c", "max_replicas": 10},
     )
     outcomes = run_once(settings, deps_for(sqs, kubeconfig))
