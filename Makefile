@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick gpu-wheels gpu-check sim-report docs docs-check clean
+.PHONY: install demo test test-fast lint bench bench-quick lambda-zip image image-test deploy-check deploy chaos chaos-quick chaos-broken gpu-wheels gpu-check sim-report docs docs-check clean
 
 ## install: the virtual environment with the worker, scaler and dev extras, and fauxqs
 install: $(STAMP) node_modules/.package-lock.json
@@ -28,10 +28,20 @@ node_modules/.package-lock.json: package.json package-lock.json
 demo: install
 	$(PY) -m worker.demo
 
-## test: lint, type-check, the whole suite, and the offline deploy checks
+## test: lint, type-check, the whole suite, the offline deploy checks, and the docs site
 test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(MAKE) deploy-check
+	$(MAKE) docs-check
+
+## docs: the docs site, strictly: a broken link, a stale reference or a missing figure fails it
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
+## docs-check: the built site opened in headless Chromium (every page loads, has a heading, no
+##   broken internal link)
+docs-check: docs
+	$(PY) tools/docs_check.py build/site
 
 lint: install
 	$(VENV)/bin/ruff check worker scaler tests bench deploy tools
@@ -45,10 +55,11 @@ bench-quick: install
 	BENCH_QUICK=1 $(PY) bench/worker_throughput.py
 
 ## sim-report: the scaler's comparison (KEDA's frontier vs the default policy on held-out seeds):
-##   docs/results/sim-report.json, docs/img/*.png, the tables of docs/scaler.md and README.md
+##   docs/results/sim-report.json, docs/img/*.png and the README table (docs/scaler.md renders its
+##   tables from the JSON when the docs are built)
 sim-report: install
 	$(PY) -m scaler.report --jobs 2
-	$(PY) -m scaler.report --markdown docs/scaler.md README.md
+	$(PY) -m scaler.report --markdown README.md
 
 ## lambda-zip: the scaler's Lambda bundle (no boto3, no torch)
 lambda-zip: install
@@ -76,6 +87,10 @@ chaos: install
 
 chaos-quick: install
 	CHAOS_SCALE=quick $(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/chaos -s
+
+## chaos-broken: every chaos test against the broken build it guards (each must fail)
+chaos-broken: install
+	$(PY) tests/chaos/support/broken_builds.py
 
 ## gpu-wheels: here, what gpu-check carries to a GPU machine (.whl/: wheels, MiniLM's tokenizer)
 gpu-wheels: install

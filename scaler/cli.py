@@ -19,7 +19,7 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from scaler.lineup import POLICY_NAMES
     from scaler.simcli import add_sim_knobs
 
@@ -76,7 +76,7 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "once":
         return cmd_once(args)
     from scaler.simcli import cmd_compare, cmd_frontier, cmd_simulate

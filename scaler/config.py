@@ -26,6 +26,9 @@ DEFAULT_PROMETHEUS_QUERY = (
 )
 
 
+ENV_PREFIX = "SCALER_"
+
+
 class ConfigError(ValueError):
     """One line, naming the variable."""
 
@@ -93,30 +96,80 @@ class TargetConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SCALER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    targets: list[TargetConfig] = Field(default_factory=list)
-    targets_file: Path | None = None
-    gke_cluster: str | None = None
-    google_auth: Literal["wif", "secret"] = "wif"
-    wif_config: str | None = None
-    sa_key_secret_id: str | None = None
-    kubeconfig: Path | None = None
-    kube_context: str | None = None
-    container_api_endpoint: str | None = None
-    gke_endpoint: Literal["public", "private", "dns"] = "public"
-    drain_rate_source: Literal["cloudwatch", "prometheus", "prior"] = "cloudwatch"
-    prometheus_url: str | None = None
-    prometheus_query: str = DEFAULT_PROMETHEUS_QUERY
-    drain_window_s: int = Field(default=300, ge=60, le=3600)
-    request_timeout_s: float = Field(default=10.0, gt=0)
-    dry_run: bool = False
-    log_level: str = "INFO"
+    targets: list[TargetConfig] = Field(
+        default_factory=list,
+        description="JSON list of (queue, Deployment) targets and their policy knobs; this or "
+        "SCALER_TARGETS_FILE",
+    )
+    targets_file: Path | None = Field(
+        default=None, description="a YAML or JSON file: a list of targets, or {targets: [...]}"
+    )
+    gke_cluster: str | None = Field(
+        default=None,
+        description="projects/P/locations/L/clusters/C: endpoint and CA from GKE's get_cluster, "
+        "the bearer token from google-auth; unset: SCALER_KUBECONFIG, else in-cluster config",
+    )
+    google_auth: Literal["wif", "secret"] = Field(
+        default="wif",
+        description="`wif` (Workload Identity Federation) or `secret` (a service-account key in "
+        "AWS Secrets Manager, read at run time)",
+    )
+    wif_config: str | None = Field(
+        default=None,
+        description="the external-account credential config (JSON text or a path; not a secret); "
+        "unset in `wif` mode: google.auth.default()",
+    )
+    sa_key_secret_id: str | None = Field(
+        default=None, description="the Secrets Manager id of the key JSON (`secret` mode)"
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="a kubeconfig for any other cluster (and the tests)"
+    )
+    kube_context: str | None = Field(default=None, description="the kubeconfig context to use")
+    container_api_endpoint: str | None = Field(
+        default=None, description="override the GKE API endpoint (a private endpoint, tests)"
+    )
+    gke_endpoint: Literal["public", "private", "dns"] = Field(
+        default="public",
+        description="which control-plane endpoint: `public` (IP + cluster CA), `private` (a "
+        "Lambda in a VPC connected to the cluster's network), `dns` (GKE's DNS-based endpoint: "
+        "IAM-authorised from anywhere, no authorized-networks list to keep up to date)",
+    )
+    drain_rate_source: Literal["cloudwatch", "prometheus", "prior"] = Field(
+        default="cloudwatch",
+        description="where the measured drain rate comes from (see the scaler's page)",
+    )
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus base URL (`prometheus` drain rate source)"
+    )
+    prometheus_query: str = Field(
+        default=DEFAULT_PROMETHEUS_QUERY,
+        description="instant query for the drain rate (str.format: {namespace}, {deployment}, "
+        "{queue} filled in; PromQL's own braces doubled)",
+    )
+    drain_window_s: int = Field(
+        default=300, ge=60, le=3600, description="CloudWatch look-back for the drain rate"
+    )
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, description="per call to Kubernetes, GKE or Prometheus"
+    )
+    dry_run: bool = Field(default=False, description="decide and log, patch nothing")
+    log_level: str = Field(default="INFO", description="the logs' level")
     #: Lambda only: decide this many times per invocation, run_interval_s apart. EventBridge fires
     #: at most once a minute; 3 × 20 s sees a burst up to 40 s sooner. A run is skipped when less
     #: than 8 s of the invocation would be left (function timeout 50 s: runs at 0, 20, 40 s).
-    runs_per_invocation: int = Field(default=3, ge=1, le=12)
-    run_interval_s: float = Field(default=20.0, ge=0, le=300)
+    runs_per_invocation: int = Field(
+        default=3,
+        ge=1,
+        le=12,
+        description="Lambda: decisions per invocation, SCALER_RUN_INTERVAL_S apart (EventBridge "
+        "fires at most once a minute)",
+    )
+    run_interval_s: float = Field(
+        default=20.0, ge=0, le=300, description="Lambda: seconds between those decisions"
+    )
 
     @field_validator("gke_cluster")
     @classmethod

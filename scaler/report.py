@@ -178,7 +178,7 @@ def plots(report: dict[str, Any], img: Path) -> list[str]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scaler.report", description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/sim-report.json")
     parser.add_argument("--img", type=Path, default=ROOT / "docs/img")
@@ -189,7 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=None, help="shorter traces (smoke runs)")
     parser.add_argument("--markdown", type=Path, nargs="*",
                         help="only rewrite these files' tables from --out")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from scaler.reportmd import rewrite
 
     if args.markdown is None:

@@ -176,12 +176,17 @@ def write_csv(counts: list[int], out: TextIO) -> None:
     out.writelines(f"{t},{n}\n" for t, n in enumerate(counts) if n or t == last)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scaler.tracegen", description=__doc__)
     parser.add_argument("family", nargs="?", choices=sorted(FAMILIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hours", type=float, default=None, help="trace length (family default)")
     parser.add_argument("--out", help="file to write (default: stdout)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.hours is not None and args.hours <= 0:
         parser.error("--hours must be > 0")

@@ -10,6 +10,9 @@ In a page:
     <!-- reference: schema request -->        the JSON Schema of RequestV1 (or: result)
     <!-- reference: cli MODULE -->            a CLI's --help, from its argparse definition
                                               (MODULE.build_parser())
+    <!-- reference: chaos chaos-quick -->     a chaos run's table (docs/results/chaos-quick.json)
+    <!-- reference: sim-report SECTION -->     a table of the scaler's comparison
+                                              (scaler/reportmd.py, docs/results/sim-report.json)
     {{ bench.figures.pipeline_cpu_ms_per_msg }}   a figure from docs/results/bench.json
     {{ bench.figures.x :.2f }}                 ... formatted
     {{ bench.provenance }}                     when, at which commit, on what it was measured
@@ -33,7 +36,7 @@ RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT))
 
 FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_]+)+)\s*(?::([^}\s]+))?\s*\}\}")
-REFERENCE = re.compile(r"<!--\s*reference:\s*(\w+)\s*([\w.]*)\s*-->")
+REFERENCE = re.compile(r"^([ \t]*)<!--\s*reference:\s*([\w-]+)\s*([\w.-]*)\s*-->", re.M)
 IF_RESULTS = re.compile(
     r"<!--\s*(if|unless)-results\s+([A-Za-z0-9_-]+)\s*-->(.*?)<!--\s*end-(?:if|unless)\s*-->",
     re.S,
@@ -160,14 +163,65 @@ def cli_help(module: str) -> str:
         raise DocsError(f"{module}.build_parser() cannot be had: {exc}") from exc
     blocks = [f"```text\n{parser.format_help()}```"]
     for action in parser._actions:  # subcommands, each with its own help
-        for name, sub in (getattr(action, "choices", None) or {}).items():
+        choices = getattr(action, "choices", None)
+        if not isinstance(choices, dict):
+            continue
+        for name, sub in choices.items():
             if hasattr(sub, "format_help"):
                 blocks.append(f"#### `{parser.prog} {name}`\n\n```text\n{sub.format_help()}```")
     return "\n\n".join(blocks)
 
 
+def sim_report(section: str) -> str:
+    from scaler import reportmd
+
+    sections = reportmd.sections(load_results("sim-report"))
+    if section not in sections:
+        raise DocsError(f"sim-report has no section {section!r} ({', '.join(sections)})")
+    return sections[section]()
+
+
+def chaos_table(name: str) -> str:
+    """One row per chaos test of a run (docs/results/chaos-<scale>.json)."""
+    data = load_results(name)
+    rows = ["| test | load | faults injected | lost | duplicates | passed | figures |",
+            "|---|---|---|---|---|---|---|"]
+    for test in data["figures"]["tests"].values():
+        faults = ", ".join(f"{k} {v}" for k, v in test.get("faults", {}).items())
+        figures = ", ".join(f"{k}: {_short(v)}" for k, v in test.get("figures", {}).items())
+        rows.append(
+            f"| {test['name']} | {_cell(str(test.get('load', '')))} | {_cell(faults)} | "
+            f"{test['lost']} | {test['duplicates']} | {'yes' if test['passed'] else '**no**'} | "
+            f"{_cell(figures)} |"
+        )
+    return "\n".join(rows) + f"\n\n{provenance_text(data).capitalize()}."
+
+
+def chaos_broken_table(name: str) -> str:
+    data = load_results(name)
+    rows = ["| test | broken build | scale | caught | what failed |", "|---|---|---|---|---|"]
+    for run in data["figures"]["runs"]:
+        caught = "yes" if run["caught"] else "**no**"
+        rows.append(
+            f"| {run['test']} | `{run['break']}` | {run['scale']} | {caught} | "
+            f"{_cell(str(run['evidence']))} |"
+        )
+    return "\n".join(rows) + f"\n\n{provenance_text(data).capitalize()}."
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict | list):
+        text = json.dumps(value, separators=(", ", ": "))
+    else:
+        text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def reference(kind: str, arg: str) -> str:
     generators = {
+        "chaos": lambda: chaos_table(arg),
+        "chaos-broken": lambda: chaos_broken_table(arg),
+        "sim-report": lambda: sim_report(arg),
         "settings": lambda: settings_table(arg),
         "errors": errors_table,
         "schema": lambda: schema_block(arg),
@@ -187,8 +241,13 @@ def render(markdown: str) -> str:
         return match[3] if exists == (match[1] == "if") else ""
 
     markdown = IF_RESULTS.sub(conditional, markdown)
-    markdown = REFERENCE.sub(lambda m: reference(m[1], m[2]), markdown)
+    markdown = REFERENCE.sub(lambda m: _indented(reference(m[2], m[3]), m[1]), markdown)
     return FIGURE.sub(lambda m: figure(m[1], m[2], m[3]), markdown)
+
+
+def _indented(text: str, indent: str) -> str:
+    """Generated text at the directive's indentation (inside an admonition, a list item)."""
+    return "\n".join(indent + line if line else line for line in text.splitlines())
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

@@ -99,13 +99,28 @@ class WorkerSettings(BaseSettings):
         description="the name results carry in `model`; default: WORKER_MODEL when it is a "
         "Hugging Face id, the bundled model's id, else the model directory's name",
     )
-    task: Task = "embed"
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    max_batch_size: int = Field(default=32, ge=1, le=4096)
-    max_batch_tokens: int = Field(default=8192, ge=1)
-    max_wait_ms: int = Field(default=20, ge=0, le=60_000)
-    receivers: int = Field(default=4, ge=1, le=64)
+    task: Task = Field(
+        default="embed",
+        description="the task this worker serves (one task per worker and queue); a request's "
+        "`task`, when given, must match",
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto", description="`auto`: CUDA when present, else the CPU"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="`auto`: bfloat16 on CUDA (float16 where the GPU has no bf16), float32 on CPU",
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="requests per batch")
+    max_batch_tokens: int = Field(
+        default=8192,
+        ge=1,
+        description="padded tokens per batch (rows x longest row); one larger request runs alone",
+    )
+    max_wait_ms: int = Field(
+        default=20, ge=0, le=60_000, description="the longest a request waits for its batch to fill"
+    )
+    receivers: int = Field(default=4, ge=1, le=64, description="concurrent long polls")
     encoders: int = Field(
         default=2, ge=1, le=64, description="threads that parse and tokenise requests"
     )
@@ -135,13 +150,29 @@ class WorkerSettings(BaseSettings):
     buffer_max: int = Field(
         default=0, ge=0, description="messages held at most; 0 = auto from throughput"
     )
-    visibility_timeout_s: int = Field(default=60, ge=1, le=MAX_VISIBILITY_S)
-    heartbeat: bool = True
+    visibility_timeout_s: int = Field(
+        default=60,
+        ge=1,
+        le=MAX_VISIBILITY_S,
+        description="the visibility timeout set on every receive, and each heartbeat's extension",
+    )
+    heartbeat: bool = Field(
+        default=True, description="extend the visibility of messages held past half their timeout"
+    )
     max_input_tokens: int = Field(default=0, ge=0, description="0 = the model's maximum")
-    max_body_bytes: int = Field(default=262_144, ge=1)
+    max_body_bytes: int = Field(
+        default=262_144, ge=1, description="larger request bodies get a BodyTooLarge error"
+    )
     http_port: int = Field(default=8080, ge=0, le=65535, description="0 = any free port")
-    shutdown_timeout_s: float = Field(default=25.0, gt=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout_s: float = Field(
+        default=25.0,
+        gt=0,
+        description="the SIGTERM drain's budget; keep terminationGracePeriodSeconds above it plus "
+        "a long poll",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="the JSON logs' level"
+    )
     queue_metrics_interval_s: float = Field(
         default=30.0,
         ge=0,

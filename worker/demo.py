@@ -122,7 +122,7 @@ def cosine(a: list[float], b: list[float]) -> float:
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) or 1.0)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker.demo", description=__doc__.split("\n")[0]
     )
@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         "--messages", type=int, default=3000, help="sentences to enqueue (max 2980)"
     )
     parser.add_argument("--query", default=DEFAULT_QUERY, help="sentence whose neighbours to show")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     # The local server takes any credentials; dummy ones keep a real AWS account out of the demo.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

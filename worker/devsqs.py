@@ -164,7 +164,7 @@ def running(kind: str = "fauxqs") -> Iterator[LocalServer]:
         server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker.devsqs", description=__doc__.split("\n")[0]
     )
@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=0, help="port to bind on 127.0.0.1 (default: free)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         server = start_moto(args.port) if args.moto else start_fauxqs(args.port)
     except DevServerError as exc:
