@@ -74,11 +74,13 @@ deploy-check: install
 deploy: install
 	OVERLAY="$(OVERLAY)" IMAGE="$(IMAGE)" bash deploy/apply.sh
 
-## image / image-test: build the two-stage image with buildah/podman and smoke-test it
+## image / image-test: build the two-stage image (Docker where a daemon answers, else buildah and
+##   podman) and smoke-test it (podman)
 image: install
-	bash deploy/image/build.sh
+	bash deploy/image/make_image.sh
 
-image-test: image
+image-test: install
+	IMAGE_BUILDER=buildah bash deploy/image/make_image.sh
 	bash deploy/image/test.sh
 
 ## chaos: crash, drain, fault and fuzz suites (chaos-quick: smaller numbers)
