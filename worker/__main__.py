@@ -1,6 +1,6 @@
 """`python -m worker`: the long-running SQS consumer (same as the `gpuqueue-worker` script)."""
 
-from worker.cli import main
+from worker.cli import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from worker import logs
 from worker.config import WorkerSettings, load_settings
@@ -171,6 +171,17 @@ def _start_queue_monitor(
     return QueueMonitor(
         adapter, settings.queue_url, metrics, settings.queue_metrics_interval_s
     ).start()
+
+
+def console() -> NoReturn:
+    """`python -m worker` and the `gpuqueue-worker` script: `main`, then out at once. After a
+    drain everything that matters is done (results written, requests deleted or released, logs
+    flushed); the interpreter's own teardown of torch, the tokenizers and the threads still in
+    long polls took seconds more, which a rollout waits for and a scale-down bills."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

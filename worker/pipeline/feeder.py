@@ -90,8 +90,19 @@ class BatchFeeder:
                 )
                 self._slot.release()
                 continue
-            self.handoff.put((jobs, prepared))
-        self.handoff.put(None)
+            self._hand_over((jobs, prepared))
+        self._hand_over(None)
+
+    def _hand_over(self, item: Prepared | None) -> None:
+        """Into the one-slot hand-off, unless the drain stopped the executor meanwhile (a batch
+        it will never take stays RECEIVED: the drain releases it)."""
+        while True:
+            try:
+                self.handoff.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stopping:
+                    return
 
     def _next_batch(self) -> list[Job] | None:
         """Wait for a batch to be due (full, or its oldest request waited max_wait)."""

@@ -217,9 +217,9 @@ def main() -> int:
     _patch_model()
     if BREAKS:
         print(f"chaos launcher: BROKEN BUILD {sorted(BREAKS)}", file=sys.stderr, flush=True)
-    from worker.cli import main as worker_main
+    from worker.cli import console
 
-    return int(worker_main() or 0)
+    console()  # as `python -m worker` exits: at once after the drain
 
 
 if __name__ == "__main__":
