@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned (==2.13.0) in the worker extra: a CPU wheel lies on these machines' disk.
-	$(PY) -m pip install -q -e '.[worker,scaler,dev]'
+	$(PY) -m pip install -q -e '.[worker,scaler,dev,cli]'
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -44,7 +44,7 @@ docs-check: docs
 	$(PY) tools/docs_check.py build/site
 
 lint: install
-	$(VENV)/bin/ruff check worker scaler tests bench deploy tools
+	$(VENV)/bin/ruff check gpuqueue worker scaler tests bench deploy tools
 	$(VENV)/bin/mypy
 
 ## bench: side-by-side throughput ratios (BENCH_QUICK=1 for a shorter run)

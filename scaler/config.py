@@ -38,7 +38,15 @@ class TargetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    queue_url: str = Field(min_length=1)
+    queue_url: str = Field(
+        default="",
+        description="the SQS queue the Deployment's workers read (or: `queue_urls`)",
+    )
+    queue_urls: list[str] = Field(
+        default_factory=list,
+        description="several queues one Deployment reads (its WORKER_QUEUE_URLS): the backlog "
+        "and the drain rate are their sums",
+    )
     deployment: str = Field(description="namespace/name")
     name: str | None = None
     min_replicas: int = Field(default=PolicyConfig.min_replicas, ge=0)
@@ -69,6 +77,23 @@ class TargetConfig(BaseModel):
         if len(parts) != 2 or not all(DNS_LABEL_RE.match(p) for p in parts):
             raise ValueError(f"must be 'namespace/name', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _queues(self) -> TargetConfig:
+        # (a validated target comes back here with queue_url set to queue_urls[0])
+        normalised = bool(self.queue_urls) and self.queue_url == self.queue_urls[0]
+        if bool(self.queue_url) == bool(self.queue_urls) and not normalised:
+            raise ValueError("give exactly one of queue_url and queue_urls")
+        if any(not url for url in self.queue_urls):
+            raise ValueError("queue_urls holds an empty URL")
+        if not self.queue_url:
+            self.queue_url = self.queue_urls[0]  # the first: names the target in lines and logs
+        return self
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue whose backlog this target sizes for."""
+        return self.queue_urls or [self.queue_url]
 
     @model_validator(mode="after")
     def _bounds(self) -> TargetConfig:

@@ -31,15 +31,34 @@ class DrainError(RuntimeError):
 
 
 class DrainSource(Protocol):
+    #: whether `rate` measures one queue (CloudWatch's per-queue metric: several queues' rates
+    #: add up) or the whole Deployment (a Prometheus query over its pods: asked once)
+    per_queue: bool
+
     def rate(self, queue_url: str, namespace: str, deployment: str) -> float | None: ...
 
 
 class NoDrainSource:
+    per_queue = False
+
     def rate(self, queue_url: str, namespace: str, deployment: str) -> float | None:
         return None
 
 
+def total_rate(
+    source: DrainSource, queue_urls: list[str], namespace: str, deployment: str
+) -> float | None:
+    """Messages deleted per second from all of a target's queues (None: no figure at all)."""
+    if not source.per_queue:
+        return source.rate(queue_urls[0], namespace, deployment)
+    rates = [source.rate(url, namespace, deployment) for url in queue_urls]
+    known = [r for r in rates if r is not None]
+    return sum(known) if known else None
+
+
 class CloudWatchDrain:
+    per_queue = True
+
     def __init__(self, client: Any | None = None, window_s: int = 300, minutes: int = 2) -> None:
         if client is None:
             import boto3
@@ -98,6 +117,8 @@ class CloudWatchDrain:
 
 
 class PrometheusDrain:
+    per_queue = False
+
     def __init__(self, url: str, query: str, timeout_s: float = 5.0) -> None:
         self._url = url.rstrip("/")
         self._query = query

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from scaler.estimate import EPS, estimate_arrivals, learn_drain_rate, needed_replicas
+from scaler.estimate import EPS, MAX_EXACT, estimate_arrivals, learn_drain_rate, needed_replicas
 from scaler.warm import floor_of, hold_s, record_gap, update_peaks
 
 #: a state holding a time further than this in the future is not trusted (clock skew, hand edits)
@@ -234,7 +234,8 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     # backlog a cold start piles up): the reference for what to keep warm (scaler.warm). The
     # rate must have held over two runs: one noisy sample would set the floor for hours
     held = min(lam, state.arrival_rate or 0.0)
-    steady = math.ceil(held * (1.0 + cfg.headroom) / mu - EPS) if active else 0
+    # the same clamp as needed_replicas: a learned rate near zero must not overflow math.ceil
+    steady = math.ceil(min(held * (1.0 + cfg.headroom) / mu, MAX_EXACT) - EPS) if active else 0
     peaks, peak = update_peaks(state.peaks, obs.now, clamp(steady, cfg), cfg)
     floor = floor_of(peak, cfg)
     idle_for = obs.now - (last_active if last_active is not None else since)

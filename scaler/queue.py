@@ -58,6 +58,15 @@ class SqsQueues:
             raise QueueError(f"SQS {queue_url} returned non-numeric counts: {exc}") from None
 
 
+def summed(snapshots: list[QueueSnapshot]) -> QueueSnapshot:
+    """Several queues' counts as one backlog (a Deployment reading them all)."""
+    return QueueSnapshot(
+        visible=sum(s.visible for s in snapshots),
+        in_flight=sum(s.in_flight for s in snapshots),
+        delayed=sum(s.delayed for s in snapshots),
+    )
+
+
 def queue_name(queue_url: str) -> str:
     """The QueueName dimension CloudWatch uses: the last path segment of the URL."""
     return queue_url.rstrip("/").rsplit("/", 1)[-1]

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from scaler.cluster import ClusterError, DeploymentView
 from scaler.config import Settings, TargetConfig
-from scaler.drain import DrainError, DrainSource, NoDrainSource
+from scaler.drain import DrainError, DrainSource, NoDrainSource, total_rate
 from scaler.policy import Decision, Observation, PolicyConfig, State, decide
-from scaler.queue import QueueError, QueueSnapshot
+from scaler.queue import QueueError, QueueSnapshot, summed
 from scaler.state import decode, encode
 
 log = logging.getLogger("scaler")
@@ -119,11 +119,11 @@ def _decide_safely(obs: Observation, state: State, cfg: PolicyConfig) -> Decisio
 
 
 def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
-    out = Outcome(target=target.label, queue_url=target.queue_url, dry_run=dry_run)
+    out = Outcome(target=target.label, queue_url=",".join(target.queues), dry_run=dry_run)
     cfg = target.policy()
     ns, name = target.namespace, target.deployment_name
     try:
-        snap = deps.queues.snapshot(target.queue_url)
+        snap = summed([deps.queues.snapshot(url) for url in target.queues])
         out.visible, out.in_flight, out.delayed = snap.visible, snap.in_flight, snap.delayed
         if deps.cluster is None:
             raise ClusterError(deps.cluster_error or "no Kubernetes cluster configured")
@@ -137,7 +137,7 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
         source = deps.drain_for(target) if deps.drain_for else deps.drain
         drained: float | None = None
         try:
-            drained = source.rate(target.queue_url, ns, name)
+            drained = total_rate(source, target.queues, ns, name)
         except DrainError as exc:
             out.warnings.append(f"drain rate unavailable ({exc}); using learned/prior rate")
         decision = _decide_safely(_observe(snap, view, now, drained), state, cfg)

@@ -19,6 +19,7 @@ from worker.metrics import Metrics
 
 if TYPE_CHECKING:
     from worker.queue_monitor import QueueMonitor
+    from worker.sns import SnsAdapter
     from worker.sqs import SqsAdapter
 
 log = logging.getLogger("worker")
@@ -49,17 +50,19 @@ def _check_queues(settings: WorkerSettings, adapter: SqsAdapter) -> None:
     result queue is the input queue (the worker would read its own results as requests)."""
     from worker.errors import error_code
 
-    checks = [("WORKER_QUEUE_URL", settings.queue_url)]
+    inputs = "WORKER_QUEUE_URLS" if settings.queue_urls else "WORKER_QUEUE_URL"
+    checks = [(inputs, url) for url in settings.input_queue_urls]
     if settings.result_queue_url:
         checks.append(("WORKER_RESULT_QUEUE_URL", settings.result_queue_url))
-    arns = {}
+    arns = []
     for variable, url in checks:
         try:
-            arns[variable] = adapter.queue_attributes(url, ["QueueArn"]).get("QueueArn")
+            arns.append(adapter.queue_attributes(url, ["QueueArn"]).get("QueueArn"))
         except Exception as exc:
             raise ConfigError(f"{variable}: cannot read queue {url}: {error_code(exc)}") from None
-    if arns.get("WORKER_RESULT_QUEUE_URL") == arns["WORKER_QUEUE_URL"]:
-        raise ConfigError("WORKER_RESULT_QUEUE_URL: is the input queue (WORKER_QUEUE_URL)")
+    if settings.result_queue_url and arns[-1] in arns[:-1]:
+        which = "an input queue" if settings.queue_urls else "the input queue"
+        raise ConfigError(f"WORKER_RESULT_QUEUE_URL: is {which} ({inputs})")
 
 
 def run(settings: WorkerSettings) -> int:
@@ -143,6 +146,7 @@ def run(settings: WorkerSettings) -> int:
             claim_check=claim_check,
             observers=[PrometheusObserver(metrics)],
             region=region,
+            topics=_sns_adapter(settings),
         )
         metrics.in_flight.set_function(lambda: worker.held if worker else 0)
         worker.start()
@@ -160,17 +164,42 @@ def run(settings: WorkerSettings) -> int:
             monitor.stop(timeout_s=1.0)  # a daemon thread: never let a slow SQS call hold the exit
 
 
+def _sns_adapter(settings: WorkerSettings) -> SnsAdapter | None:
+    """An SNS client when the allow-list names topics (boto3's standard chain)."""
+    if not any(p.startswith("arn:") and ":sns:" in p for p in settings.reply_to_patterns):
+        return None
+    from worker.sns import SnsAdapter
+
+    return SnsAdapter()
+
+
 def _start_queue_monitor(
     settings: WorkerSettings, adapter: SqsAdapter, metrics: Metrics
-) -> QueueMonitor | None:
-    """Queue depth gauges from the start, so a pod still loading its model reports them too."""
+) -> QueueMonitors | None:
+    """Queue depth gauges from the start, so a pod still loading its model reports them too:
+    one monitor per input queue (labels input/dlq, then input-1/dlq-1, ... by priority)."""
     from worker.queue_monitor import QueueMonitor
 
     if settings.queue_metrics_interval_s <= 0:
         return None
-    return QueueMonitor(
-        adapter, settings.queue_url, metrics, settings.queue_metrics_interval_s
-    ).start()
+    return QueueMonitors(
+        [
+            QueueMonitor(
+                adapter, url, metrics, settings.queue_metrics_interval_s,
+                labels=("input", "dlq") if i == 0 else (f"input-{i}", f"dlq-{i}"),
+            ).start()
+            for i, url in enumerate(settings.input_queue_urls)
+        ]
+    )
+
+
+class QueueMonitors:
+    def __init__(self, monitors: list[QueueMonitor]) -> None:
+        self.monitors = monitors
+
+    def stop(self, timeout_s: float) -> None:
+        for monitor in self.monitors:
+            monitor.stop(timeout_s=timeout_s / len(self.monitors))
 
 
 def console() -> NoReturn:

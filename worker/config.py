@@ -69,7 +69,29 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    queue_url: str = Field(description="SQS queue URL the worker reads requests from (required)")
+    queue_url: str = Field(
+        default="",
+        description="SQS queue URL the worker reads requests from (this or WORKER_QUEUE_URLS is "
+        "required; with WORKER_QUEUE_URLS set, the first of them)",
+    )
+    queue_urls: str = Field(
+        default="",
+        description="several input queues, comma-separated, highest priority first: a receiver "
+        "reads a queue only when every queue above it returned nothing on its last poll (see "
+        "WORKER_QUEUE_WEIGHTS); instead of WORKER_QUEUE_URL",
+    )
+    queue_weights: str = Field(
+        default="",
+        description="comma-separated positive integers, one per WORKER_QUEUE_URLS entry: each "
+        "receive goes first to a queue picked in these proportions (smooth weighted "
+        "round-robin) instead of strict priority, so no queue starves; empty = strict priority",
+    )
+    default_ttl_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="deadline for requests that carry neither ttl_s nor deadline, in seconds "
+        "after SentTimestamp (past it: a DeadlineExceeded result, never run); unset = none",
+    )
     result_queue_url: str | None = Field(
         default=None,
         description="default result queue URL (a request's allowed reply_to overrides it); "
@@ -189,12 +211,46 @@ class WorkerSettings(BaseSettings):
     @field_validator("queue_url", "result_queue_url")
     @classmethod
     def _queue_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path in ("", "/"):
-            raise ValueError(f"not an SQS queue URL (https://host/account/name): {value!r}")
+        if not value:
+            return value
+        return _checked_queue_url(value)
+
+    @field_validator("queue_urls")
+    @classmethod
+    def _queue_urls(cls, value: str) -> str:
+        urls = _split(value)
+        for url in urls:
+            _checked_queue_url(url)
+        if len(set(urls)) != len(urls):
+            raise ValueError("names a queue twice")
         return value
+
+    @field_validator("queue_weights")
+    @classmethod
+    def _queue_weights(cls, value: str) -> str:
+        for weight in _split(value):
+            if not weight.isdigit() or int(weight) < 1:
+                raise ValueError(f"weights are positive integers, not {weight!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _input_queues(self) -> WorkerSettings:
+        urls = _split(self.queue_urls)
+        if bool(self.queue_url) == bool(urls):
+            raise ValueError(
+                "WORKER_QUEUE_URL: required but not set (or WORKER_QUEUE_URLS for several input "
+                "queues)" if not urls else
+                "WORKER_QUEUE_URLS: set together with WORKER_QUEUE_URL; set exactly one of them"
+            )
+        weights = _split(self.queue_weights)
+        if weights and len(weights) != len(self.input_queue_urls):
+            raise ValueError(
+                f"WORKER_QUEUE_WEIGHTS: {len(weights)} weights for "
+                f"{len(self.input_queue_urls)} input queues; give one per queue"
+            )
+        if urls:  # the first (highest-priority) queue is "the" input queue elsewhere
+            object.__setattr__(self, "queue_url", urls[0])
+        return self
 
     @field_validator("result_s3_uri")
     @classmethod
@@ -242,6 +298,17 @@ class WorkerSettings(BaseSettings):
         return self
 
     @property
+    def input_queue_urls(self) -> tuple[str, ...]:
+        """Every input queue, highest priority first (one unless WORKER_QUEUE_URLS is set)."""
+        return tuple(_split(self.queue_urls)) or (self.queue_url,)
+
+    @property
+    def input_queue_weights(self) -> tuple[int, ...] | None:
+        """One weight per input queue (weighted polling), or None (strict priority)."""
+        weights = _split(self.queue_weights)
+        return tuple(int(w) for w in weights) if weights else None
+
+    @property
     def reply_to_patterns(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.reply_to_allow.split(",") if part.strip())
 
@@ -254,6 +321,17 @@ class WorkerSettings(BaseSettings):
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         return parsed.netloc, prefix
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _checked_queue_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path in ("", "/"):
+        raise ValueError(f"not an SQS queue URL (https://host/account/name): {value!r}")
+    return value
 
 
 def _one_line(error: ValidationError) -> str:

@@ -70,6 +70,20 @@ class DestinationUnreachable(WorkerError):
         super().__init__(f"{destination}: {code}")
 
 
+#: SQS error codes of a queue that is gone or refuses us (its policy, or its KMS key): permanent
+QUEUE_UNREACHABLE_CODES = frozenset(
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "AccessDenied",
+        "AccessDeniedException",
+        "KMS.AccessDeniedException",
+        "KMS.DisabledException",
+        "KMS.NotFoundException",
+    }
+)
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of an SQS error (worker.sqs_transport's, or a botocore ClientError,
     read without importing botocore), else the exception's type name."""

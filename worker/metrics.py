@@ -116,6 +116,19 @@ class Metrics:
             "Times the device kept failing and the worker stopped taking work (/healthz fails)",
             registry=r,
         )
+        self.requests_expired = Counter(
+            "gpuqueue_requests_expired",
+            "Requests past their deadline (answered DeadlineExceeded, never run), by where they "
+            "were caught: parse (encoders) or pre_run (just before their batch)",
+            ["stage"],
+            registry=r,
+        )
+        self.received_by_queue = Counter(
+            "gpuqueue_messages_received_by_queue",
+            "Messages received, by input queue name (WORKER_QUEUE_URLS)",
+            ["queue"],
+            registry=r,
+        )
         self._oldest_age = WindowMax()
 
     def observe_queue_wait(self, seconds: float) -> None:
@@ -164,6 +177,9 @@ class PrometheusObserver(NullObserver):
         self.metrics.received.inc(len(jobs))
         for job in jobs:
             self.metrics.observe_queue_wait(job.queue_wait_s)
+        if jobs:  # one receive: one queue
+            name = jobs[0].message.queue_url.rstrip("/").rsplit("/", 1)[-1]
+            self.metrics.received_by_queue.labels(queue=name).inc(len(jobs))
 
     def receive_failed(self, error: str) -> None:
         self.metrics.receive_errors.inc()
@@ -194,3 +210,6 @@ class PrometheusObserver(NullObserver):
     def breaker_tripped(self, consecutive: int) -> None:
         self.metrics.circuit_breaker_trips.inc()
         self.metrics.ready.set(0)
+
+    def expired(self, stage: str, count: int) -> None:
+        self.metrics.requests_expired.labels(stage=stage).inc(count)

@@ -87,7 +87,12 @@ class QueueMonitor:
     """`poll_once()` is one round; `start()` runs rounds on a daemon thread until `stop()`."""
 
     def __init__(
-        self, sqs: SqsAdapter, queue_url: str, metrics: Metrics, interval_s: float
+        self,
+        sqs: SqsAdapter,
+        queue_url: str,
+        metrics: Metrics,
+        interval_s: float,
+        labels: tuple[str, str] = ("input", "dlq"),
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0 (0 disables the monitor: do not start it)")
@@ -95,6 +100,7 @@ class QueueMonitor:
         self.queue_url = queue_url
         self.metrics = metrics
         self.interval_s = interval_s
+        self.labels = labels  # the `queue` label values of this queue and of its DLQ
         self.dlq_url: str | None = None
         self._dlq_arn: str | None = None
         self._stop = threading.Event()
@@ -129,9 +135,9 @@ class QueueMonitor:
             attributes = self.sqs.queue_attributes(self.queue_url, names)
             dlq_arn = dead_letter_arn(attributes)
         except Exception as exc:
-            self._failed("input", self.queue_url, exc)
+            self._failed(self.labels[0], self.queue_url, exc)
         else:
-            self._export("input", attributes)
+            self._export(self.labels[0], attributes)
             self._poll_dlq(dlq_arn)
         self.rounds += 1
 
@@ -139,7 +145,7 @@ class QueueMonitor:
         if arn is None:  # no redrive policy (or it was removed): no DLQ series
             self.dlq_url = self._dlq_arn = None
             for state in STATE_ATTRIBUTES:
-                self.metrics.queue_messages.remove("dlq", state)
+                self.metrics.queue_messages.remove(self.labels[1], state)
             return
         try:
             if arn != self._dlq_arn or self.dlq_url is None:
@@ -150,10 +156,10 @@ class QueueMonitor:
                 self._dlq_arn = arn
             attributes = self.sqs.queue_attributes(self.dlq_url, list(STATE_ATTRIBUTES.values()))
         except Exception as exc:
-            self._failed("dlq", self.dlq_url or arn, exc)
+            self._failed(self.labels[1], self.dlq_url or arn, exc)
             self.dlq_url = None  # resolve again next round (the queue may have been recreated)
         else:
-            self._export("dlq", attributes)
+            self._export(self.labels[1], attributes)
 
     def _export(self, queue: str, attributes: Mapping[str, Any]) -> None:
         for state, count in message_counts(attributes).items():

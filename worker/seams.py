@@ -174,6 +174,16 @@ class QueueSeam(Protocol):
     def queue_attributes(self, queue_url: str, names: Sequence[str]) -> dict[str, str]: ...
 
 
+class TopicSeam(Protocol):
+    """What the result writers say to SNS (worker.sns.SnsAdapter): PublishBatch of at most 10
+    messages within SNS's size limit, `Failed` entries reported instead of raised; a topic that
+    is gone or refuses us raises `worker.errors.DestinationUnreachable`."""
+
+    def publish_batch(
+        self, topic_arn: str, messages: Sequence[OutgoingMessage]
+    ) -> BatchOutcome: ...
+
+
 class ClaimCheck(Protocol):
     """Where results too large for a message go (worker.s3.ClaimCheckStore)."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import boto3
 
-from worker.errors import DestinationUnreachable, error_code
+from worker.errors import QUEUE_UNREACHABLE_CODES, DestinationUnreachable, error_code
 from worker.seams import BatchOutcome, OutgoingMessage, ReceivedMessage
 from worker.sqs_limits import BATCH_MAX_ENTRIES, RECEIVE_MAX_MESSAGES, RECEIVE_MAX_WAIT_S
 from worker.sqs_transport import SignedJsonTransport, SqsTransport
@@ -34,17 +34,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_RETRIES = 3  # per failed batch entry, after the batch call itself
 # A queue that is gone, or that refuses this worker (its policy, or its KMS key): permanent.
-PERMANENT_CODES = frozenset(
-    {
-        "AWS.SimpleQueueService.NonExistentQueue",
-        "QueueDoesNotExist",
-        "AccessDenied",
-        "AccessDeniedException",
-        "KMS.AccessDeniedException",
-        "KMS.DisabledException",
-        "KMS.NotFoundException",
-    }
-)
+PERMANENT_CODES = QUEUE_UNREACHABLE_CODES
 # Writes and visibility changes: short timeouts, few attempts (worst case about 20 s).
 CONTROL = {"read_timeout_s": 5.0, "connect_timeout_s": 2.0, "max_attempts": 3}
 LONG_POLL = {

@@ -242,14 +242,16 @@ print(json.dumps([t1 - t0, time.perf_counter() - t0]))
 """
 
 
-def measure_cold_import(zip_path: Path, python_version: str, runs: int = 5) -> None:
+def measure_cold_import(
+    zip_path: Path, python_version: str, runs: int = 5
+) -> tuple[float, float] | None:
     """Unzip into a read-only dir (like /var/task) and time fresh-interpreter imports."""
     import json
 
     interpreter = target_interpreter(python_version)
     if interpreter is None:
         print(f"no python{python_version} here to measure with", file=sys.stderr)
-        return
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         task, runtime = Path(tmp) / "task", Path(tmp) / "runtime"
         with zipfile.ZipFile(zip_path) as zf:
@@ -278,6 +280,7 @@ def measure_cold_import(zip_path: Path, python_version: str, runs: int = 5) -> N
         f"cold import (python{python_version}, median of {runs} fresh interpreters): "
         f"import scaler.handler {handler:.3f} s; everything a GKE run imports {full:.2f} s"
     )
+    return handler, full
 
 
 def main() -> int:
@@ -298,9 +301,19 @@ def main() -> int:
         f"{zip_path} (python{args.python_version}): {zipped:,} bytes zipped "
         f"({zipped / mb:.1f} MiB), {unzipped:,} bytes unzipped ({unzipped / mb:.1f} MiB)"
     )
-    if args.measure:
-        measure_cold_import(zip_path, args.python_version)
     ok = zipped < 25_000_000 and unzipped < 150_000_000
+    if args.measure:
+        imports = measure_cold_import(zip_path, args.python_version)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from bench import results
+
+        results.write("lambda-bundle", {
+            "python": args.python_version, "zipped_bytes": zipped, "unzipped_bytes": unzipped,
+            "zipped_mib": round(zipped / mb, 1), "unzipped_mib": round(unzipped / mb, 1),
+            "handler_import_s": round(imports[0], 3) if imports else None,
+            "gke_run_imports_s": round(imports[1], 2) if imports else None,
+            "goal_zipped_bytes": 25_000_000, "goal_unzipped_bytes": 150_000_000,
+        })
     if not ok:
         print("over the goals (< 25 MB zipped, < 150 MB unzipped)", file=sys.stderr)
     return 0 if ok else 1

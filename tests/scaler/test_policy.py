@@ -275,3 +275,22 @@ def test_a_near_zero_learned_rate_asks_for_the_maximum_without_overflow() -> Non
 def test_reason_is_one_line() -> None:
     d = decide(obs(visible=10, current=1, ready=1), State(), CFG)
     assert "\n" not in d.reason and math.isfinite(d.desired)
+
+
+def test_a_subnormal_drain_rate_while_busy_asks_for_max_not_an_overflow() -> None:
+    """Found by the chaos suite's property test (this is its shrunk example): a learned drain
+    rate of 2.2e-313 messages/s made the keep-warm reference overflow math.ceil, as 3133b65's
+    near-zero rate once did in the sizing."""
+    cfg = PolicyConfig(min_replicas=0, max_replicas=1, scale_down_stabilization_s=0.0,
+                       cooldown_to_zero_s=0.0, startup_delay_s=60)
+    snaps = [(0, 0, 0, 1.0, None)] * 4 + [
+        (0, 1, 0, 1.0, None), (1, 0, 1, 1.0, None), (1, 0, 1, 300.0, 2.2250738585e-313),
+    ]
+    state, now, current = State(), 1_800_000_000.0, 0
+    for visible, in_flight, ready, dt, drained in snaps:
+        now += dt
+        obs = Observation(now=now, visible=visible, in_flight=in_flight, delayed=0,
+                          current=current, ready=min(ready, current), drained_per_s=drained)
+        decision = decide(obs, state, cfg)
+        state, current = decision.state, decision.desired
+    assert decision.desired == 1

@@ -258,3 +258,57 @@ def test_warm_container_reuses_gke_access_until_near_expiry(
     runner._GKE_CACHE[key] = (cluster, time.time() + 60)
     run_once(settings, build_deps(settings))
     assert len([r for r in google.requests if r[1] == "/sts/v1/token"]) == 2
+
+
+class PerQueueRates:
+    """A drain source that answers per queue, as CloudWatch's per-queue metric does."""
+
+    per_queue = True
+
+    def __init__(self, rates: dict[str, float | None]) -> None:
+        self.rates = rates
+        self.asked: list[str] = []
+
+    def rate(self, queue_url: str, namespace: str, deployment: str) -> float | None:
+        self.asked.append(queue_url)
+        return self.rates[queue_url]
+
+
+def test_a_target_reading_several_queues_sizes_for_their_summed_backlog_and_drain(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    """A Deployment whose workers read WORKER_QUEUE_URLS: the backlog is every queue's, the drain
+    rate every queue's deletes; a Prometheus-like whole-Deployment rate is asked once."""
+    high, low, alone = queue_with(sqs, 60), queue_with(sqs, 60), queue_with(sqs, 120)
+    kube.deployments[("ml", "multi")] = FakeDeployment(replicas=0, ready=0)
+    kube.deployments[("ml", "single")] = FakeDeployment(replicas=0, ready=0)
+    knobs = {"drain_rate_prior": 1.0, "max_replicas": 10}
+    settings = settings_for(
+        {"queue_urls": [high, low], "deployment": "ml/multi", **knobs},
+        {"queue_url": alone, "deployment": "ml/single", **knobs},
+    )
+    rates = PerQueueRates({high: 0.5, low: None, alone: 0.5})
+    deps = deps_for(sqs, kubeconfig)
+    deps.drain = rates
+    multi, single = run_once(settings, deps)
+    assert multi.error is None and single.error is None, (multi.error, single.error)
+    # 60 + 60 waiting, 0.5 + nothing drained: decided exactly as one queue of 120 draining 0.5
+    assert (multi.visible, multi.desired) == (120, single.desired)
+    assert single.desired > 1  # (one of the two queues alone would not need as many)
+    assert rates.asked == [high, low, alone]
+    assert multi.queue_url == f"{high},{low}"
+    whole = PerQueueRates({high: 3.0, low: 3.0, alone: 3.0})
+    whole.per_queue = False
+    deps.drain = whole
+    run_once(settings, deps)
+    assert whole.asked == [high, alone]  # the Deployment's rate, once, not once per queue
+
+
+def test_queue_url_or_queue_urls_but_not_both() -> None:
+    with pytest.raises(Exception, match="exactly one of queue_url and queue_urls"):
+        TargetConfig(queue_url="https://q/1/a", queue_urls=["https://q/1/b"], deployment="a/b")
+    with pytest.raises(Exception, match="exactly one of queue_url and queue_urls"):
+        TargetConfig(deployment="a/b")
+    target = TargetConfig(queue_urls=["https://q/1/a", "https://q/1/b"], deployment="a/b")
+    assert target.queue_url == "https://q/1/a"
+    assert target.queues == ["https://q/1/a", "https://q/1/b"]

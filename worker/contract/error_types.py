@@ -42,7 +42,13 @@ ERROR_TYPES: dict[str, ErrorType] = {
         ErrorType(
             "ReplyToUnreachable",
             "`reply_to` is allowed but does not exist or refuses this worker (QueueDoesNotExist, "
-            "AccessDenied); the error goes to the result queue",
+            "AccessDenied; for a topic NotFound, AuthorizationError); the error goes to the "
+            "result queue",
+        ),
+        ErrorType(
+            "DeadlineExceeded",
+            "the request's `deadline` (or `ttl_s` after SentTimestamp, or WORKER_DEFAULT_TTL_S) "
+            "passed before it ran; it was never given to the model",
         ),
         ErrorType(
             "InputTooLong", "an input has more tokens than the model allows; never truncated"

@@ -1,16 +1,21 @@
 """Where a request may have its result sent: `reply_to` parsed and checked against the allow-list.
 
 A `reply_to` is a queue URL (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`, or the same path on
-an SQS endpoint this worker already uses: a local emulator, a VPC endpoint) or an SQS ARN
-(`arn:aws:sqs:REGION:ACCOUNT:NAME`). It is parsed into (endpoint, region, account, name) and those
-parts are compared, never the raw string: a prefix check on the text lets dot segments
-(`team-a-x/../../999/q`), queries, fragments, `user@host` tricks and foreign hosts through.
+an SQS endpoint this worker already uses: a local emulator, a VPC endpoint), an SQS ARN
+(`arn:aws:sqs:REGION:ACCOUNT:NAME`) or an SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:TOPIC`: the
+result is published there, SageMaker Async's notification pattern; standard topics only). It is
+parsed into (endpoint, region, account, name) and those parts are compared, never the raw
+string: a prefix check on the text lets dot segments (`team-a-x/../../999/q`), queries,
+fragments, `user@host` tricks and foreign hosts through.
 
 The allow-list (WORKER_REPLY_TO_ALLOW) holds queue-URL prefixes (`https://sqs.R.amazonaws.com/
 ACCOUNT/team-a-` allows every queue of that account whose name starts `team-a-`) and ARN patterns
-with `*` inside a part (`arn:aws:sqs:eu-west-1:123456789012:res-*`). The result queue is always
-allowed. The worker's own input queue and its dead-letter queue are always refused, even where a
-pattern covers them: results written there would be read back as requests, or buried. Pure.
+with `*` inside a part (`arn:aws:sqs:eu-west-1:123456789012:res-*`); SNS topic ARN patterns
+(`arn:aws:sns:eu-west-1:123456789012:done-*`) allow topics, and only they do. The result queue is
+always allowed. The worker's own input queues and their dead-letter queues are always refused,
+even where a pattern covers them: results written there would be read back as requests, or
+buried. (A topic that fans out to an input queue cannot be seen from here: the allow-list must
+not name one.) Pure.
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ _ARN_PATTERN = re.compile(
     r"(?P<name>[A-Za-z0-9_.*-]+)$"
 )
 _PREFIX_PATH = re.compile(r"^/(?P<account>[0-9]{12})/(?P<prefix>[A-Za-z0-9_.-]*)$")
+_SNS = re.compile(r"^arn:(?:aws|aws-cn|aws-us-gov):sns:")
+# SNS topic names: 1-256 letters, digits, hyphens and underscores (FIFO topics, ".fifo", need a
+# MessageGroupId per message: not supported as destinations)
+_TOPIC_ARN = re.compile(
+    rf"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sns:(?P<region>[a-z0-9-]+):"
+    rf"(?P<account>{_ACCOUNT}):(?P<name>[A-Za-z0-9_-]{{1,256}})$"
+)
+_TOPIC_PATTERN = re.compile(
+    r"^arn:(?:aws|aws-cn|aws-us-gov):sns:(?P<region>[a-z0-9*-]+):(?P<account>[0-9*]+):"
+    r"(?P<name>[A-Za-z0-9_*-]+)$"
+)
 
 
 class AddressError(ValueError):
@@ -64,6 +80,34 @@ class QueueAddress:
     def same_queue(self, other: QueueAddress) -> bool:
         """The same queue, however its endpoint was spelled (a VPC endpoint names AWS's queue)."""
         return (self.region, self.account, self.name) == (other.region, other.account, other.name)
+
+
+@dataclass(frozen=True)
+class TopicAddress:
+    partition: str
+    region: str
+    account: str
+    name: str
+
+    @property
+    def arn(self) -> str:
+        return f"arn:{self.partition}:sns:{self.region}:{self.account}:{self.name}"
+
+
+def is_topic(destination: str) -> bool:
+    """Whether a resolved destination is an SNS topic (an ARN) rather than a queue URL."""
+    return _SNS.match(destination) is not None
+
+
+def parse_topic_arn(text: str) -> TopicAddress:
+    """An SNS topic ARN, or AddressError."""
+    arn = _TOPIC_ARN.match(text)
+    if arn is None:
+        raise AddressError(
+            "is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC; FIFO topics are not "
+            "supported)"
+        )
+    return TopicAddress(arn["partition"], arn["region"], arn["account"], arn["name"])
 
 
 def endpoint_of(url: str) -> str:
@@ -129,10 +173,20 @@ class AddressPattern:
     region: re.Pattern[str]
     account: re.Pattern[str]
     name: re.Pattern[str]
+    service: str = "sqs"  # "sns": a topic ARN pattern
+
+    def matches_topic(self, topic: TopicAddress) -> bool:
+        return (
+            self.service == "sns"
+            and self.region.match(topic.region) is not None
+            and self.account.match(topic.account) is not None
+            and self.name.match(topic.name) is not None
+        )
 
     def matches(self, address: QueueAddress) -> bool:
         return (
-            (self.endpoint is None or self.endpoint == address.endpoint)
+            self.service == "sqs"
+            and (self.endpoint is None or self.endpoint == address.endpoint)
             and self.region.match(address.region) is not None
             and self.account.match(address.account) is not None
             and self.name.match(address.name) is not None
@@ -140,7 +194,18 @@ class AddressPattern:
 
 
 def parse_pattern(text: str, *, region: str) -> AddressPattern:
-    """An allow-list entry: an SQS ARN pattern, or a queue-URL prefix ending inside the name."""
+    """An allow-list entry: an SQS or SNS ARN pattern, or a queue-URL prefix ending inside the
+    name."""
+    if _SNS.match(text):
+        topic = _TOPIC_PATTERN.match(text)
+        if topic is None:
+            raise AddressError(
+                f"{text!r} is not an SNS topic ARN pattern (arn:aws:sns:REGION:ACCOUNT:TOPIC, `*` "
+                "allowed)"
+            )
+        return AddressPattern(
+            None, _glob(topic["region"]), _glob(topic["account"]), _glob(topic["name"]), "sns"
+        )
     if text.startswith("arn:"):
         arn = _ARN_PATTERN.match(text)
         if arn is None:
@@ -197,22 +262,24 @@ class ReplyToPolicy:
         allow: Sequence[str],
         *,
         region: str,
-        input_queue_url: str,
+        input_queue_url: str | Sequence[str],
         result_queue_url: str | None = None,
-        dead_letter_arn: str | None = None,
+        dead_letter_arn: str | Sequence[str] | None = None,
     ) -> ReplyToPolicy:
-        """The policy of a worker reading `input_queue_url`; AddressError names a bad entry."""
-        home = endpoint_of(input_queue_url)
-        known = {home} | ({endpoint_of(result_queue_url)} if result_queue_url else set())
+        """The policy of a worker reading `input_queue_url` (one URL, or several: the first is
+        home), with those queues' DLQs refused; AddressError names a bad entry."""
+        inputs = [input_queue_url] if isinstance(input_queue_url, str) else list(input_queue_url)
+        dlqs = [dead_letter_arn] if isinstance(dead_letter_arn, str) else [*(dead_letter_arn or ())]
+        home = endpoint_of(inputs[0])
+        known = {endpoint_of(url) for url in inputs}
+        known |= {endpoint_of(result_queue_url)} if result_queue_url else set()
 
         def address(text: str) -> QueueAddress:
             return parse_queue_address(
                 text, region=region, home_endpoint=home, known_endpoints=known
             )
 
-        forbidden = [address(input_queue_url)]
-        if dead_letter_arn:
-            forbidden.append(address(dead_letter_arn))
+        forbidden = [address(url) for url in inputs] + [address(arn) for arn in dlqs if arn]
         allowed = [address(result_queue_url)] if result_queue_url else []
         patterns = [parse_pattern(entry, region=region) for entry in allow]
         return cls(
@@ -224,8 +291,15 @@ class ReplyToPolicy:
             forbidden=forbidden,
         )
 
+    @property
+    def allows_topics(self) -> bool:
+        """Whether any entry allows SNS topics (the worker then needs an SNS client)."""
+        return any(p.service == "sns" for p in self.patterns)
+
     def resolve(self, reply_to: str) -> str:
-        """The URL to send to for `reply_to`; ReplyToRefused says why not."""
+        """The URL (or topic ARN) to send to for `reply_to`; ReplyToRefused says why not."""
+        if _SNS.match(reply_to):
+            return self._resolve_topic(reply_to)
         try:
             address = parse_queue_address(
                 reply_to,
@@ -246,6 +320,18 @@ class ReplyToPolicy:
                 "(WORKER_REPLY_TO_ALLOW)"
             )
         return _as_given(reply_to, address)
+
+    def _resolve_topic(self, reply_to: str) -> str:
+        try:
+            topic = parse_topic_arn(reply_to)
+        except AddressError as exc:
+            raise ReplyToRefused(f"reply_to {exc}") from None
+        if not any(p.matches_topic(topic) for p in self.patterns):
+            raise ReplyToRefused(
+                f"reply_to {reply_to[:300]!r} is not on this worker's allow-list "
+                "(WORKER_REPLY_TO_ALLOW)"
+            )
+        return topic.arn
 
 
 def _as_given(reply_to: str, address: QueueAddress) -> str:

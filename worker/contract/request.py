@@ -13,7 +13,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from worker.contract.reply_to import ReplyToPolicy, ReplyToRefused
 from worker.contract.wire import sqs_safe
@@ -48,8 +56,20 @@ class RequestV1(BaseModel):
     )
     reply_to: StrictStr | None = Field(
         None,
-        description="queue URL or SQS ARN for this result, on the worker's allow-list; default: "
-        "the worker's result queue",
+        description="queue URL, SQS ARN or SNS topic ARN for this result, on the worker's "
+        "allow-list; default: the worker's result queue",
+    )
+    ttl_s: StrictFloat | StrictInt | None = Field(
+        None,
+        gt=0,
+        description="seconds after the message reached SQS (SentTimestamp) past which the "
+        "request is answered DeadlineExceeded instead of being run",
+    )
+    deadline: StrictFloat | StrictInt | None = Field(
+        None,
+        gt=0,
+        description="epoch seconds (UTC) past which the request is answered DeadlineExceeded; "
+        "with ttl_s too, the earlier of the two applies",
     )
 
 
@@ -63,6 +83,8 @@ class Request:
     inputs: list[str]
     parameters: dict[str, Any]
     reply_to: str | None
+    ttl_s: float | None = None  # as the request gave them (worker.contract.deadline reads them)
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,4 +205,7 @@ def _rules(
     empty = next((i for i, text in enumerate(inputs) if not text.strip()), None)
     if empty is not None:
         return bad("EmptyInputs", f"input {empty} is empty")
-    return Request(parsed.id, task, inputs, dict(parsed.parameters), destination)
+    return Request(
+        parsed.id, task, inputs, dict(parsed.parameters), destination,
+        ttl_s=parsed.ttl_s, deadline=parsed.deadline,
+    )

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from worker.seams import OutgoingMessage
 from worker.sqs_limits import BATCH_MAX_ENTRIES
 
+#: SNS's limit per message and per PublishBatch call (body plus attributes, counted as SQS does)
+SNS_MAX_MESSAGE_SIZE = 262_144
+
 ATTR_MESSAGE_ID = "gpuqueue-message-id"
 ATTR_REQUEST_ID = "gpuqueue-request-id"
 

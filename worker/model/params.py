@@ -25,7 +25,10 @@ GENERATE_PARAMS = (
     "top_p",
     "top_k",
     "repetition_penalty",
+    "max_time_s",
 )
+#: the longest `max_time_s` a request may ask for (HF generate's `max_time`)
+MAX_TIME_CAP_S = 3600.0
 EMBED_PARAMS = ("normalize",)
 
 
@@ -39,6 +42,7 @@ class GenerateOptions:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    max_time_s: float | None = None  # generation stops after this long (the text so far kept)
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -46,6 +50,8 @@ class GenerateOptions:
             "do_sample": self.do_sample,
             "repetition_penalty": self.repetition_penalty,
         }
+        if self.max_time_s is not None:
+            kwargs["max_time"] = self.max_time_s
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:
@@ -111,6 +117,11 @@ def parse_generate_options(params: Mapping[str, Any]) -> GenerateOptions:
         top_p=_float_param(params, "top_p", 1.0, 0.0, 1.0, lo_open=True),
         top_k=_int_param(params, "top_k", 0, 0, 1_000_000),
         repetition_penalty=_float_param(params, "repetition_penalty", 1.0, 0.0, 100.0, True),
+        max_time_s=(
+            _float_param(params, "max_time_s", 0.0, 0.0, MAX_TIME_CAP_S, lo_open=True)
+            if "max_time_s" in params
+            else None
+        ),
     )
 
 

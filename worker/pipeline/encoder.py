@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from worker.contract.deadline import deadline_message, expired, request_deadline
 from worker.contract.request import BadRequest, Request
 from worker.errors import RequestDeferred, RequestRejected
 from worker.pipeline.feeder import BatchFeeder
 from worker.pipeline.ledger import Job, JobState
+from worker.pipeline.observer import NullObserver, Observer
 from worker.pipeline.outcomes import (
+    DEADLINE_EXCEEDED,
     NO_DESTINATION,
     Answering,
     Outcome,
@@ -37,8 +40,14 @@ class Encoders:
         *,
         count: int,
         clock: Callable[[], float] = time.monotonic,
+        observer: Observer | None = None,
+        default_ttl_s: float | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._runner = runner
+        self._observer = observer or NullObserver()
+        self._default_ttl_s = default_ttl_s
+        self._wall = wall
         self._parse = parse
         self._feeder = feeder
         self._writer = writer
@@ -69,6 +78,7 @@ class Encoders:
                     parsed.append(job)
                 else:
                     finished.append(outcome)
+            parsed = self._unexpired(parsed, finished, now)
             ready = []
             for job, encoded in zip(parsed, self._encode_all(parsed), strict=True):
                 if isinstance(encoded, BaseException):
@@ -94,6 +104,33 @@ class Encoders:
             # nowhere to answer: never run the model for it; it ends in the DLQ
             return defer(job, NO_DESTINATION, "no reply_to and no WORKER_RESULT_QUEUE_URL", ctx)
         return None
+
+    def _unexpired(self, jobs: list[Job], finished: list[Outcome], now: float) -> list[Job]:
+        """The first deadline check: a request already past its deadline is answered
+        DeadlineExceeded and never encoded (nor run)."""
+        wall = self._wall()
+        live = []
+        late = 0
+        for job in jobs:
+            request = job.request
+            job.deadline = request_deadline(
+                ttl_s=request.ttl_s,
+                deadline=request.deadline,
+                sent_timestamp_ms=job.message.sent_timestamp_ms,
+                received_wall=job.received_wall,
+                default_ttl_s=self._default_ttl_s,
+            )
+            if job.deadline is not None and expired(job.deadline, wall):
+                message = deadline_message(job.deadline, wall, "when parsed")
+                finished.append(
+                    reject_request(job, DEADLINE_EXCEEDED, message, self._answering, now=now)
+                )
+                late += 1
+            else:
+                live.append(job)
+        if late:
+            self._observer.expired("parse", late)
+        return live
 
     def _encode_all(self, jobs: list[Job]) -> list[Any]:
         """One encoding (or the exception refusing it) per job; one model call when it can."""

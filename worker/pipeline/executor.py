@@ -1,7 +1,12 @@
 """The model executor: the only thread that touches the device. It takes the prepared batch,
 claims its jobs from the ledger (jobs a drain released meanwhile drop out), runs it, and turns
 each output into an outcome for the writers. It feeds the capacity estimator, the observer and
-the circuit breaker."""
+the circuit breaker.
+
+Just before a batch runs, its jobs' deadlines are checked again (the first check is the
+encoders'): a job past its deadline is answered DeadlineExceeded, and the rest of the batch is
+prepared again without it, so the model never sees it (padding one batch again costs
+milliseconds of CPU; running an expired request costs the device's time)."""
 
 from __future__ import annotations
 
@@ -9,12 +14,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from worker.contract.deadline import deadline_message, expired
 from worker.pipeline.breaker import CircuitBreaker
 from worker.pipeline.capacity import CapacityEstimator
 from worker.pipeline.feeder import BatchFeeder
 from worker.pipeline.ledger import Job, JobState, Ledger
 from worker.pipeline.observer import BatchReport, Observer
-from worker.pipeline.outcomes import Answering, from_model, release
+from worker.pipeline.outcomes import (
+    DEADLINE_EXCEEDED,
+    Answering,
+    defer,
+    from_model,
+    reject_request,
+    release,
+)
 from worker.pipeline.writer import ResultWriter
 from worker.seams import ModelFailure, ModelSeam, Outputs
 
@@ -33,6 +46,7 @@ class ModelExecutor:
         *,
         on_trip: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._runner = runner
         self._feeder = feeder
@@ -44,6 +58,7 @@ class ModelExecutor:
         self._answering = answering
         self._on_trip = on_trip
         self._clock = clock
+        self._wall = wall
         self._stopping = False
 
     def stop(self) -> None:
@@ -62,7 +77,44 @@ class ModelExecutor:
                 continue
             started = self._ledger.start(jobs)
             if started:
+                jobs, started, prepared = self._without_expired(jobs, started, prepared)
+            if started:
                 self._run(jobs, started, prepared)
+
+    def _without_expired(
+        self, jobs: list[Job], started: list[Job], prepared: Any
+    ) -> tuple[list[Job], list[Job], Any]:
+        """The second deadline check: (jobs, started, prepared) with the expired jobs answered
+        and taken out, the batch prepared again for the others."""
+        now_wall = self._wall()
+        late = [j for j in started if j.deadline is not None and expired(j.deadline, now_wall)]
+        if not late:
+            return jobs, started, prepared
+        now = self._clock()
+        self._writer.accept(
+            [
+                reject_request(
+                    j, DEADLINE_EXCEEDED,
+                    deadline_message(j.deadline or now_wall, now_wall, "just before its batch ran"),
+                    self._answering, now=now,
+                )
+                for j in late
+            ],
+            JobState.RUNNING,
+        )
+        self._observer.expired("pre_run", len(late))
+        live = [j for j in started if j not in late]
+        if not live:
+            return [], [], None
+        try:
+            prepared = self._runner.prepare([(j.encoded, j.request.parameters) for j in live])
+        except Exception as exc:
+            detail = f"prepare: {type(exc).__name__}: {exc}"
+            self._writer.accept(
+                [defer(j, "ModelError", detail, self._answering) for j in live], JobState.RUNNING
+            )
+            return [], [], None
+        return live, live, prepared
 
     def _run(self, jobs: list[Job], started: list[Job], prepared: Any) -> None:
         began = time.perf_counter()

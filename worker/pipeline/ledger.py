@@ -52,6 +52,7 @@ class Job:
     # the encoder's, while the job is RECEIVED:
     request: Any = None
     encoded: Any = None
+    deadline: float | None = None  # epoch seconds past which it is not run (None: never)
 
     @property
     def queue_wait_s(self) -> float:

@@ -58,6 +58,10 @@ class Observer(Protocol):
 
     def breaker_tripped(self, consecutive: int) -> None: ...
 
+    def expired(self, stage: str, count: int) -> None:
+        """`count` requests past their deadline, caught at `stage` ("parse": by the encoders;
+        "pre_run": just before their batch ran)."""
+
 
 class Observers:
     """Fan-out to several observers."""
@@ -93,6 +97,10 @@ class Observers:
         for o in self._all:
             o.breaker_tripped(consecutive)
 
+    def expired(self, stage: str, count: int) -> None:
+        for o in self._all:
+            o.expired(stage, count)
+
 
 class NullObserver:
     """Every event ignored: the base of observers that care about a few."""
@@ -116,6 +124,9 @@ class NullObserver:
         pass
 
     def breaker_tripped(self, consecutive: int) -> None:
+        pass
+
+    def expired(self, stage: str, count: int) -> None:
         pass
 
 

@@ -19,6 +19,7 @@ from worker.seams import ModelFailure, Outputs
 
 RELEASED = "released"  # the label of a plain release (drain, circuit breaker): not a failure
 NO_DESTINATION = "NoResultDestination"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
 
 
 class Action(enum.Enum):

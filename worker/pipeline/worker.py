@@ -26,6 +26,7 @@ from worker.batching import BatchLimits
 from worker.config import WorkerSettings
 from worker.contract.reply_to import ReplyToPolicy
 from worker.contract.request import parse_request
+from worker.errors import ConfigError
 from worker.pipeline.breaker import CircuitBreaker
 from worker.pipeline.capacity import CapacityEstimator
 from worker.pipeline.encoder import Encoders
@@ -37,7 +38,7 @@ from worker.pipeline.observer import LogObserver, Observer, Observers, StatsObse
 from worker.pipeline.outcomes import Answering, release
 from worker.pipeline.receiver import Receivers
 from worker.pipeline.writer import ResultWriter
-from worker.seams import ClaimCheck, ModelSeam, QueueSeam
+from worker.seams import ClaimCheck, ModelSeam, QueueSeam, TopicSeam
 
 log = logging.getLogger("worker.pipeline")
 
@@ -56,12 +57,14 @@ class Worker:
         reply_to: ReplyToPolicy | None = None,
         region: str = "",
         clock: Callable[[], float] = time.monotonic,
+        topics: TopicSeam | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
         self.sqs = sqs
         self.region = region
         self._reply_to = reply_to
+        self._topics = topics
         self._clock = clock
         self.stats = StatsObserver()
         self.observer = Observers([self.stats, LogObserver(), *observers])
@@ -78,7 +81,7 @@ class Worker:
         self.writer = ResultWriter(
             sqs, self.ledger, self.capacity, self.observer, answering,
             claim_check=claim_check, threads=settings.writers,
-            linger_s=settings.result_linger_ms / 1000.0, clock=clock,
+            linger_s=settings.result_linger_ms / 1000.0, clock=clock, topics=topics,
         )
         limits = BatchLimits(
             settings.max_batch_size, settings.max_batch_tokens, settings.max_wait_ms / 1000.0
@@ -91,7 +94,8 @@ class Worker:
         )
         self.encoders = Encoders(
             runner, self._parse, self.feeder, self.writer, answering,
-            count=settings.encoders, clock=clock,
+            count=settings.encoders, clock=clock, observer=self.observer,
+            default_ttl_s=settings.default_ttl_s,
         )
         self.heartbeater = Heartbeater(
             sqs, self.ledger, self.observer,
@@ -99,8 +103,9 @@ class Worker:
         )
         self.receivers = Receivers(
             sqs, self.ledger, self.capacity, self.observer, self.encoders.submit,
-            queue_url=settings.queue_url, wait_s=settings.receive_wait_s,
+            queue_url=settings.input_queue_urls, wait_s=settings.receive_wait_s,
             visibility_s=settings.visibility_timeout_s, count=settings.receivers,
+            weights=settings.input_queue_weights,
         )
         self._model_thread: threading.Thread | None = None
         self._receiving = threading.Event()
@@ -113,6 +118,8 @@ class Worker:
     def start(self) -> Worker:
         if self._reply_to is None:
             self._reply_to = self._default_reply_to()
+        if self._reply_to.allows_topics and self._topics is None:
+            raise ConfigError("WORKER_REPLY_TO_ALLOW: names SNS topics, but no SNS client given")
         if self.settings.result_queue_url:
             self.writer.sizes.of(self.settings.result_queue_url)  # asked once, at start
         spawn = self._spawn
@@ -124,21 +131,23 @@ class Worker:
         self.receivers.start(spawn)
         self._receiving.set()
         self.observer.lifecycle(
-            "started", queue_url=self.settings.queue_url, model=self.runner.name
+            "started", queue_url=",".join(self.settings.input_queue_urls), model=self.runner.name
         )
         return self
 
     def _default_reply_to(self) -> ReplyToPolicy:
-        """The allow-list, with this worker's own input queue and its DLQ refused."""
-        attributes = self.sqs.queue_attributes(self.settings.queue_url, ["RedrivePolicy"])
-        redrive = attributes.get("RedrivePolicy")
-        dlq = json.loads(redrive).get("deadLetterTargetArn") if redrive else None
+        """The allow-list, with this worker's own input queues and their DLQs refused."""
+        dlqs = []
+        for queue_url in self.settings.input_queue_urls:
+            attributes = self.sqs.queue_attributes(queue_url, ["RedrivePolicy"])
+            redrive = attributes.get("RedrivePolicy")
+            dlqs.append(json.loads(redrive).get("deadLetterTargetArn") if redrive else None)
         return ReplyToPolicy.build(
             self.settings.reply_to_patterns,
             region=self.region,
-            input_queue_url=self.settings.queue_url,
+            input_queue_url=self.settings.input_queue_urls,
             result_queue_url=self.settings.result_queue_url,
-            dead_letter_arn=dlq,
+            dead_letter_arn=[d for d in dlqs if d],
         )
 
     def _parse(self, body: str) -> Any:

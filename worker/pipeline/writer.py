@@ -3,7 +3,8 @@ sent (as is, as an S3 claim-check pointer, or as a ResultTooLarge error), *then*
 deleted; a release sets the visibility back.
 
 Outcomes wait in the `Outbox` (worker.pipeline.outbox), grouped by where they go, with a short
-linger so calls stay full.
+linger so calls stay full. Where they go is a queue or an SNS topic: `Destinations`
+(worker.pipeline.destinations) sends to either, with its size limit.
 """
 
 from __future__ import annotations
@@ -20,46 +21,17 @@ from worker.contract.wire import pack_send_batches, s3_pointer_message
 from worker.errors import DestinationUnreachable
 from worker.logs import event
 from worker.pipeline.capacity import CapacityEstimator
+from worker.pipeline.destinations import Destinations
 from worker.pipeline.ledger import JobState, Ledger
 from worker.pipeline.observer import Observer
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.outcomes import RELEASED, Action, Answering, Outcome, backoff_s, reject
-from worker.seams import ClaimCheck, OutgoingMessage, QueueSeam
+from worker.seams import ClaimCheck, OutgoingMessage, QueueSeam, TopicSeam
 
 log = logging.getLogger("worker.pipeline")
 
 WRITE_FAILED = "ResultWriteFailed"
 UNREACHABLE = "ReplyToUnreachable"
-
-
-class MessageSizes:
-    """MaximumMessageSize per destination queue, asked once (a queue that cannot be asked is
-    taken to have SQS's historical 256 KiB)."""
-
-    def __init__(self, sqs: QueueSeam) -> None:
-        self._sqs = sqs
-        self._lock = threading.Lock()
-        self._sizes: dict[str, int] = {}
-
-    def of(self, queue_url: str) -> int:
-        with self._lock:
-            known = self._sizes.get(queue_url)
-        if known is not None:
-            return known
-        try:
-            size = self._sqs.max_message_size(queue_url)
-        except Exception as exc:
-            event(
-                log,
-                "cannot read MaximumMessageSize; assuming 256 KiB",
-                logging.WARNING,
-                queue_url=queue_url,
-                error=str(exc)[:300],
-            )
-            size = sqs_limits.HISTORICAL_MAX_MESSAGE_SIZE
-        with self._lock:
-            self._sizes[queue_url] = size
-        return size
 
 
 class ResultWriter:
@@ -75,6 +47,7 @@ class ResultWriter:
         threads: int,
         linger_s: float,
         clock: Callable[[], float] = time.monotonic,
+        topics: TopicSeam | None = None,
     ) -> None:
         self._sqs = sqs
         self._ledger = ledger
@@ -84,7 +57,8 @@ class ResultWriter:
         self._claim_check = claim_check
         self._clock = clock
         self.outbox = Outbox(linger_s, clock)
-        self.sizes = MessageSizes(sqs)
+        self.destinations = Destinations(sqs, topics)
+        self.sizes = self.destinations.sizes
         self._count = threads
         self.threads: list[threading.Thread] = []
 
@@ -131,7 +105,7 @@ class ResultWriter:
     def _send(self, group: list[Outcome]) -> None:
         destination = group[0].destination
         assert destination is not None
-        limit = self.sizes.of(destination)
+        limit = self.destinations.limit(destination)
         fitted: list[tuple[Outcome, OutgoingMessage]] = []
         failed: list[Outcome] = []
         for outcome in group:
@@ -142,7 +116,9 @@ class ResultWriter:
         sent: list[Outcome] = []
         try:
             for indexes in pack_send_batches([m.size for _, m in fitted], limit):
-                result = self._sqs.send_batch(destination, [fitted[i][1] for i in indexes])
+                result = self.destinations.send_batch(
+                    destination, [fitted[i][1] for i in indexes]
+                )
                 sent += [fitted[indexes[i]][0] for i in result.succeeded]
                 failed += [
                     self._write_failed(fitted[indexes[i]][0], reason)

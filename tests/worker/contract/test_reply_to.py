@@ -125,7 +125,7 @@ def test_an_arn_is_sent_to_its_queue_url_on_the_workers_endpoint() -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    ["file:", "arn:aws:sqs:us-east-1", "arn:aws:sns:us-east-1:123456789012:t", "https://h/x/y",
+    ["file:", "arn:aws:sqs:us-east-1", "arn:aws:sns:us-east-1:123456789012", "https://h/x/y",
      "https://h/123456789012/a/b", "https://u@h/123456789012/x", "team-a-*"],
 )
 def test_bad_allow_list_entries_fail_at_start(pattern: str) -> None:

@@ -168,7 +168,7 @@ def test_parse_never_raises_and_returns_request_or_typed_error(body: str) -> Non
 
 def test_request_model_has_a_json_schema_with_every_field_described() -> None:
     schema = RequestV1.model_json_schema()
-    fields = {"version", "id", "task", "inputs", "parameters", "reply_to"}
+    fields = {"version", "id", "task", "inputs", "parameters", "reply_to", "ttl_s", "deadline"}
     assert set(schema["properties"]) == fields
     assert schema["required"] == ["inputs"]
     assert all(p.get("description") for p in schema["properties"].values())

@@ -1,0 +1,218 @@
+"""`gpuqueue`: the producers' command line. Region, credentials and endpoint come from boto3's
+standard chain (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, profiles, web identity); --region and
+--endpoint-url override them.
+
+Exit codes (docs/producers.md):
+    0   done
+    1   done, but something failed: an error result (embed), requests SQS refused (submit),
+        a redrive that FAILED or was CANCELLED
+    2   usage: bad arguments, an unreadable file, an invalid request line
+    3   AWS refused or could not be reached: no such queue, access denied, no region or
+        credentials, endpoint unreachable
+    4   timed out waiting for results (embed)
+    130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gpuqueue.cli_admin import cmd_dlq_peek, cmd_dlq_redrive, cmd_stats, cmd_sweep
+from gpuqueue.cli_common import (
+    EXIT_AWS,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    UsageError,
+    _client,
+    _emit,
+)
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def _read_requests(args: argparse.Namespace) -> list[Any]:
+    if args.file and args.texts:
+        raise UsageError("give TEXT arguments or --file, not both")
+    if not args.file and not args.texts:
+        raise UsageError("nothing to submit: give TEXT arguments or --file requests.jsonl")
+    common = {"task": args.task, "ttl_s": args.ttl_s, "reply_to": args.reply_to,
+              "parameters": json.loads(args.parameters) if args.parameters else None}
+    if args.texts:
+        return [{**common, "inputs": text} for text in args.texts]
+    try:
+        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"--file: {exc}") from None
+    requests = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{args.file}:{number}: not JSON: {exc}") from None
+        if not isinstance(item, dict | str):
+            raise UsageError(f"{args.file}:{number}: a request object or a text, not {item!r}")
+        fields = {"inputs": item} if isinstance(item, str) else item
+        requests.append({**{k: v for k, v in common.items() if v is not None}, **fields})
+    return requests
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from gpuqueue.errors import SubmitFailed
+    from gpuqueue.progress import progress
+
+    requests = _read_requests(args)
+    client = _client(args, args.queue)
+    with progress(len(requests), "submitting", len(requests) > 50 and not args.no_progress) as up:
+        try:
+            ids = client.submit_many(requests, on_sent=lambda n: up(advance=n))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        except SubmitFailed as exc:
+            _emit({"sent": exc.sent, "failed": exc.failed}, args.json, str(exc))
+            return EXIT_FAILED
+    _emit({"ids": ids}, args.json, "\n".join(ids))
+    return EXIT_OK
+
+
+def _result_line(result: Any) -> str:
+    if result.ok:
+        shapes = [len(o) if isinstance(o, list) else o for o in (result.outputs or [])][:3]
+        return f"{result.id}\tok\t{len(result.outputs or [])} output(s)\t{shapes}"
+    return f"{result.id}\terror\t{result.error.type}\t{result.error.message}"
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    client = _client(args, args.queue, args.queue, delete_s3_objects=not args.keep_s3_objects)
+    for result in client.results(wait_s=args.wait_s, max_results=args.max, follow=args.follow):
+        _emit(result.model_dump(mode="json"), args.json, _result_line(result))
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    with _client(args, args.queue, args.result_queue) as client:
+        vectors = client.embed(args.texts, timeout_s=args.timeout_s)
+    lines = [
+        f"{len(v)}\t{[round(x, 4) for x in v[:4]]}\t{t}"
+        for v, t in zip(vectors, args.texts, strict=True)
+    ]
+    _emit(vectors, args.json, "\n".join(lines))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--region", help="AWS region (default: boto3's chain)")
+    common.add_argument("--endpoint-url", help="SQS/S3 endpoint (default: AWS_ENDPOINT_URL)")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--json", action="store_true", help="print JSON instead of text")
+    top = argparse.ArgumentParser(
+        prog="gpuqueue", description="Submit requests to gpuqueue workers and read results.",
+        epilog="exit codes: 0 done, 1 something failed, 2 usage, 3 AWS refused or unreachable, "
+        "4 timed out, 130 interrupted",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", parents=[common, data], help="put requests on a queue")
+    p.add_argument("--queue", required=True, help="the input queue URL")
+    p.add_argument("--task", default="embed", help="embed, classify or generate")
+    p.add_argument("--parameters", help="task parameters as a JSON object")
+    p.add_argument("--ttl-s", type=float, help="deadline in seconds after the send")
+    p.add_argument("--reply-to", help="queue URL or SNS topic ARN for the results")
+    p.add_argument("--file", help="JSON lines: one request object (or text) per line")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="one request per text")
+    p.set_defaults(run=cmd_submit)
+
+    p = sub.add_parser("results", parents=[common, data], help="read results from a queue")
+    p.add_argument("--queue", required=True, help="the result queue URL")
+    p.add_argument("--follow", action="store_true", help="keep reading (Ctrl-C to stop)")
+    p.add_argument("--max", type=int, help="stop after this many results")
+    p.add_argument("--wait-s", type=int, default=20, help="long-poll seconds (default 20)")
+    p.add_argument("--keep-s3-objects", action="store_true", help="do not delete S3 payloads")
+    p.set_defaults(run=cmd_results)
+
+    p = sub.add_parser("embed", parents=[common, data], help="embed texts and wait")
+    p.add_argument("--queue", required=True, help="the input queue URL")
+    p.add_argument("--result-queue", help="read results here (default: a temporary queue)")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="wait at most (default 60)")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.set_defaults(run=cmd_embed)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    for name, helptext in (("peek", "show DLQ messages, leaving them"),
+                           ("redrive", "move DLQ messages back (StartMessageMoveTask)")):
+        p = dlq.add_parser(name, parents=[common, data], help=helptext)
+        p.add_argument("--queue", help="the source queue (its DLQ from the RedrivePolicy)")
+        p.add_argument("--dlq", help="the DLQ URL, when not found from --queue")
+        if name == "peek":
+            p.add_argument("--max", type=int, default=10, help="messages at most (default 10)")
+            p.set_defaults(run=cmd_dlq_peek)
+        else:
+            p.add_argument("--rate", type=int, help="MaxNumberOfMessagesPerSecond")
+            p.add_argument("--no-wait", action="store_true", help="start it and return")
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
+            p.add_argument("--interval-s", type=float, default=1.0, help=argparse.SUPPRESS)
+            p.set_defaults(run=cmd_dlq_redrive)
+
+    p = sub.add_parser("stats", parents=[common, data], help="queue counts and oldest age")
+    p.add_argument("--queue", required=True, action="append", help="a queue URL (repeatable)")
+    p.set_defaults(run=cmd_stats)
+
+    p = sub.add_parser("sweep", parents=[common, data], help="delete expired reply queues")
+    p.add_argument("--prefix", default="gpuqueue-reply-", help="queue name prefix")
+    p.add_argument("--dry-run", action="store_true", help="only list what would go")
+    p.set_defaults(run=cmd_sweep)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except UsageError as exc:
+        print(f"gpuqueue: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return _failure(exc)
+
+
+def _failure(exc: Exception) -> int:
+    """Map what went wrong to an exit code, with one line on stderr."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from gpuqueue.errors import RequestFailed, ResultTimeout
+
+    if isinstance(exc, ResultTimeout):
+        code = EXIT_TIMEOUT
+    elif isinstance(exc, RequestFailed):
+        code = EXIT_FAILED
+    elif isinstance(exc, ClientError | BotoCoreError):
+        code = EXIT_AWS
+    elif isinstance(exc, ValueError):
+        code = EXIT_USAGE
+    else:
+        raise exc
+    print(f"gpuqueue: {exc}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""`Client`: put requests on a gpuqueue input queue and get their results back, with boto3.
+
+    with Client(queue_url) as client:            # no result queue: a temporary reply queue
+        vectors = client.embed(["a text", "another"], timeout_s=60)
+
+    client = Client(queue_url, result_queue_url)  # fire and forget, read results elsewhere
+    ids = client.submit_many({"inputs": t, "ttl_s": 300} for t in texts)
+    for result in client.results(max_results=len(ids)):
+        ...
+
+Requests are validated against the worker's own contract model (RequestV1) before they are
+sent, so a bad field fails here, naming it, and not as an error result later.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import boto3
+from pydantic import ValidationError
+
+from gpuqueue.errors import RequestFailed, ResultTimeout, SubmitFailed
+from gpuqueue.reply_queue import PREFIX, TTL_S, ReplyQueue
+from gpuqueue.results import DEDUP_WINDOW, Inbox, Result, ResultReader
+from gpuqueue.sending import send_all
+from worker.contract.request import MAX_INPUTS_PER_REQUEST, RequestV1
+from worker.seams import OutgoingMessage
+from worker.sqs_limits import HISTORICAL_MAX_MESSAGE_SIZE
+
+RequestLike = str | Mapping[str, Any] | RequestV1
+#: inputs per request when embed/classify/generate split a long list (each request is one item
+#: of a worker's batch; smaller ones spread over batches and replicas)
+INPUTS_PER_REQUEST = 32
+
+_INBOXES: dict[str, Inbox] = {}  # one per result queue in this process: waiters share it
+_INBOXES_LOCK = threading.Lock()
+
+
+class Client:
+    def __init__(
+        self,
+        queue_url: str,
+        result_queue_url: str | None = None,
+        *,
+        session: boto3.Session | None = None,
+        endpoint_url: str | None = None,
+        reply_queue_prefix: str = PREFIX,
+        reply_queue_ttl_s: float = TTL_S,
+        delete_s3_objects: bool = True,
+        dedup_window: int = DEDUP_WINDOW,
+        inputs_per_request: int = INPUTS_PER_REQUEST,
+    ) -> None:
+        session = session or boto3.Session()
+        self.queue_url = queue_url
+        self.result_queue_url = result_queue_url
+        self.sqs = session.client("sqs", endpoint_url=endpoint_url)
+        self.s3 = session.client("s3", endpoint_url=endpoint_url)
+        self._reply_queue = ReplyQueue(self.sqs, prefix=reply_queue_prefix, ttl_s=reply_queue_ttl_s)
+        self._delete_s3 = delete_s3_objects
+        self._dedup_window = dedup_window
+        self._per_request = max(1, min(MAX_INPUTS_PER_REQUEST, inputs_per_request))
+        self._max_size: int | None = None
+        self._readers: dict[str, ResultReader] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Delete the temporary reply queue, if this client made one."""
+        url = self._reply_queue.url
+        if url is not None:
+            with _INBOXES_LOCK:
+                _INBOXES.pop(url, None)
+            self._reply_queue.delete()
+
+    @property
+    def reply_queue_url(self) -> str | None:
+        """The temporary reply queue, once made."""
+        return self._reply_queue.url
+
+    # ------------------------------------------------------------------ sending
+
+    def submit(
+        self,
+        inputs: str | Sequence[str],
+        *,
+        task: str = "embed",
+        parameters: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        ttl_s: float | None = None,
+        deadline: float | None = None,
+        reply_to: str | None = None,
+    ) -> str:
+        """Put one request on the queue; returns its id (a uuid4 when not given)."""
+        request = {"inputs": inputs, "task": task, "parameters": parameters, "id": id,
+                   "ttl_s": ttl_s, "deadline": deadline, "reply_to": reply_to}
+        return self.submit_many([request])[0]
+
+    def submit_many(
+        self, requests: Iterable[RequestLike], *, on_sent: Callable[[int], None] | None = None
+    ) -> list[str]:
+        """Put many requests on the queue, in SendMessageBatch calls packed within 10 entries and
+        the queue's size limit; `Failed` entries are retried. Each request is a text, a mapping of
+        request fields, or a RequestV1. Returns the ids in order; raises ValueError (nothing
+        sent) for an invalid or oversized request, SubmitFailed for what SQS still refused."""
+        prepared = [self._request(r, n) for n, r in enumerate(requests)]
+        if not prepared:
+            return []
+        limit = self.max_message_size()
+        messages = [OutgoingMessage(r.model_dump_json(exclude_none=True)) for r in prepared]
+        for n, message in enumerate(messages):
+            if message.size > limit:
+                raise ValueError(
+                    f"request {n} (id {prepared[n].id}) is {message.size} bytes; the queue takes "
+                    f"{limit}: split its inputs over several requests"
+                )
+        report = send_all(
+            lambda entries: self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries),
+            messages, max_batch_bytes=limit, on_sent=on_sent,
+        )
+        ids = [str(r.id) for r in prepared]
+        if report.failed:
+            raise SubmitFailed(
+                {ids[i]: reason for i, reason in sorted(report.failed.items())},
+                [ids[i] for i in sorted(report.sent)],
+            )
+        return ids
+
+    def _request(self, request: RequestLike, n: int) -> RequestV1:
+        if isinstance(request, RequestV1):
+            fields: dict[str, Any] = request.model_dump(exclude_none=True)
+        elif isinstance(request, str):
+            fields = {"inputs": request}
+        else:
+            fields = {k: v for k, v in request.items() if v is not None}
+        if isinstance(fields.get("inputs"), tuple):
+            fields["inputs"] = list(fields["inputs"])
+        fields.setdefault("id", str(uuid.uuid4()))
+        if self.result_queue_url and "reply_to" not in fields:
+            fields["reply_to"] = self.result_queue_url
+        if not fields.get("parameters"):
+            fields.pop("parameters", None)
+        try:
+            return RequestV1.model_validate(fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "request"
+            raise ValueError(f"request {n}: {where}: {first['msg']}") from None
+
+    def max_message_size(self) -> int:
+        """The input queue's MaximumMessageSize (asked once; 256 KiB when it cannot be read)."""
+        if self._max_size is None:
+            try:
+                attributes = self.sqs.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["MaximumMessageSize"]
+                )["Attributes"]
+                self._max_size = int(attributes["MaximumMessageSize"])
+            except Exception:
+                self._max_size = HISTORICAL_MAX_MESSAGE_SIZE
+        return self._max_size
+
+    # ------------------------------------------------------------------ reading
+
+    def _reader(self, queue_url: str) -> ResultReader:
+        reader = self._readers.get(queue_url)
+        if reader is None:
+            reader = ResultReader(
+                self.sqs, self.s3, queue_url,
+                dedup_window=self._dedup_window, delete_s3_objects=self._delete_s3,
+            )
+            self._readers[queue_url] = reader
+        return reader
+
+    def results(
+        self, *, wait_s: int = 20, max_results: int | None = None, follow: bool = False
+    ) -> Iterator[Result]:
+        """Results from the result queue (or this client's reply queue), each deleted once it
+        has been yielded (with its S3 payload unless delete_s3_objects=False), duplicates
+        dropped. Ends after `max_results`, or when a `wait_s` long poll brings nothing, unless
+        `follow`. Stopping early puts the unread rest of a receive straight back."""
+        queue_url = self.result_queue_url or self._reply_queue.url
+        if queue_url is None:
+            raise ValueError("no result queue: give Client(result_queue_url=...)")
+        reader = self._reader(queue_url)
+        count = 0
+        while max_results is None or count < max_results:
+            batch = reader.receive(wait_s)
+            if not batch:
+                if follow:
+                    continue
+                return
+            rest, yielded = list(batch), []
+            try:
+                while rest and (max_results is None or count < max_results):
+                    item = rest.pop(0)
+                    yielded.append(item)
+                    count += 1
+                    yield item.result
+            finally:  # also when the consumer stops early (GeneratorExit at the yield)
+                if yielded:
+                    reader.done(yielded)
+                if rest:
+                    reader.release(rest)
+
+    # ------------------------------------------------------------------ submit and wait
+
+    def embed(
+        self, texts: str | Sequence[str], *, timeout_s: float = 60.0,
+        parameters: Mapping[str, Any] | None = None, ttl_s: float | None = None,
+    ) -> list[list[float]]:
+        """One vector per text, in order."""
+        return self._run("embed", texts, parameters, timeout_s, ttl_s)
+
+    def classify(
+        self, texts: str | Sequence[str], *, timeout_s: float = 60.0, ttl_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """One {"label", "score"} per text, in order."""
+        return self._run("classify", texts, None, timeout_s, ttl_s)
+
+    def generate(
+        self, prompts: str | Sequence[str], *, timeout_s: float = 120.0,
+        parameters: Mapping[str, Any] | None = None, ttl_s: float | None = None,
+    ) -> list[str]:
+        """One generated text per prompt, in order."""
+        return self._run("generate", prompts, parameters, timeout_s, ttl_s)
+
+    def _run(
+        self, task: str, texts: str | Sequence[str], parameters: Mapping[str, Any] | None,
+        timeout_s: float, ttl_s: float | None,
+    ) -> list[Any]:
+        """Submit the texts (split into requests), wait for exactly those ids, return the
+        outputs in input order. The requests carry ttl_s (default: timeout_s), so a worker
+        never spends a GPU on an answer nobody waits for any more."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            return []
+        queue_url = self.result_queue_url or self._reply_queue.ensure()
+        chunks = [items[i : i + self._per_request] for i in range(0, len(items), self._per_request)]
+        ids = [str(uuid.uuid4()) for _ in chunks]
+        requests = [
+            {"id": request_id, "task": task, "inputs": chunk, "parameters": parameters,
+             "reply_to": queue_url, "ttl_s": ttl_s if ttl_s is not None else timeout_s}
+            for request_id, chunk in zip(ids, chunks, strict=True)
+        ]
+        inbox = self._inbox(queue_url)
+        inbox.expect(ids)
+        self.submit_many(requests)
+        results = inbox.wait_for(ids, timeout_s)
+        missing = [i for i in ids if i not in results]
+        if missing:
+            raise ResultTimeout(missing, timeout_s)
+        outputs: list[Any] = []
+        for request_id in ids:
+            result = results[request_id]
+            if not result.ok:
+                raise RequestFailed(result)
+            outputs.extend(result.outputs or [])
+        return outputs
+
+    def _inbox(self, queue_url: str) -> Inbox:
+        with _INBOXES_LOCK:
+            inbox = _INBOXES.get(queue_url)
+            if inbox is None:
+                inbox = Inbox(self._reader(queue_url))
+                _INBOXES[queue_url] = inbox
+            return inbox
+

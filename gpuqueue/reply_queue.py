@@ -1,0 +1,91 @@
+"""Temporary reply queues: created on a client's first wait without a result queue of its own,
+named `gpuqueue-reply-<uuid>` (so a worker's WORKER_REPLY_TO_ALLOW can name the prefix), tagged
+with an expiry, deleted on close. A crashed client leaves its queue behind: `sweep` deletes those
+whose expiry passed (ListQueues with the prefix, ListQueueTags on each).
+
+The expiry is pushed forward while the client uses the queue (when less than half of
+`ttl_s` is left), so a long-running process never has its queue swept under it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "gpuqueue-reply-"
+EXPIRES_TAG = "gpuqueue:expires-at"  # epoch seconds, as a decimal string
+TTL_S = 24 * 3600
+MAX_RETENTION_S = 1_209_600  # SQS's longest MessageRetentionPeriod (14 days)
+
+
+class ReplyQueue:
+    def __init__(
+        self,
+        sqs: Any,
+        *,
+        prefix: str = PREFIX,
+        ttl_s: float = TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sqs = sqs
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self.url: str | None = None
+        self.expires_at = 0.0
+
+    def ensure(self) -> str:
+        """The queue's URL, created on first call; its expiry renewed when half gone."""
+        now = self._clock()
+        if self.url is None:
+            self.expires_at = now + self._ttl_s
+            retention = int(min(MAX_RETENTION_S, max(60, self._ttl_s)))
+            self.url = str(
+                self._sqs.create_queue(
+                    QueueName=f"{self._prefix}{uuid.uuid4().hex}",
+                    Attributes={"MessageRetentionPeriod": str(retention)},
+                    tags={EXPIRES_TAG: str(int(self.expires_at))},
+                )["QueueUrl"]
+            )
+        elif self.expires_at - now < self._ttl_s / 2:
+            self.expires_at = now + self._ttl_s
+            self._sqs.tag_queue(QueueUrl=self.url, Tags={EXPIRES_TAG: str(int(self.expires_at))})
+        return self.url
+
+    def delete(self) -> None:
+        if self.url is not None:
+            self._sqs.delete_queue(QueueUrl=self.url)
+            self.url = None
+
+
+@dataclass(frozen=True)
+class Swept:
+    queue_url: str
+    expires_at: float | None  # None: no expiry tag (not made by this client: kept)
+    deleted: bool
+
+
+def sweep(
+    sqs: Any, *, prefix: str = PREFIX, now: float | None = None, dry_run: bool = False
+) -> list[Swept]:
+    """Delete the queues named `prefix...` whose expiry tag has passed; report every one seen."""
+    now = time.time() if now is None else now
+    out: list[Swept] = []
+    for page in sqs.get_paginator("list_queues").paginate(
+        QueueNamePrefix=prefix, PaginationConfig={"PageSize": 1000}
+    ):
+        for url in page.get("QueueUrls", ()):
+            tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+            raw = tags.get(EXPIRES_TAG)
+            try:
+                expires_at: float | None = float(raw) if raw is not None else None
+            except ValueError:
+                expires_at = None
+            due = expires_at is not None and expires_at <= now
+            if due and not dry_run:
+                sqs.delete_queue(QueueUrl=url)
+            out.append(Swept(url, expires_at, due and not dry_run))
+    return out

@@ -1,0 +1,243 @@
+"""Reading a result queue: `Result` (the worker's own ResultV1 model), S3 claim-check pointers
+followed, duplicates dropped by `gpuqueue-message-id`, and an inbox that keeps results for the
+waiters of a process.
+
+Duplicates: at-least-once delivery can answer one request twice (the worker was stopped between
+sending a result and deleting the request). Both results carry the request's SQS message id, so
+the second is dropped, as long as it arrives within `dedup_window` distinct results of the first
+(default 100,000: about 10 MB; a duplicate comes at most one visibility timeout plus one batch
+after the first, so the window covers ~1,600 results/s for a 60 s timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.contract.result import ResultV1
+from worker.contract.wire import ATTR_MESSAGE_ID, parse_s3_pointer
+
+log = logging.getLogger("gpuqueue")
+
+DEDUP_WINDOW = 100_000
+STASH_LIMIT = 10_000  # results kept for waiters that are not (or no longer) waiting
+FOREIGN_RELEASE_S = 2  # a result for no waiter of this process goes back for its owner
+
+
+class Result(ResultV1):
+    """One result, as the worker wrote it (the contract's ResultV1)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Received:
+    result: Result
+    receipt_handle: str
+    s3_object: tuple[str, str] | None  # (bucket, key) of a claim-check payload
+
+
+class Bounded:
+    """A set that forgets its oldest members beyond `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def add(self, key: str) -> None:
+        self._items[key] = None
+        self._items.move_to_end(key)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+
+class ResultReader:
+    """Receives results from one queue: pointers followed, duplicates deleted and dropped."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        s3: Any,
+        queue_url: str,
+        *,
+        dedup_window: int = DEDUP_WINDOW,
+        delete_s3_objects: bool = True,
+    ) -> None:
+        self.sqs = sqs
+        self._s3 = s3
+        self.queue_url = queue_url
+        self.delete_s3_objects = delete_s3_objects
+        self._seen = Bounded(dedup_window)
+        self._seen_lock = threading.Lock()
+        self.duplicates = 0
+
+    def receive(self, wait_s: int, *, dedup: bool = True) -> list[Received]:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=max(0, min(20, wait_s)),
+            MessageAttributeNames=["All"],
+        )
+        out: list[Received] = []
+        for message in response.get("Messages", ()):
+            received = self._read(message)
+            if received is None:
+                continue
+            if dedup and not self.first_time(message, received.result):
+                self.duplicates += 1
+                self.done([received])  # a duplicate: delete it (and its payload) and drop it
+                continue
+            out.append(received)
+        return out
+
+    def first_time(self, message: dict[str, Any], result: Result) -> bool:
+        attribute = message.get("MessageAttributes", {}).get(ATTR_MESSAGE_ID, {})
+        key = attribute.get("StringValue") or result.message_id
+        with self._seen_lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            return True
+
+    def _read(self, message: dict[str, Any]) -> Received | None:
+        body = message.get("Body", "")
+        pointer = parse_s3_pointer(body)
+        if pointer is not None:
+            if self._s3 is None:
+                raise RuntimeError("a result was stored in S3, and this client has no S3 client")
+            obj = self._s3.get_object(Bucket=pointer[0], Key=pointer[1])
+            body = obj["Body"].read().decode("utf-8")
+        try:
+            result = Result.model_validate_json(body)
+        except ValidationError as exc:
+            # not a result of this contract: left on the queue for whoever put it there
+            log.warning("not a gpuqueue result on %s: %s", self.queue_url, str(exc)[:200])
+            return None
+        return Received(result, message["ReceiptHandle"], pointer)
+
+    def done(self, items: Iterable[Received]) -> None:
+        """Delete these messages, then their S3 payloads (in that order: a message never points
+        to a payload already gone)."""
+        items = list(items)
+        for start in range(0, len(items), 10):
+            chunk = items[start : start + 10]
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r.receipt_handle} for i, r in enumerate(chunk)
+                ],
+            )
+            failed = {int(f["Id"]) for f in response.get("Failed", ())}
+            if self.delete_s3_objects and self._s3 is not None:
+                for i, r in enumerate(chunk):
+                    if r.s3_object is not None and i not in failed:
+                        self._s3.delete_object(Bucket=r.s3_object[0], Key=r.s3_object[1])
+
+    def release(self, items: Iterable[Received], after_s: int = 0) -> None:
+        """Make these messages visible again (after `after_s`) for another reader."""
+        items = list(items)
+        for start in range(0, len(items), 10):
+            chunk = items[start : start + 10]
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": after_s}
+                    for i, r in enumerate(chunk)
+                ],
+            )
+
+
+class Inbox:
+    """The results of one queue for the waiters of this process: one thread polls at a time;
+    a result for an id some waiter wants (or that this process sent and nobody waits for any
+    more) is kept and deleted from the queue; any other result is put back for its owner."""
+
+    def __init__(self, reader: ResultReader, *, stash_limit: int = STASH_LIMIT) -> None:
+        self.reader = reader
+        self._cond = threading.Condition()
+        self._wanted: dict[str, int] = {}
+        self._mine = Bounded(stash_limit * 10)
+        self._stash: OrderedDict[str, Result] = OrderedDict()
+        self._stash_limit = stash_limit
+        self._polling = False
+
+    def expect(self, ids: Iterable[str]) -> None:
+        """Ids this process sent: their results are kept even when nobody waits yet."""
+        with self._cond:
+            for request_id in ids:
+                self._mine.add(request_id)
+
+    def wait_for(self, ids: Collection[str], timeout_s: float) -> dict[str, Result]:
+        """The results for `ids` that arrive within `timeout_s` (maybe not all)."""
+        wanted = set(ids)
+        found: dict[str, Result] = {}
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self.expect(wanted)
+            for request_id in wanted:
+                self._wanted[request_id] = self._wanted.get(request_id, 0) + 1
+        try:
+            while True:
+                with self._cond:
+                    for request_id in list(wanted - found.keys()):
+                        if request_id in self._stash:
+                            found[request_id] = self._stash.pop(request_id)
+                    left = deadline - time.monotonic()
+                    if len(found) == len(wanted) or left <= 0:
+                        return found
+                    if self._polling:  # another waiter polls: it notifies when it has read
+                        self._cond.wait(min(left, 1.0))
+                        continue
+                    self._polling = True
+                try:
+                    self._poll_once(max(1, min(20, int(left))))
+                finally:
+                    with self._cond:
+                        self._polling = False
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                for request_id in wanted:
+                    self._wanted[request_id] -= 1
+                    if not self._wanted[request_id]:
+                        del self._wanted[request_id]
+
+    def _poll_once(self, wait_s: int) -> None:
+        received = self.reader.receive(wait_s, dedup=False)
+        keep: list[Received] = []
+        foreign: list[Received] = []
+        with self._cond:
+            for item in received:
+                rid = item.result.id
+                ours = rid is not None and (rid in self._wanted or rid in self._mine)
+                (keep if ours else foreign).append(item)
+        keep = [k for k in keep if self._first_time(k)]
+        with self._cond:
+            for item in keep:
+                assert item.result.id is not None
+                self._stash[item.result.id] = item.result
+                while len(self._stash) > self._stash_limit:
+                    self._stash.popitem(last=False)
+        if keep:
+            self.reader.done(keep)
+        if foreign:
+            self.reader.release(foreign, FOREIGN_RELEASE_S)
+
+    def _first_time(self, item: Received) -> bool:
+        if self.reader.first_time({}, item.result):
+            return True
+        self.reader.duplicates += 1
+        self.reader.done([item])
+        return False

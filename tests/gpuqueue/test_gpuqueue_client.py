@@ -1,0 +1,186 @@
+"""The client against real local servers (fauxqs and moto for SQS, moto for S3): submit_many's
+batches, results() following S3 pointers and dropping duplicates, the temporary reply queue and
+sweep, and the inbox keeping results for other waiters. End to end with a worker:
+tests/worker/test_client_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from gpuqueue import Client, Result
+from gpuqueue.reply_queue import EXPIRES_TAG, sweep
+from gpuqueue.results import Inbox
+from worker.contract.request import RequestV1
+from worker.contract.result import build_result, result_message
+from worker.contract.wire import s3_pointer_message
+
+REGION = "us-east-1"
+
+
+def name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Every message on a queue (deleted as read), until a receive comes back empty."""
+    out: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not got:
+            return out
+        out += got
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+        ])
+
+
+def put_result(sqs: Any, queue_url: str, message_id: str, request_id: str, **kw: Any) -> None:
+    message = result_message(
+        build_result(message_id=message_id, request_id=request_id, model="m", **kw)
+    )
+    sqs.send_message(
+        QueueUrl=queue_url, MessageBody=message.body, MessageAttributes=message.attributes
+    )
+
+
+@pytest.fixture
+def client_for(sqs_server: Any) -> Any:
+    def make(queue_url: str, result_queue_url: str | None = None, **kw: Any) -> Client:
+        return Client(queue_url, result_queue_url, endpoint_url=sqs_server.endpoint_url, **kw)
+
+    return make
+
+
+def test_submit_many_sends_every_request_once_with_ids_and_fields(
+    sqs_client: Any, client_for: Any
+) -> None:
+    queue = sqs_client.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    client = client_for(queue)
+    texts = [f"text {i} " + "w" * (i * 500) for i in range(25)]  # several calls by count
+    ids = client.submit_many(
+        [{"inputs": t, "ttl_s": 30, "id": f"r{i}"} if i % 2 else t for i, t in enumerate(texts)]
+    )
+    assert len(ids) == 25 and len(set(ids)) == 25
+    assert ids[1] == "r1" and uuid.UUID(ids[0])  # given ids kept, others uuid4
+    bodies = [RequestV1.model_validate_json(m["Body"]) for m in drain(sqs_client, queue)]
+    assert sorted(b.id for b in bodies) == sorted(ids)  # each exactly once
+    by_id = {b.id: b for b in bodies}
+    assert by_id["r1"].ttl_s == 30 and by_id["r1"].inputs == texts[1]
+    assert by_id[ids[0]].ttl_s is None and by_id[ids[0]].reply_to is None
+
+
+def test_a_bad_request_fails_before_anything_is_sent(sqs_client: Any, client_for: Any) -> None:
+    queue = sqs_client.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    client = client_for(queue)
+    with pytest.raises(ValueError, match="request 1: ttl_s"):
+        client.submit_many(["fine", {"inputs": "x", "ttl_s": -1}])
+    with pytest.raises(ValueError, match="request 0: inputs"):
+        client.submit(5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bytes; the queue takes"):
+        client.submit_many(["x" * 1_100_000])  # over 1 MiB, the default limit
+    assert drain(sqs_client, queue) == []
+
+
+def test_submit_to_a_missing_queue_reports_every_id(client_for: Any, sqs_server: Any) -> None:
+    from gpuqueue import SubmitFailed
+
+    missing = sqs_server.endpoint_url + "/000000000000/" + name("nope")
+    with pytest.raises(SubmitFailed) as failed:
+        client_for(missing).submit_many(["a", "b", "c"])
+    assert len(failed.value.failed) == 3 and failed.value.sent == []
+
+
+def test_results_follow_s3_pointers_drop_duplicates_and_delete_what_they_yield(
+    sqs_client: Any, s3_client: Any, moto_server: Any, sqs_server: Any
+) -> None:
+    results_q = sqs_client.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    bucket = name("gq-big")
+    s3_client.create_bucket(Bucket=bucket)
+    put_result(sqs_client, results_q, "m1", "a", outputs=[[1.0, 2.0]])
+    put_result(sqs_client, results_q, "m1", "a", outputs=[[1.0, 2.0]])  # a redelivery's duplicate
+    put_result(sqs_client, results_q, "m2", "b", error=("InputTooLong", "too long"))
+    big = result_message(build_result(message_id="m3", request_id="c", model="m",
+                                      outputs=["y" * 5000]))
+    s3_client.put_object(Bucket=bucket, Key="k3", Body=big.body.encode())
+    pointer = s3_pointer_message(big, bucket, "k3")
+    sqs_client.send_message(QueueUrl=results_q, MessageBody=pointer.body,
+                            MessageAttributes=pointer.attributes)
+    # S3 on moto, SQS on either emulator: one session, two endpoints
+    client = Client(results_q, results_q, endpoint_url=sqs_server.endpoint_url)
+    client.s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    got = {r.id: r for r in client.results(wait_s=1)}
+    assert set(got) == {"a", "b", "c"}
+    assert isinstance(got["a"], Result) and got["a"].ok and got["a"].outputs == [[1.0, 2.0]]
+    assert not got["b"].ok and got["b"].error is not None and got["b"].error.type == "InputTooLong"
+    assert got["c"].outputs == ["y" * 5000]
+    assert drain(sqs_client, results_q) == []  # yielded ones deleted, the duplicate too
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0  # payload deleted
+
+
+def test_stopping_early_puts_the_unread_results_back(sqs_client: Any, client_for: Any) -> None:
+    results_q = sqs_client.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    for i in range(5):
+        put_result(sqs_client, results_q, f"m{i}", f"r{i}", outputs=[i])
+    client = client_for(results_q, results_q)
+    first = next(iter(client.results(wait_s=1, max_results=1)))
+    left = drain(sqs_client, results_q)  # the rest is visible again at once, not after 30 s
+    assert len(left) >= 1 and first.id not in {json.loads(m["Body"])["id"] for m in left}
+
+
+def test_the_temporary_reply_queue_is_tagged_deleted_on_close_and_swept_when_left(
+    sqs_client: Any, client_for: Any
+) -> None:
+    prefix = name("gq-reply") + "-"
+    with client_for("unused", reply_queue_prefix=prefix, reply_queue_ttl_s=600) as client:
+        url = client._reply_queue.ensure()
+        tags = sqs_client.list_queue_tags(QueueUrl=url)["Tags"]
+        assert abs(float(tags[EXPIRES_TAG]) - (time.time() + 600)) < 30
+    assert url not in sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    # what a crashed client leaves: one expired, one still valid, one untagged
+    expired = sqs_client.create_queue(QueueName=prefix + "old", tags={EXPIRES_TAG: "1000"})
+    valid = sqs_client.create_queue(
+        QueueName=prefix + "new", tags={EXPIRES_TAG: str(int(time.time()) + 3600)}
+    )
+    untagged = sqs_client.create_queue(QueueName=prefix + "other")
+    assert [s.deleted for s in sweep(sqs_client, prefix=prefix, dry_run=True)] == [False] * 3
+    swept = {s.queue_url.rsplit("/", 1)[1]: s.deleted for s in sweep(sqs_client, prefix=prefix)}
+    assert swept == {prefix + "old": True, prefix + "new": False, prefix + "other": False}
+    left = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    assert {u.rsplit("/", 1)[1] for u in left} == {prefix + "new", prefix + "other"}
+    assert expired and valid and untagged
+
+
+def test_waiters_share_one_queue_and_results_for_strangers_go_back(
+    sqs_client: Any, client_for: Any
+) -> None:
+    results_q = sqs_client.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    client = client_for(results_q, results_q)
+    inbox = Inbox(client._reader(results_q))
+    inbox.expect(["late"])  # sent by this process, not awaited yet
+    put_result(sqs_client, results_q, "m-b", "b", outputs=[2])
+    put_result(sqs_client, results_q, "m-a", "a", outputs=[1])
+    put_result(sqs_client, results_q, "m-late", "late", outputs=[3])
+    put_result(sqs_client, results_q, "m-x", "stranger", outputs=[0])
+    got: dict[str, Any] = {}
+    other = threading.Thread(target=lambda: got.update(inbox.wait_for(["b"], 20)))
+    other.start()
+    mine = inbox.wait_for(["a"], 20)
+    other.join(30)
+    assert mine["a"].outputs == [1] and got["b"].outputs == [2]
+    assert inbox.wait_for(["late"], 1)["late"].outputs == [3]  # kept for a later waiter
+    # the stranger's result was put back for its owner, not deleted
+    left = []
+    deadline = time.monotonic() + 15
+    while not left and time.monotonic() < deadline:
+        left = drain(sqs_client, results_q)
+    assert [json.loads(m["Body"])["id"] for m in left] == ["stranger"]
