@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -38,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import boto3
 
+from bench import results
 from worker import devsqs
 from worker.config import WorkerSettings
 from worker.pipeline import Worker
@@ -155,11 +154,6 @@ def main() -> None:
     }
     base = medians["one-queue"]["high_p50_s"]
     report = {
-        "bench": "priority_queues",
-        "date": time.strftime("%Y-%m-%d"),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} cpus={_cpus()}".strip(),
         "load": {"low_backlog": args.low, "high_burst": args.high, "batch": BATCH,
                  "batch_s": BATCH_S, "rounds": args.rounds},
         "medians": medians,
@@ -172,14 +166,8 @@ def main() -> None:
         },
     }
     if args.write:
-        out = Path(__file__).resolve().parent.parent / "docs" / "results" / "priority-queues.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
+        results.write("priority-queues", report)
     print(json.dumps(report))
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":

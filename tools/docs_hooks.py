@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT))
 
-FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_]+)+)\s*(?::([^}\s]+))?\s*\}\}")
+FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)+)\s*(?::([^}\s]+))?\s*\}\}")
+# what looks like a figure but is not one the hook understands (a typo must not pass as text)
+LEFTOVER = re.compile(r"\{\{\s+[A-Za-z0-9_-]+\.")
 REFERENCE = re.compile(r"^([ \t]*)<!--\s*reference:\s*([\w-]+)\s*([\w.-]*)\s*-->", re.M)
 IF_RESULTS = re.compile(
     r"<!--\s*(if|unless)-results\s+([A-Za-z0-9_-]+)\s*-->(.*?)<!--\s*end-(?:if|unless)\s*-->",
@@ -242,7 +244,11 @@ def render(markdown: str) -> str:
 
     markdown = IF_RESULTS.sub(conditional, markdown)
     markdown = REFERENCE.sub(lambda m: _indented(reference(m[2], m[3]), m[1]), markdown)
-    return FIGURE.sub(lambda m: figure(m[1], m[2], m[3]), markdown)
+    markdown = FIGURE.sub(lambda m: figure(m[1], m[2], m[3]), markdown)
+    if (left := LEFTOVER.search(markdown)) is not None:
+        end = markdown.find("}}", left.start())
+        raise DocsError(f"not a figure the docs can render: {markdown[left.start() : end + 2]!r}")
+    return markdown
 
 
 def _indented(text: str, indent: str) -> str:

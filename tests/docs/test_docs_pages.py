@@ -32,6 +32,8 @@ def test_a_figure_its_result_file_does_not_hold_fails_the_build() -> None:
         docs_hooks.render("{{ no-such-results.figures.x }}")
     with pytest.raises(docs_hooks.DocsError, match="no reference of kind"):
         docs_hooks.render("<!-- reference: nonsense x -->")
+    with pytest.raises(docs_hooks.DocsError, match="not a figure"):
+        docs_hooks.render("{{ sim-report.figures.a b }}")
 
 
 def test_figures_are_read_from_the_file_and_conditionals_follow_its_existence(
