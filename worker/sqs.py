@@ -2,10 +2,12 @@
 implements `worker.seams.QueueSeam`), over `worker.sqs_transport` (SQS's JSON protocol, signed;
 region, endpoint and credentials from boto3's standard chain).
 
-Two transports, on purpose: long polls hold a connection for up to 20 s and need a read timeout
-above that, while writes and visibility changes must fail fast, so a hung endpoint turns into a
-counted, logged failure within seconds instead of stalling heartbeats behind a 35 s read timeout
-and its retries.
+Three transports, on purpose: long polls hold a connection for up to 20 s and need a read
+timeout above that; visibility changes (heartbeats) must fail fast, so a hung endpoint turns
+into a counted, logged failure within seconds instead of stalling heartbeats behind a 35 s read
+timeout and its retries; sends and deletes get a longer read timeout than heartbeats, because a
+send that timed out may still have landed, and resending it is a duplicate result (a slow
+server, not a dead one, is the common case there).
 
 Batch calls (send, delete, change visibility) can half-fail with HTTP 200: the response lists
 `Failed` entries. Those are retried one by one, a bounded number of times, unless SQS says the
@@ -35,8 +37,10 @@ log = logging.getLogger(__name__)
 ENTRY_RETRIES = 3  # per failed batch entry, after the batch call itself
 # A queue that is gone, or that refuses this worker (its policy, or its KMS key): permanent.
 PERMANENT_CODES = QUEUE_UNREACHABLE_CODES
-# Writes and visibility changes: short timeouts, few attempts (worst case about 20 s).
+# Visibility changes and queue reads: short timeouts, few attempts (worst case about 20 s).
 CONTROL = {"read_timeout_s": 5.0, "connect_timeout_s": 2.0, "max_attempts": 3}
+# Sends and deletes: a timed-out send may have landed (a retry duplicates it), so wait longer.
+WRITE = {"read_timeout_s": 15.0, "connect_timeout_s": 2.0, "max_attempts": 3}
 LONG_POLL = {
     "read_timeout_s": RECEIVE_MAX_WAIT_S + 15.0,
     "connect_timeout_s": 5.0,
@@ -51,17 +55,20 @@ def make_client(**kwargs: Any) -> Any:
 
 
 class SqsAdapter:
-    """`poll` serves ReceiveMessage; `control` every other call (see the module doc)."""
+    """`poll` serves ReceiveMessage, `write` sends and deletes, `control` every other call (see
+    the module doc); the last two default to `control`."""
 
     def __init__(
         self,
         control: SqsTransport,
         poll: SqsTransport | None = None,
+        write: SqsTransport | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.control = control
         self.poll = poll if poll is not None else control
+        self.write = write if write is not None else control
         self._sleep = sleep
         self._calls = 0
         self._calls_lock = threading.Lock()
@@ -70,12 +77,13 @@ class SqsAdapter:
     def from_environment(
         cls, session: boto3.Session | None = None, **overrides: Any
     ) -> SqsAdapter:
-        """Both transports from boto3's standard chain (botocore.exceptions.NoRegionError without
-        a region); `endpoint_url` / `region_name` override it."""
+        """The three transports from boto3's standard chain (botocore.exceptions.NoRegionError
+        without a region); `endpoint_url` / `region_name` override it."""
         session = session or boto3.Session()
         return cls(
             SignedJsonTransport.from_session(session, **overrides, **CONTROL),
             SignedJsonTransport.from_session(session, **overrides, **LONG_POLL),
+            SignedJsonTransport.from_session(session, **overrides, **WRITE),
         )
 
     @property
@@ -135,7 +143,12 @@ class SqsAdapter:
     # ------------------------------------------------------------------ batch writes
 
     def _batched(
-        self, operation: str, single: str, queue_url: str, entries: Sequence[dict[str, Any]]
+        self,
+        transport: SqsTransport,
+        operation: str,
+        single: str,
+        queue_url: str,
+        entries: Sequence[dict[str, Any]],
     ) -> BatchOutcome:
         """One batch call for up to 10 entries (Id = index), then `Failed` entries one by one."""
         if len(entries) > BATCH_MAX_ENTRIES:
@@ -145,7 +158,7 @@ class SqsAdapter:
             return outcome
         try:
             response = self._call(
-                self.control,
+                transport,
                 operation,
                 QueueUrl=queue_url,
                 Entries=[{"Id": str(i), **e} for i, e in enumerate(entries)],
@@ -163,17 +176,19 @@ class SqsAdapter:
             reason = f"{item.get('Code', '?')}: {item.get('Message', '')}"
             if item.get("SenderFault"):
                 outcome.failed[index] = reason  # our request is wrong; retrying cannot help
-            elif self._retry_alone(single, queue_url, entries[index]):
+            elif self._retry_alone(transport, single, queue_url, entries[index]):
                 outcome.succeeded.append(index)
             else:
                 outcome.failed[index] = reason
         outcome.succeeded.sort()
         return outcome
 
-    def _retry_alone(self, operation: str, queue_url: str, entry: dict[str, Any]) -> bool:
+    def _retry_alone(
+        self, transport: SqsTransport, operation: str, queue_url: str, entry: dict[str, Any]
+    ) -> bool:
         for attempt in range(ENTRY_RETRIES):
             try:
-                self._call(self.control, operation, QueueUrl=queue_url, **entry)
+                self._call(transport, operation, QueueUrl=queue_url, **entry)
                 return True
             except Exception as exc:
                 log.debug("sqs single retry failed: %s", error_code(exc))
@@ -183,11 +198,13 @@ class SqsAdapter:
     def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
         """SendMessageBatch for up to 10 messages (the caller keeps within the byte limit)."""
         entries = [_send_entry(m) for m in messages]
-        return self._batched("SendMessageBatch", "SendMessage", queue_url, entries)
+        return self._batched(self.write, "SendMessageBatch", "SendMessage", queue_url, entries)
 
     def delete_batch(self, queue_url: str, receipt_handles: Sequence[str]) -> BatchOutcome:
         entries = [{"ReceiptHandle": r} for r in receipt_handles]
-        return self._batched("DeleteMessageBatch", "DeleteMessage", queue_url, entries)
+        return self._batched(
+            self.write, "DeleteMessageBatch", "DeleteMessage", queue_url, entries
+        )
 
     def change_visibility_batch(
         self, queue_url: str, changes: Sequence[tuple[str, int]]
@@ -195,7 +212,11 @@ class SqsAdapter:
         """(receipt handle, new visibility timeout in seconds) pairs; 0 makes them visible now."""
         entries = [{"ReceiptHandle": r, "VisibilityTimeout": int(t)} for r, t in changes]
         return self._batched(
-            "ChangeMessageVisibilityBatch", "ChangeMessageVisibility", queue_url, entries
+            self.control,
+            "ChangeMessageVisibilityBatch",
+            "ChangeMessageVisibility",
+            queue_url,
+            entries,
         )
 
 

@@ -19,6 +19,7 @@ is the `x-amzn-query-error` header's when SQS sends one (its awsQueryCompatible 
 from __future__ import annotations
 
 import http.client
+import logging
 import random
 import socket
 import ssl
@@ -34,6 +35,8 @@ import orjson
 
 from worker.errors import WorkerError
 from worker.sqs_signing import Signer
+
+log = logging.getLogger(__name__)
 
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 TRANSIENT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "InternalError"})
@@ -134,6 +137,8 @@ class SignedJsonTransport:
             except SqsApiError as exc:
                 if attempt + 1 >= self._max_attempts or not _retryable(exc):
                     raise
+                # said, because a retried write that had landed is a duplicate downstream
+                log.info("sqs %s retried (attempt %d): %s", operation, attempt + 2, exc.code)
                 base = 1.0 if exc.code in THROTTLING_CODES else 0.05
                 self._sleep(random.random() * min(base * 2**attempt, MAX_BACKOFF_S))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -109,3 +109,41 @@ def test_sender_fault_entries_are_not_retried(adapter: SqsAdapter, sqs_client: A
 def test_more_than_ten_entries_is_refused(adapter: SqsAdapter) -> None:
     with pytest.raises(ValueError):
         adapter.send_batch("http://unused", [OutgoingMessage("x")] * 11)
+
+
+def test_sends_and_deletes_wait_longer_than_heartbeats(sqs_server: Any, sqs_client: Any) -> None:
+    """A send that timed out may have landed, and resending it is a duplicate result: sends and
+    deletes go through their own transport, with a longer read timeout than the one that keeps
+    heartbeats failing fast."""
+    from worker.sqs import CONTROL, WRITE
+
+    assert WRITE["read_timeout_s"] > CONTROL["read_timeout_s"]
+    environment = SqsAdapter.from_environment(
+        endpoint_url=sqs_server.endpoint_url, region_name=REGION
+    )
+    seen: list[str] = []
+
+    class Named:
+        def __init__(self, name: str, transport: Any) -> None:
+            self.name, self.transport = name, transport
+
+        def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+            seen.append(f"{self.name}:{operation}")
+            return self.transport.call(operation, params)  # type: ignore[no-any-return]
+
+    adapter = SqsAdapter(
+        Named("control", environment.control),
+        Named("poll", environment.poll),
+        Named("write", environment.write),
+    )
+    queues = make_queues(sqs_client)
+    adapter.send_batch(queues.input, [OutgoingMessage("x")])
+    [message] = wait_for(lambda: adapter.receive(queues.input, wait_s=1), 10, "a message")
+    adapter.change_visibility_batch(queues.input, [(message.receipt_handle, 30)])
+    adapter.delete_batch(queues.input, [message.receipt_handle])
+    assert seen == [
+        "write:SendMessageBatch",
+        "poll:ReceiveMessage",
+        "control:ChangeMessageVisibilityBatch",
+        "write:DeleteMessageBatch",
+    ]
