@@ -54,7 +54,7 @@ def parse_image_input(value: Any, index: int) -> ImageRef | str:
     if len(keys) != 1 or keys[0] not in SOURCE_KINDS:
         shown = ", ".join(repr(k[:40]) for k in keys[:5]) or "none"
         return f"{where} must have exactly one of the keys s3, url, base64 (got {shown}): {SHAPES}"
-    kind: SourceKind = keys[0]  # type: ignore[assignment]
+    kind: SourceKind = keys[0]
     text = value[kind]
     if not isinstance(text, str):
         return f"{where}: {kind} must be a string, not {type(text).__name__}"
