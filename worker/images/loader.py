@@ -10,9 +10,9 @@ left for redelivery), and the message names the input.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -76,19 +76,32 @@ class ImageLoader:
         self.stats.fetched(ref.kind, len(data), time.perf_counter() - began)
         return data
 
-    def load_one(self, ref: ImageRef) -> Image.Image:
+    def load_one(self, ref: ImageRef, transform: Transform | None = None) -> Any:
+        """One image fetched and decoded, then `transform`ed (the model's preprocessing), on
+        the calling thread."""
         data = self.bytes_of(ref)
         began = time.perf_counter()
         image = decode_image(data, self.max_pixels)
+        if transform is not None:
+            try:
+                image = transform(image)
+            except Exception as exc:
+                raise ImageRejected(
+                    "InvalidImage",
+                    f"the image processor refused it: {type(exc).__name__}: {str(exc)[:200]}",
+                ) from None
         self.stats.decoded(1, time.perf_counter() - began)
         return image
 
     def load_many(
-        self, requests: Sequence[Sequence[ImageRef]]
-    ) -> list[list[Image.Image] | ImageRejected | RequestDeferred]:
-        """Every image of every request at once on the pool; per request its images in order,
-        or the exception refusing it."""
-        futures = [[self._pool.submit(self.load_one, ref) for ref in refs] for refs in requests]
+        self, requests: Sequence[Sequence[ImageRef]], transform: Transform | None = None
+    ) -> list[list[Any] | ImageRejected | RequestDeferred]:
+        """Every image of every request at once on the pool; per request its images (decoded,
+        then transformed) in order, or the exception refusing it."""
+        futures = [
+            [self._pool.submit(self.load_one, ref, transform) for ref in refs]
+            for refs in requests
+        ]
         return [_gather(request) for request in futures]
 
     def load(self, refs: Sequence[ImageRef]) -> list[Image.Image]:
@@ -98,10 +111,11 @@ class ImageLoader:
         return out
 
 
-def _gather(
-    futures: list[Future[Image.Image]],
-) -> list[Image.Image] | ImageRejected | RequestDeferred:
-    images: list[Image.Image] = []
+Transform = Callable[[Image.Image], Any]
+
+
+def _gather(futures: list[Future[Any]]) -> list[Any] | ImageRejected | RequestDeferred:
+    images: list[Any] = []
     deferred: RequestDeferred | None = None
     for index, future in enumerate(futures):
         try:
