@@ -60,7 +60,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             f"not an image of a supported format ({', '.join(FORMATS)}); it starts {head}",
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("ImageTooLarge", str(exc)) from None
+        raise _bomb(exc, max_pixels) from None
     except Exception as exc:  # a malformed header: Pillow raises many kinds
         raise ImageRejected("InvalidImage", f"cannot read the image: {_why(exc)}") from None
     width, height = image.size
@@ -78,11 +78,18 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             image.load()
             return image if image.mode == "RGB" else image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("ImageTooLarge", str(exc)) from None
+        raise _bomb(exc, max_pixels) from None
     except Exception as exc:
         raise ImageRejected(
             "InvalidImage", f"{image.format} image is truncated or corrupt: {_why(exc)}"
         ) from None
+
+
+def _bomb(exc: BaseException, max_pixels: int) -> ImageRejected:
+    return ImageRejected(
+        "ImageTooLarge",
+        f"image has more pixels than WORKER_IMAGE_MAX_PIXELS ({max_pixels}): {str(exc)[:200]}",
+    )
 
 
 def _why(exc: BaseException) -> str:

@@ -111,7 +111,8 @@ def tiny_clip(image_models_dir: Path) -> Path:
 @dataclass
 class ImageServer:
     """Serves `files` by path on 127.0.0.1; `/redirect?to=URL` answers 302 to URL; `/status/N`
-    answers N. `hits` counts requests by path."""
+    answers N; `/failing-bucket/...` answers 503 (an S3 endpoint failing). `hits` counts
+    requests by path."""
 
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
@@ -141,8 +142,9 @@ def _handler(server: ImageServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            if path.startswith("/status/"):
-                self.send_response(int(path.rsplit("/", 1)[1]))
+            if path.startswith("/status/") or path.startswith("/failing-bucket/"):
+                code = 503 if path.startswith("/failing-bucket/") else 0
+                self.send_response(code or int(path.rsplit("/", 1)[1]))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return

@@ -18,3 +18,20 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (48, 40), seed: int = 
     out = io.BytesIO()
     image.save(out, fmt)
     return out.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small valid-looking PNG whose header claims width x height pixels (a decompression
+    bomb: its pixel data would decompress to width x height x 3 bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(bytes(1024))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
