@@ -49,7 +49,8 @@ def parse_image_input(value: Any, index: int) -> ImageRef | str:
     if isinstance(value, str):
         return f"{where} is a string; image tasks take one object per image: {SHAPES}"
     if not isinstance(value, dict):
-        return f"{where} is a {type(value).__name__}; image tasks take objects: {SHAPES}"
+        kind = "null" if value is None else type(value).__name__
+        return f"{where} is {kind}; image tasks take one object per image: {SHAPES}"
     keys = sorted(value)
     if len(keys) != 1 or keys[0] not in SOURCE_KINDS:
         shown = ", ".join(repr(k[:40]) for k in keys[:5]) or "none"

@@ -49,7 +49,8 @@ class RequestV1(BaseModel):
     task: StrictStr | None = Field(
         None, description=f"one of {', '.join(TASKS)}; default: the task the worker serves"
     )
-    inputs: StrictStr | dict[StrictStr, Any] | list[StrictStr | dict[StrictStr, Any]] = Field(
+    # list[Any]: each item is checked in _rules against the task, so a wrong one is named
+    inputs: StrictStr | dict[StrictStr, Any] | list[Any] = Field(
         description=f"one input, or a list of up to {MAX_INPUTS_PER_REQUEST}; one output each. "
         "Text tasks: strings. Image tasks (image-embed, image-classify): one object per image, "
         f"{SHAPES}"
@@ -219,10 +220,13 @@ def _rules(
         texts: list[str] = []
         for index, value in enumerate(given):
             if not isinstance(value, str):
+                kind = (
+                    "an object (image objects are for the image tasks: image-embed, "
+                    "image-classify)" if isinstance(value, dict) else _json_type(value)
+                )
                 return bad(
                     "InvalidRequest",
-                    f"task {task!r} takes text inputs (strings); input {index} is an object "
-                    "(image objects are for the image tasks: image-embed, image-classify)",
+                    f"task {task!r} takes text inputs (strings); input {index} is {kind}",
                 )
             if not value.strip():
                 return bad("EmptyInputs", f"input {index} is empty")
@@ -232,3 +236,15 @@ def _rules(
         parsed.id, task, inputs, dict(parsed.parameters), destination,
         ttl_s=parsed.ttl_s, deadline=parsed.deadline,
     )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
