@@ -19,6 +19,9 @@ The images: JPEG photos-sized (640 x 480, varied content) in moto's S3.
   fetch/decode share  CPU seconds per image of the S3 read + decode + preprocessing, as a share
                       of those plus the model's CPU seconds per image (one thread, measured
                       apart).
+Rounds interleave the sides (this machine's cores are shared: a busy neighbour then slows one
+round of everything, not one side); each figure is the best of its rounds, and each round's
+worker / loop ratio (the loop at its best batch run just before the worker) is kept too.
 The last line is one JSON object (also written to docs/results/image-throughput.json).
 """
 
@@ -186,9 +189,10 @@ def cpu_shares(runner: ImageModelRunner, s3_client: Any, n: int, batch: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=192)
-    parser.add_argument("--batches", default="8,16,32", help="the loop's batch sizes to try")
-    parser.add_argument("--rounds", type=int, default=2, help="each figure: the best round")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--batches", default="8,16", help="the loop's batch sizes to try")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds interleave the two sides; each figure: its best round")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n} images of {sum(map(len, images)) // n // 1024} KB, fetch threads "
                 f"{worker_settings.image_fetch_threads}, encoders {worker_settings.encoders}")
             loop_rates: dict[int, float] = {}
+            per_round: list[float] = []  # worker / the loop's best batch, in the same round
             worker_rate = 0.0
             summary: dict[str, Any] = {}
             for round_no in range(1, args.rounds + 1):
@@ -235,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 # the worker's batch budget is the loop's best batch size so far: tuned alike
                 best = max(loop_rates, key=lambda b: loop_rates[b])
                 settings["max_batch_images"] = settings["max_batch_size"] = best
+                round_loop = transformers_loop(runner.model, runner.processor, images, best)
                 rate, run_summary = run_worker(fauxqs, runner, n, settings)
+                per_round.append(rate / round_loop)
                 log(f"  round {round_no}: worker: {rate:.1f} img/s, mean batch "
                     f"{run_summary['mean_batch_size']}")
                 if rate > worker_rate:
@@ -257,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "transformers_loop_best_batch": best_batch,
         "transformers_loop_by_batch": {str(b): round(r, 2) for b, r in loop_rates.items()},
         "vs_transformers_loop": round(worker_rate / loop_rates[best_batch], 3),
+        "vs_transformers_loop_by_round": [round(r, 3) for r in per_round],
         "worker_mean_batch": summary.get("mean_batch_size"),
         "worker_max_batch_images": settings.get("max_batch_images"),
         **shares,
