@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("worker").setLevel(logging.WARNING)
+    logging.getLogger("worker").setLevel(logging.ERROR)  # a last long poll meets the stopped server
     n = args.images
     batches = [int(b) for b in args.batches.split(",")]
 
