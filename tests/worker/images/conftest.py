@@ -111,8 +111,8 @@ def tiny_clip(image_models_dir: Path) -> Path:
 @dataclass
 class ImageServer:
     """Serves `files` by path on 127.0.0.1; `/redirect?to=URL` answers 302 to URL; `/status/N`
-    answers N; `/failing-bucket/...` answers 503 (an S3 endpoint failing). `hits` counts
-    requests by path."""
+    answers N; `/failing-bucket/...` answers 503 (an S3 endpoint failing); `/undeclared/PATH`
+    serves PATH without a Content-Length. `hits` counts requests by path."""
 
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
@@ -147,6 +147,13 @@ def _handler(server: ImageServer) -> type[BaseHTTPRequestHandler]:
                 self.send_response(code or int(path.rsplit("/", 1)[1]))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                return
+            if path.startswith("/undeclared/"):  # no Content-Length: the body ends at close
+                data = server.files.get(path.removeprefix("/undeclared"), b"")
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(data)
+                self.close_connection = True
                 return
             body = server.files.get(path)
             if body is None:

@@ -153,8 +153,15 @@ def test_a_timeout_is_transient(silent_port: int) -> None:
 
 def test_byte_limit(image_server: Any) -> None:
     fetch = fetcher(image_server.origin, "127.0.0.0/8", max_bytes=100_000)
+    # declared: refused from the Content-Length, before the body is read
     message = refused(lambda: fetch.fetch(image_server.url("/big.bin")), "ImageTooLarge")
     assert "WORKER_IMAGE_MAX_BYTES" in message
+    assert ": 200000 bytes" in message  # the declared size, not "over" what was read
+    # undeclared: refused once the body read passes the limit, never read further
+    message = refused(lambda: fetch.fetch(image_server.url("/undeclared/big.bin")),
+                      "ImageTooLarge")
+    assert "over" in message
+    assert fetch.fetch(image_server.url("/undeclared/ok.png")) == image_bytes()
 
 
 def test_url_patterns() -> None:

@@ -83,14 +83,22 @@ wrong_shape = st.one_of(
     st.just({}),
 )
 
-malformed = st.one_of(truncated(), wrong_magic(), huge(), bad_base64, wrong_shape)
+#: each kind of malformed input, tagged with the error types it may be answered with
+malformed = st.one_of(
+    truncated().map(lambda v: (v, {"InvalidImage", "InvalidRequest"})),  # empty: InvalidRequest
+    wrong_magic().map(lambda v: (v, {"InvalidImage"})),
+    huge().map(lambda v: (v, {"ImageTooLarge"})),
+    bad_base64.map(lambda v: (v, {"InvalidImage"})),
+    wrong_shape.map(lambda v: (v, {"InvalidRequest"})),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(bad=malformed, good_before=st.booleans())
+@given(case=malformed, good_before=st.booleans())
 def test_malformed_inputs_are_error_results_and_never_reach_the_model(
-    runner: ImageModelRunner, bad: Any, good_before: bool
+    runner: ImageModelRunner, case: tuple[Any, set[str]], good_before: bool
 ) -> None:
+    bad, expected = case
     inputs = [b64(image_bytes()), bad] if good_before else [bad]
     body = json.dumps({"id": "x", "task": "image-classify", "inputs": inputs})
     calls: list[int] = []
@@ -109,7 +117,28 @@ def test_malformed_inputs_are_error_results_and_never_reach_the_model(
     finally:
         runner.model.forward = real  # type: ignore[method-assign]
     assert error_type in ERROR_TYPES and ERROR_TYPES[error_type].final
-    assert error_type in {"InvalidRequest", "InvalidImage", "ImageTooLarge"}, (error_type, message)
+    assert error_type in expected, (error_type, message)
     index = 1 if good_before else 0
     assert f"input {index}" in message, message  # names which input is wrong
     assert calls == []
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "PCX", "ICO"])
+def test_formats_outside_the_list_are_refused(runner: ImageModelRunner, fmt: str) -> None:
+    """Pillow decodes dozens of formats; request bytes reach only the common image formats'."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(out, fmt)
+    [refusal] = runner.encode_many([([_ref(out.getvalue())], {})])
+    assert isinstance(refusal, Exception)
+    assert refusal.error_type == "InvalidImage"  # type: ignore[attr-defined]
+    assert "supported format" in str(refusal)
+
+
+def _ref(data: bytes) -> Any:
+    from worker.contract.images import ImageRef
+
+    return ImageRef("base64", base64.b64encode(data).decode())
