@@ -174,11 +174,11 @@ def _image_runner(settings: WorkerSettings, metrics: Metrics) -> ImageModelRunne
     """The image tasks' runner: the checkpoint's image processor and model, and the loader that
     fetches (S3 through boto3's standard chain, URLs on the allow-list), decodes and
     preprocesses on its own pool."""
+    from botocore.exceptions import NoRegionError
+
     from worker.images.build import build_loader
     from worker.metrics import ImageMetrics
     from worker.model.image_runner import ImageModelRunner
-
-    from botocore.exceptions import NoRegionError
 
     try:
         loader = build_loader(settings, stats=ImageMetrics(metrics))

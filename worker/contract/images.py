@@ -49,13 +49,13 @@ def parse_image_input(value: Any, index: int) -> ImageRef | str:
     if isinstance(value, str):
         return f"{where} is a string; image tasks take one object per image: {SHAPES}"
     if not isinstance(value, dict):
-        kind = "null" if value is None else type(value).__name__
-        return f"{where} is {kind}; image tasks take one object per image: {SHAPES}"
+        shown = "null" if value is None else type(value).__name__
+        return f"{where} is {shown}; image tasks take one object per image: {SHAPES}"
     keys = sorted(value)
     if len(keys) != 1 or keys[0] not in SOURCE_KINDS:
         shown = ", ".join(repr(k[:40]) for k in keys[:5]) or "none"
         return f"{where} must have exactly one of the keys s3, url, base64 (got {shown}): {SHAPES}"
-    kind: SourceKind = keys[0]
+    kind = next(k for k in SOURCE_KINDS if k == keys[0])  # the key, typed as a SourceKind
     text = value[kind]
     if not isinstance(text, str):
         return f"{where}: {kind} must be a string, not {type(text).__name__}"

@@ -102,8 +102,14 @@ def test_malformed_inputs_are_error_results_and_never_reach_the_model(
     inputs = [b64(image_bytes()), bad] if good_before else [bad]
     body = json.dumps({"id": "x", "task": "image-classify", "inputs": inputs})
     calls: list[int] = []
-    real = runner.model.forward
-    runner.model.forward = lambda *a, **k: calls.append(1) or real(*a, **k)  # type: ignore[method-assign]
+    model: Any = runner.model
+    real = model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    model.forward = counted
     try:
         parsed = parse_request(
             body, worker_task="image-classify", max_body_bytes=262_144, reply_to=POLICY
@@ -115,7 +121,7 @@ def test_malformed_inputs_are_error_results_and_never_reach_the_model(
             assert isinstance(refusal, Exception), f"accepted {bad!r}"
             error_type, message = refusal.error_type, str(refusal)  # type: ignore[attr-defined]
     finally:
-        runner.model.forward = real  # type: ignore[method-assign]
+        model.forward = real
     assert error_type in ERROR_TYPES and ERROR_TYPES[error_type].final
     assert error_type in expected, (error_type, message)
     index = 1 if good_before else 0

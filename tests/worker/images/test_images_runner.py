@@ -85,8 +85,9 @@ def test_clip_image_embed_matches_get_image_features(tiny_clip: Path) -> None:
     assert len(vector) == 16  # CLIP's projection, not the 32-wide hidden state
     pixels = runner.processor(images=[Image.open(io.BytesIO(data)).convert("RGB")],
                               return_tensors="pt")["pixel_values"]
+    model: Any = runner.model
     with torch.inference_mode():
-        out = runner.model.get_image_features(pixel_values=pixels)
+        out = model.get_image_features(pixel_values=pixels)
     features = out if isinstance(out, torch.Tensor) else out.pooler_output
     expected = torch.nn.functional.normalize(features, dim=1)[0].tolist()
     assert vector == pytest.approx(expected, abs=1e-6)
@@ -95,12 +96,13 @@ def test_clip_image_embed_matches_get_image_features(tiny_clip: Path) -> None:
 def test_clip_text_tower_serves_embed_in_the_same_space(tiny_clip: Path) -> None:
     text = ModelRunner.load(str(tiny_clip), "embed", device="cpu")
     prepared = text.prepare([(text.encode(["a photo of a cat"], {}), {})])
-    [[vector]] = text.run(prepared)
+    [[vector]] = text.run(prepared)  # type: ignore[misc]
     assert len(vector) == 16  # the text projection: comparable with image-embed's vectors
     assert math.isclose(sum(x * x for x in vector), 1.0, rel_tol=1e-6)
     with torch.inference_mode():
         ids = torch.tensor([text.encode(["a photo of a cat"], {}).token_ids[0]])
-        out = text.model.get_text_features(input_ids=ids, attention_mask=torch.ones_like(ids))
+        tower: Any = text.model
+        out = tower.get_text_features(input_ids=ids, attention_mask=torch.ones_like(ids))
     features = out if isinstance(out, torch.Tensor) else out.pooler_output
     assert vector == pytest.approx(torch.nn.functional.normalize(features, dim=1)[0].tolist(),
                                    abs=1e-6)
@@ -110,7 +112,9 @@ def test_batches_stack_requests_and_split_on_oom(
     tiny_vit_classifier: Path, count_forwards: Any
 ) -> None:
     runner = runner_for(tiny_vit_classifier, "image-classify")
-    items = [(runner.encode([b64(image_bytes(seed=i))] * (i + 1), {}), {}) for i in range(4)]
+    items: list[tuple[ImageEncoded, dict[str, Any]]] = [
+        (runner.encode([b64(image_bytes(seed=i))] * (i + 1), {}), {}) for i in range(4)
+    ]
     assert [enc.rows for enc, _ in items] == [1, 2, 3, 4]
     alone = [runner.run(runner.prepare([item]))[0] for item in items]
     seen = count_forwards(
