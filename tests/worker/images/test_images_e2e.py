@@ -185,3 +185,32 @@ def test_image_embed_clip_and_a_store_failing_with_5xx_is_retried_not_answered(
     assert "flaky" not in {r["id"] for r in reader.results.values()}
     visible, in_flight = counts(sqs, queues.input)
     assert visible + in_flight == 1
+
+
+def test_the_cli_builds_the_image_runner_from_the_settings(
+    tiny_vit_classifier: Path, moto_server: Any, bucket: tuple[Any, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What `python -m worker` does for WORKER_TASK=image-classify: S3 through boto3's standard
+    chain (AWS_ENDPOINT_URL here), the metrics fed by the loader."""
+    from worker.cli import _image_runner
+    from worker.config import load_settings
+    from worker.contract.images import ImageRef
+    from worker.errors import ImageRejected
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    common = {
+        "queue_url": "https://sqs.us-east-1.amazonaws.com/1/q", "require_reply_to": True,
+        "task": "image-classify", "model": str(tiny_vit_classifier),
+    }
+    metrics = Metrics()
+    runner = _image_runner(load_settings(image_s3_buckets=bucket[1], **common), metrics)
+    encoded = runner.encode([ImageRef("s3", f"s3://{bucket[1]}/photos/0.jpg")], {})
+    assert encoded.rows == 1
+    assert metrics.images._value.get() == 1
+    assert metrics.image_bytes_fetched.labels(source="s3")._value.get() > 0
+    # no buckets named: s3 inputs are refused, nothing is read
+    closed = _image_runner(load_settings(**common), Metrics())
+    with pytest.raises(ImageRejected) as refused:
+        closed.encode([ImageRef("s3", f"s3://{bucket[1]}/photos/0.jpg")], {})
+    assert refused.value.error_type == "ImageSourceNotAllowed"
