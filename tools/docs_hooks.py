@@ -156,7 +156,9 @@ def errors_table() -> str:
 
     rows = ["| `error.type` | meaning | the request |", "|---|---|---|"]
     for error in ERROR_TYPES.values():
-        fate = "answered with this error, deleted" if error.final else "left for redelivery"
+        fate = error.fate or (
+            "answered with this error, deleted" if error.final else "left for redelivery"
+        )
         rows.append(f"| `{error.name}` | {_cell(error.meaning)} | {fate} |")
     return "\n".join(rows)
 
