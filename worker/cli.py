@@ -118,6 +118,7 @@ def run(settings: WorkerSettings) -> int:
                 settings.device,
                 settings.dtype,
                 settings.max_input_tokens,
+                settings.generate_batching,
             )
         except (OSError, ValueError) as exc:
             http.stop()

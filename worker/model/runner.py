@@ -426,6 +426,12 @@ class GenerateSession:
             return self._failed(exc, keys)
         return self._collect(finished)
 
+    def abandon(self) -> list[Any]:
+        """Every request's tag, the session emptied (the caller fails them)."""
+        self._decode.reset()
+        requests, self._requests = list(self._requests.values()), {}
+        return [r.tag for r in requests]
+
     def _collect(self, finished: list[Finished]) -> list[tuple[Any, Outputs | ModelFailure]]:
         out: list[tuple[Any, Outputs | ModelFailure]] = []
         for done in finished:
