@@ -130,13 +130,17 @@ class ModelRunner:
             position_limit=position_limit,
             chat_template=self.head.chat_template,
         )
-        if generate_batching not in ("continuous", "static"):
-            raise ValueError(
-                f"generate_batching must be continuous or static, not {generate_batching!r}"
-            )
-        #: whether `generate` runs in decode sessions (rows leave and join between steps)
+        self.continuous = False
+        self.use_generate_batching(generate_batching)
+
+    def use_generate_batching(self, batching: GenerateBatching) -> None:
+        """`continuous`: generate runs in decode sessions (rows leave and join between steps),
+        where the model's cache allows it; `static`: generate() per batch."""
+        if batching not in ("continuous", "static"):
+            raise ValueError(f"generate_batching must be continuous or static, not {batching!r}")
+        #: whether `generate` runs in decode sessions
         self.continuous = (
-            task == "generate" and generate_batching == "continuous" and supports_sessions(model)
+            self.task == "generate" and batching == "continuous" and supports_sessions(self.model)
         )
 
     @classmethod
