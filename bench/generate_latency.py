@@ -21,7 +21,7 @@ With --hf-manager (on by default) it also times transformers' own continuous-bat
 Prints one JSON line last, with `short_p95_vs_static` and `tokens_s_vs_static`, and writes
 docs/results/generate-latency.json.
 
-    .venv/bin/python -m bench.generate_latency [--rounds 2] [--requests 48] [--no-hf-manager]
+    .venv/bin/python -m bench.generate_latency [--rounds 3] [--requests 48] [--no-hf-manager]
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def summarise(runs: list[dict[str, Any]], requests: list[tuple[str, int]]) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
