@@ -60,3 +60,27 @@ def test_wrong_kind_of_input_is_a_clear_invalid_request(
     assert isinstance(parsed, BadRequest)
     assert parsed.type == "InvalidRequest"
     assert fragment in parsed.message, parsed.message
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "fragment"),
+    [
+        ("image_url_allow", "images.example.com", "WORKER_IMAGE_URL_ALLOW: expected scheme://"),
+        ("image_url_allow", "https://x.com/path", "WORKER_IMAGE_URL_ALLOW: a host, not a URL"),
+        ("image_allow_networks", "10.0.0.0/33", "WORKER_IMAGE_ALLOW_NETWORKS: not a CIDR"),
+        ("image_s3_buckets", "s3://bucket/prefix", "WORKER_IMAGE_S3_BUCKETS: bucket names"),
+        ("image_max_pixels", "0", "WORKER_IMAGE_MAX_PIXELS"),
+    ],
+)
+def test_bad_image_settings_fail_at_start_naming_the_variable(
+    setting: str, value: str, fragment: str
+) -> None:
+    from worker.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(
+            queue_url="https://sqs.us-east-1.amazonaws.com/1/q", require_reply_to=True,
+            model="m", task="image-embed", **{setting: value},
+        )
+    assert fragment in str(error.value)
+    assert "\n" not in str(error.value)

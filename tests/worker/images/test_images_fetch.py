@@ -75,6 +75,14 @@ def test_redirect_to_a_disallowed_host_refused(image_server: Any) -> None:
     fetch = fetcher(allow, "127.0.0.0/8", resolver=lambda host, port: [names[host]])
     hop = f"http://images.test:{image_server.port}/redirect?to=http://cdn.test:{image_server.port}/ok.png"
     assert "10.0.0.7" in refused(lambda: fetch.fetch(hop))
+    # allowed origin -> a host off the allow-list whose address would pass (an open redirect
+    # to another site): the allow-list itself is checked again on every hop
+    names = {"images.test": "127.0.0.1", "elsewhere.test": "127.0.0.1"}
+    fetch = fetcher(f"http://images.test:{image_server.port}", "127.0.0.0/8",
+                    resolver=lambda host, port: [names[host]])
+    hop = (f"http://images.test:{image_server.port}/redirect"
+           f"?to=http://elsewhere.test:{image_server.port}/ok.png")
+    assert "elsewhere.test" in refused(lambda: fetch.fetch(hop))
     # a redirect that stays on allowed ground is followed
     ok = image_server.url(f"/redirect?to={image_server.url('/ok.png')}")
     assert fetcher(image_server.origin, "127.0.0.0/8").fetch(ok) == image_bytes()
