@@ -16,8 +16,10 @@ from worker.config import WorkerSettings, load_settings
 from worker.errors import ConfigError
 from worker.logs import event
 from worker.metrics import Metrics
+from worker.tasks import is_image_task
 
 if TYPE_CHECKING:
+    from worker.model.image_runner import ImageModelRunner
     from worker.queue_monitor import QueueMonitor
     from worker.sns import SnsAdapter
     from worker.sqs import SqsAdapter
@@ -112,12 +114,16 @@ def run(settings: WorkerSettings) -> int:
     monitor = _start_queue_monitor(settings, adapter, metrics)
     try:
         try:
-            runner = ModelRunner.load(
-                settings.model,
-                settings.task,
-                settings.device,
-                settings.dtype,
-                settings.max_input_tokens,
+            runner = (
+                _image_runner(settings, metrics)
+                if is_image_task(settings.task)
+                else ModelRunner.load(
+                    settings.model,
+                    settings.task,
+                    settings.device,
+                    settings.dtype,
+                    settings.max_input_tokens,
+                )
             )
         except (OSError, ValueError) as exc:
             http.stop()
@@ -164,6 +170,29 @@ def run(settings: WorkerSettings) -> int:
     finally:
         if monitor is not None:
             monitor.stop(timeout_s=1.0)  # a daemon thread: never let a slow SQS call hold the exit
+
+
+def _image_runner(settings: WorkerSettings, metrics: Metrics) -> ImageModelRunner:
+    """The image tasks' runner: the checkpoint's image processor and model, and the loader that
+    fetches (S3 through boto3's standard chain, URLs on the allow-list), decodes and
+    preprocesses on its own pool."""
+    from worker.images.build import build_loader
+    from worker.metrics import ImageMetrics
+    from worker.model.image_runner import ImageModelRunner
+
+    from botocore.exceptions import NoRegionError
+
+    try:
+        loader = build_loader(settings, stats=ImageMetrics(metrics))
+    except NoRegionError:
+        raise ConfigError(
+            "AWS_DEFAULT_REGION: not set (the region of WORKER_IMAGE_S3_BUCKETS; boto3 ignores "
+            "AWS_REGION)"
+        ) from None
+    return ImageModelRunner.load(
+        settings.model, settings.task, loader, device=settings.device, dtype=settings.dtype,
+        max_images=settings.image_max_per_request,
+    )
 
 
 def _sns_adapter(settings: WorkerSettings) -> SnsAdapter | None:

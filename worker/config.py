@@ -202,6 +202,63 @@ class WorkerSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="the JSON logs' level"
     )
+    max_batch_images: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="image tasks: images per batch (they are fixed-size tensors after "
+        "preprocessing, so batches are by count; WORKER_MAX_BATCH_TOKENS does not apply)",
+    )
+    image_max_per_request: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="image tasks: images one request may carry (more: an ImageTooLarge error)",
+    )
+    image_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1,
+        description="image tasks: the largest image file read (S3, URL or base64), in bytes; "
+        "larger: ImageTooLarge, and no more than this is ever read",
+    )
+    image_max_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="image tasks: the most pixels (width x height) an image may decode to, "
+        "checked from its header before decoding (decompression bombs); Pillow's own guard "
+        "(Image.MAX_IMAGE_PIXELS) is set from it",
+    )
+    image_fetch_threads: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="image tasks: concurrent image fetches and decodes (S3, URLs), off the "
+        "model thread",
+    )
+    image_fetch_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="image tasks: connect and read timeout of one image fetch; past it the "
+        "request is left for redelivery (ImageFetchFailed)",
+    )
+    image_s3_buckets: str = Field(
+        default="",
+        description="image tasks: comma-separated S3 buckets `{\"s3\": ...}` inputs may name; "
+        "empty = s3 inputs refused (ImageSourceNotAllowed)",
+    )
+    image_url_allow: str = Field(
+        default="",
+        description="image tasks: comma-separated `scheme://host[:port]` that `{\"url\": ...}` "
+        "inputs (and their redirects) may name; the host may start with `*.` for its "
+        "subdomains; empty = url inputs refused",
+    )
+    image_allow_networks: str = Field(
+        default="",
+        description="image tasks: comma-separated CIDR networks an image URL's host may resolve "
+        "to although private, loopback or link-local (e.g. an in-VPC image store); empty = "
+        "only public addresses",
+    )
     queue_metrics_interval_s: float = Field(
         default=30.0,
         ge=0,
@@ -258,6 +315,35 @@ class WorkerSettings(BaseSettings):
         if urls:  # the first (highest-priority) queue is "the" input queue elsewhere
             object.__setattr__(self, "queue_url", urls[0])
         return self
+
+    @field_validator("image_url_allow")
+    @classmethod
+    def _image_url_allow(cls, value: str) -> str:
+        from worker.images.policy import parse_url_pattern
+
+        for entry in _split(value):
+            parse_url_pattern(entry)  # ValueError names what is wrong
+        return value
+
+    @field_validator("image_allow_networks")
+    @classmethod
+    def _image_networks(cls, value: str) -> str:
+        import ipaddress
+
+        for entry in _split(value):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"not a CIDR network: {entry!r}") from None
+        return value
+
+    @field_validator("image_s3_buckets")
+    @classmethod
+    def _image_buckets(cls, value: str) -> str:
+        for bucket in _split(value):
+            if "/" in bucket or bucket.startswith("s3:"):
+                raise ValueError(f"bucket names, not URIs: {bucket!r}")
+        return value
 
     @field_validator("result_s3_uri")
     @classmethod

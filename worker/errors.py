@@ -5,7 +5,10 @@
     ├── RequestRejected          one request is bad for good: an error result of `error_type`,
     │   │                        then the request is deleted (it never comes back)
     │   ├── InputTooLong         longer than the model (or WORKER_MAX_INPUT_TOKENS) allows
-    │   └── InvalidParameters    a parameter the task does not know, or a bad value
+    │   ├── InvalidParameters    a parameter the task does not know, or a bad value
+    │   └── ImageRejected        an image input that can never be served (image tasks):
+    │                            InvalidImage, ImageTooLarge, ImageSourceNotAllowed,
+    │                            ImageFetchFailed (the store answered 403/404)
     ├── RequestDeferred          one request cannot be served *now* (a store answered 5xx): it is
     │                            left for redelivery after a back-off, and the DLQ after
     │                            maxReceiveCount
@@ -51,6 +54,14 @@ class InvalidParameters(RequestRejected):
     """A parameter the task does not take, or a value out of its range."""
 
     error_type = "InvalidParameters"
+
+
+class ImageRejected(RequestRejected):
+    """An image input that can never be served; `error_type` says why (see error_types)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.error_type = error_type
+        super().__init__(message)
 
 
 class RequestDeferred(WorkerError):

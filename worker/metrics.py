@@ -129,6 +129,25 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        # image tasks (worker.images.loader reports them through ImageMetrics)
+        self.images = Counter(
+            "gpuqueue_images",
+            "Images fetched, decoded and preprocessed (image tasks); its rate is images/s",
+            registry=r,
+        )
+        self.image_bytes_fetched = Counter(
+            "gpuqueue_image_bytes_fetched",
+            "Bytes of image files read, by source (s3, url; base64 inputs are not fetched)",
+            ["source"],
+            registry=r,
+        )
+        self.image_fetch_seconds = Histogram(
+            "gpuqueue_image_fetch_seconds",
+            "Time to read one image file, by source (s3, url)",
+            ["source"],
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
         self._oldest_age = WindowMax()
 
     def observe_queue_wait(self, seconds: float) -> None:
@@ -143,6 +162,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class ImageMetrics:
+    """The image loader's reports as metrics (satisfies worker.images.loader.ImageStats)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def fetched(self, source: str, nbytes: int, seconds: float) -> None:
+        self.metrics.image_bytes_fetched.labels(source=source).inc(nbytes)
+        self.metrics.image_fetch_seconds.labels(source=source).observe(seconds)
+
+    def decoded(self, images: int, seconds: float) -> None:
+        self.metrics.images.inc(images)
 
 
 class WindowMax:

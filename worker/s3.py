@@ -10,11 +10,11 @@ import boto3
 from botocore.config import Config
 
 
-def make_client(**kwargs: Any) -> Any:
-    """A boto3 S3 client from the standard chain (AWS_ENDPOINT_URL honoured)."""
-    return boto3.client(
-        "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}), **kwargs
-    )
+def make_client(config: Config | None = None, **kwargs: Any) -> Any:
+    """A boto3 S3 client from the standard chain (AWS_ENDPOINT_URL honoured); `config` is
+    merged over the defaults (standard retries, 5 attempts)."""
+    base = Config(retries={"mode": "standard", "max_attempts": 5})
+    return boto3.client("s3", config=base.merge(config) if config else base, **kwargs)
 
 
 class ClaimCheckStore:

@@ -11,12 +11,17 @@ import torch
 from worker.model import ModelRunner
 from worker.model.heads import HEADS, EmbedHead, HeadInput
 from worker.model.params import VALIDATORS
-from worker.tasks import TASKS
+from worker.tasks import IMAGE_TASKS, TASKS
 
 
 def test_every_task_has_a_head_and_a_validator() -> None:
-    assert set(HEADS) == set(TASKS) == set(VALIDATORS)
-    assert all(HEADS[task].task == task for task in TASKS)
+    from worker.model.image_heads import IMAGE_HEADS
+
+    # text tasks: a Head for ModelRunner; image tasks: an ImageHead for ImageModelRunner
+    assert set(HEADS) == set(TASKS) - IMAGE_TASKS
+    assert set(IMAGE_HEADS) == IMAGE_TASKS
+    assert set(HEADS) | set(IMAGE_HEADS) == set(TASKS) == set(VALIDATORS)
+    assert all({**HEADS, **IMAGE_HEADS}[task].task == task for task in TASKS)
 
 
 def test_generate_pads_on_the_left_and_the_others_on_the_right(

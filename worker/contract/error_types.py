@@ -16,6 +16,8 @@ class ErrorType:
     name: str
     meaning: str
     final: bool = True
+    #: what becomes of the request, where `final` alone does not say it (the docs' table)
+    fate: str = ""
 
 
 ERROR_TYPES: dict[str, ErrorType] = {
@@ -54,6 +56,31 @@ ERROR_TYPES: dict[str, ErrorType] = {
             "InputTooLong", "an input has more tokens than the model allows; never truncated"
         ),
         ErrorType("InvalidParameters", "`parameters` holds an unknown name or a bad value"),
+        ErrorType(
+            "InvalidImage",
+            "an image input (image tasks) is not an image the worker decodes: bad base64, an "
+            "unknown or unsupported format (wrong magic bytes), a truncated or corrupt file",
+        ),
+        ErrorType(
+            "ImageTooLarge",
+            "an image input is larger than WORKER_IMAGE_MAX_BYTES, or its dimensions are more "
+            "pixels than WORKER_IMAGE_MAX_PIXELS (decompression bombs); or a request holds more "
+            "images than WORKER_IMAGE_MAX_PER_REQUEST",
+        ),
+        ErrorType(
+            "ImageSourceNotAllowed",
+            "an image's bucket is not on WORKER_IMAGE_S3_BUCKETS, its URL's host not on "
+            "WORKER_IMAGE_URL_ALLOW, or the host (or a redirect) resolves to a private, loopback "
+            "or link-local address not on WORKER_IMAGE_ALLOW_NETWORKS",
+        ),
+        ErrorType(
+            "ImageFetchFailed",
+            "an image could not be read: final when the store answered 403/404 (or another "
+            "4xx, or too many redirects); transient when it answered 5xx, timed out or could "
+            "not be reached, then the request is left for redelivery",
+            fate="403/404: answered with this error, deleted; 5xx or a timeout: left for "
+            "redelivery",
+        ),
         ErrorType(
             "OutOfMemory", "the request does not fit in device memory even alone in its batch"
         ),

@@ -23,9 +23,10 @@ from pydantic import (
     ValidationError,
 )
 
+from worker.contract.images import SHAPES, ImageRef, parse_image_input
 from worker.contract.reply_to import ReplyToPolicy, ReplyToRefused
 from worker.contract.wire import sqs_safe
-from worker.tasks import TASKS
+from worker.tasks import TASKS, is_image_task
 
 CONTRACT_VERSION = 1
 MAX_INPUTS_PER_REQUEST = 1024
@@ -48,8 +49,11 @@ class RequestV1(BaseModel):
     task: StrictStr | None = Field(
         None, description=f"one of {', '.join(TASKS)}; default: the task the worker serves"
     )
-    inputs: StrictStr | list[StrictStr] = Field(
-        description=f"one text, or a list of up to {MAX_INPUTS_PER_REQUEST}; one output each"
+    # list[Any]: each item is checked in _rules against the task, so a wrong one is named
+    inputs: StrictStr | dict[StrictStr, Any] | list[Any] = Field(
+        description=f"one input, or a list of up to {MAX_INPUTS_PER_REQUEST}; one output each. "
+        "Text tasks: strings. Image tasks (image-embed, image-classify): one object per image, "
+        f"{SHAPES}"
     )
     parameters: dict[StrictStr, Any] = Field(
         default_factory=dict, description="task parameters (see the contract's task table)"
@@ -80,7 +84,7 @@ class Request:
 
     id: str | None
     task: str
-    inputs: list[str]
+    inputs: list[str] | list[ImageRef]  # image tasks: ImageRefs; the others: texts
     parameters: dict[str, Any]
     reply_to: str | None
     ttl_s: float | None = None  # as the request gave them (worker.contract.deadline reads them)
@@ -195,17 +199,52 @@ def _rules(
             "UnsupportedTask",
             f"this worker serves task {worker_task!r}, not {task!r}; send it to that task's queue",
         )
-    inputs = [parsed.inputs] if isinstance(parsed.inputs, str) else list(parsed.inputs)
-    if not inputs:
+    raw = parsed.inputs
+    given: list[Any] = list(raw) if isinstance(raw, list) else [raw]
+    if not given:
         return bad("EmptyInputs", "inputs is an empty list")
-    if len(inputs) > MAX_INPUTS_PER_REQUEST:
+    if len(given) > MAX_INPUTS_PER_REQUEST:
         return bad(
-            "TooManyInputs", f"{len(inputs)} inputs; at most {MAX_INPUTS_PER_REQUEST} per request"
+            "TooManyInputs", f"{len(given)} inputs; at most {MAX_INPUTS_PER_REQUEST} per request"
         )
-    empty = next((i for i, text in enumerate(inputs) if not text.strip()), None)
-    if empty is not None:
-        return bad("EmptyInputs", f"input {empty} is empty")
+    inputs: list[str] | list[ImageRef]
+    if is_image_task(task):
+        refs: list[ImageRef] = []
+        for index, value in enumerate(given):
+            ref = parse_image_input(value, index)
+            if isinstance(ref, str):
+                return bad("InvalidRequest", f"task {task!r}: {ref}")
+            refs.append(ref)
+        inputs = refs
+    else:
+        texts: list[str] = []
+        for index, value in enumerate(given):
+            if not isinstance(value, str):
+                kind = (
+                    "an object (image objects are for the image tasks: image-embed, "
+                    "image-classify)" if isinstance(value, dict) else _json_type(value)
+                )
+                return bad(
+                    "InvalidRequest",
+                    f"task {task!r} takes text inputs (strings); input {index} is {kind}",
+                )
+            if not value.strip():
+                return bad("EmptyInputs", f"input {index} is empty")
+            texts.append(value)
+        inputs = texts
     return Request(
         parsed.id, task, inputs, dict(parsed.parameters), destination,
         ttl_s=parsed.ttl_s, deadline=parsed.deadline,
     )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"

@@ -95,6 +95,12 @@ class EmbedHead(Head):
     auto_model = AutoModel
 
     def forward(self, batch: HeadInput) -> list[Any]:
+        text_features = getattr(self.model, "get_text_features", None)
+        if text_features is not None:  # CLIP / SigLIP: the text tower (image-embed: the other)
+            from worker.model.image_heads import pooled_features, unit_rows
+
+            out = text_features(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            return unit_rows(pooled_features(out), batch.params)
         hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
         # pooled in float32: a half-precision sum over 256 positions loses digits
         mask = batch.attention_mask.unsqueeze(-1).to(torch.float32)

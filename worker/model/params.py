@@ -184,3 +184,27 @@ def validate_parameters(task: Task, params: Mapping[str, Any]) -> None:
     if not isinstance(params, Mapping):
         raise InvalidParameters(f"parameters must be an object, not {type(params).__name__}")
     VALIDATORS[task](params)
+
+
+# ---------------------------------------------------------------------------- image tasks
+
+IMAGE_CLASSIFY_PARAMS = ("top_k",)
+MAX_TOP_K = 1000
+
+
+def image_embed_normalize(params: Mapping[str, Any]) -> bool:
+    """image-embed takes `normalize`, as embed does."""
+    _check_keys(params, EMBED_PARAMS, "image-embed")
+    return _bool_param(params, "normalize", True)
+
+
+def image_classify_top_k(params: Mapping[str, Any]) -> int | None:
+    """image-classify's `top_k`: None (absent: the top label as {"label", "score"}) or the
+    number of best labels wanted (a list, best first)."""
+    _check_keys(params, IMAGE_CLASSIFY_PARAMS, "image-classify")
+    if "top_k" not in params:
+        return None
+    return _int_param(params, "top_k", 1, 1, MAX_TOP_K)
+
+
+VALIDATORS.update({"image-embed": image_embed_normalize, "image-classify": image_classify_top_k})

@@ -50,7 +50,7 @@ from worker.model.tokenize import (
     resolve_pad_id,
 )
 from worker.seams import Encoded, ModelFailure, Outputs
-from worker.tasks import TASKS, Task
+from worker.tasks import Task
 
 if TYPE_CHECKING:
     from worker.seams import DeviceProbe, ModelSeam
@@ -149,8 +149,11 @@ class ModelRunner:
         max_input_tokens: int = 0, generate_batching: GenerateBatching = "continuous",
     ) -> ModelRunner:
         """Load tokenizer + model from a local folder or a Hugging Face id (offline honoured)."""
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        if task not in HEADS:
+            raise ValueError(
+                f"task must be one of {', '.join(HEADS)}, not {task!r} (image tasks: "
+                "worker.model.image_runner.ImageModelRunner)"
+            )
         if max_input_tokens < 0:
             raise ValueError(f"max_input_tokens must be >= 0, not {max_input_tokens}")
         resolved_device = resolve_device(device)

@@ -28,6 +28,9 @@ def model_position_limit(config: Any) -> int | None:
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
+    text_config = getattr(config, "text_config", None)  # CLIP / SigLIP: the text tower's
+    if text_config is not None and text_config is not config:
+        return model_position_limit(text_config)
     return None
 
 

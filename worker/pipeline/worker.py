@@ -39,6 +39,7 @@ from worker.pipeline.outcomes import Answering, release
 from worker.pipeline.receiver import Receivers
 from worker.pipeline.writer import ResultWriter
 from worker.seams import ClaimCheck, ModelSeam, QueueSeam, TopicSeam
+from worker.tasks import is_image_task
 
 log = logging.getLogger("worker.pipeline")
 
@@ -83,9 +84,12 @@ class Worker:
             claim_check=claim_check, threads=settings.writers,
             linger_s=settings.result_linger_ms / 1000.0, clock=clock, topics=topics,
         )
-        limits = BatchLimits(
-            settings.max_batch_size, settings.max_batch_tokens, settings.max_wait_ms / 1000.0
+        # image tasks: every image costs the same (a fixed-size tensor), so the batch budget is
+        # a count of images (each image's "length" is 1)
+        budget = (
+            settings.max_batch_images if is_image_task(settings.task) else settings.max_batch_tokens
         )
+        limits = BatchLimits(settings.max_batch_size, budget, settings.max_wait_ms / 1000.0)
         self.feeder = BatchFeeder(runner, limits, self.writer, answering, clock=clock)
         self.executor = ModelExecutor(
             runner, self.feeder, self.ledger, self.writer, self.capacity, self.observer,

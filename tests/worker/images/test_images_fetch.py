@@ -1,0 +1,200 @@
+"""The image sources against real servers: the URL fetcher on a local HTTP server (the SSRF
+guards: loopback refused unless allowed, hosts off the allow-list refused, every redirect
+re-checked, the name resolved once and the checked address connected to), the S3 fetcher on
+moto (403/404 final, 5xx transient), the byte limits."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from image_helpers import image_bytes
+
+from worker.errors import ImageRejected, RequestDeferred
+from worker.images.http_fetch import HttpImageFetcher
+from worker.images.policy import ImageSourcePolicy, parse_url_pattern
+from worker.images.s3_fetch import S3ImageFetcher
+
+REGION = "us-east-1"
+
+
+def fetcher(allow: str, networks: str = "", **options: Any) -> HttpImageFetcher:
+    policy = ImageSourcePolicy.from_settings("", allow, networks)
+    options.setdefault("max_bytes", 100_000)
+    options.setdefault("timeout_s", 5.0)
+    return HttpImageFetcher(policy, **options)
+
+
+@pytest.fixture(autouse=True)
+def files(image_server: Any) -> None:
+    image_server.files["/ok.png"] = image_bytes()
+    image_server.files["/big.bin"] = bytes(200_000)
+
+
+def refused(call: Any, error_type: str = "ImageSourceNotAllowed") -> str:
+    with pytest.raises(ImageRejected) as info:
+        call()
+    assert info.value.error_type == error_type, str(info.value)
+    return str(info.value)
+
+
+def test_allowed_host_and_network_fetch(image_server: Any) -> None:
+    fetch = fetcher(image_server.origin, "127.0.0.0/8")
+    assert fetch.fetch(image_server.url("/ok.png")) == image_bytes()
+
+
+def test_loopback_refused_without_the_network_setting(image_server: Any) -> None:
+    before = image_server.hits.get("/ok.png", 0)
+    message = refused(lambda: fetcher(image_server.origin).fetch(image_server.url("/ok.png")))
+    assert "127.0.0.1" in message and "WORKER_IMAGE_ALLOW_NETWORKS" in message
+    assert image_server.hits.get("/ok.png", 0) == before  # never connected
+
+
+def test_host_not_on_the_allow_list_refused(image_server: Any) -> None:
+    fetch = fetcher("https://images.example.com", "127.0.0.0/8")
+    message = refused(lambda: fetch.fetch(image_server.url("/ok.png")))
+    assert "not on WORKER_IMAGE_URL_ALLOW" in message
+    # the port is part of the origin: the same host on another port is another origin
+    other_port = fetcher("http://127.0.0.1:1", "127.0.0.0/8")
+    refused(lambda: other_port.fetch(image_server.url("/ok.png")))
+    assert "no URL hosts are allowed" in refused(lambda: fetcher("").fetch("https://a.b/c"))
+
+
+def test_redirect_to_a_disallowed_host_refused(image_server: Any) -> None:
+    fetch = fetcher(image_server.origin, "127.0.0.0/8")
+    # allowed origin -> a host not on the list (the metadata service, say)
+    hop = image_server.url("/redirect?to=http://169.254.169.254/latest/meta-data/")
+    assert "169.254.169.254" in refused(lambda: fetch.fetch(hop))
+    # allowed origin -> an allowed name that resolves to a refused address
+    names = {"images.test": "127.0.0.1", "cdn.test": "10.0.0.7"}
+    allow = f"http://images.test:{image_server.port},http://cdn.test:{image_server.port}"
+    fetch = fetcher(allow, "127.0.0.0/8", resolver=lambda host, port: [names[host]])
+    hop = f"http://images.test:{image_server.port}/redirect?to=http://cdn.test:{image_server.port}/ok.png"
+    assert "10.0.0.7" in refused(lambda: fetch.fetch(hop))
+    # a redirect that stays on allowed ground is followed
+    ok = image_server.url(f"/redirect?to={image_server.url('/ok.png')}")
+    assert fetcher(image_server.origin, "127.0.0.0/8").fetch(ok) == image_bytes()
+
+
+def test_too_many_redirects(image_server: Any) -> None:
+    url = image_server.url("/ok.png")
+    for _ in range(4):
+        url = image_server.url(f"/redirect?to={url}")
+    message = refused(lambda: fetcher(image_server.origin, "127.0.0.0/8").fetch(url),
+                      "ImageFetchFailed")
+    assert "redirects" in message
+
+
+def test_the_name_is_resolved_once_and_the_checked_address_connected_to(
+    image_server: Any,
+) -> None:
+    calls: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        calls.append(host)
+        return ["127.0.0.1"]  # a name the system resolver does not know: only this can work
+
+    fetch = fetcher(f"http://images.test:{image_server.port}", "127.0.0.0/8", resolver=resolver)
+    image_server.host_headers.clear()
+    assert fetch.fetch(f"http://images.test:{image_server.port}/ok.png") == image_bytes()
+    assert calls == ["images.test"]
+    assert image_server.host_headers == [f"images.test:{image_server.port}"]
+
+
+def test_a_name_with_any_refused_address_is_refused(image_server: Any) -> None:
+    # rebinding-style answers: a public address first, loopback second
+    fetch = fetcher(f"http://images.test:{image_server.port}",
+                    resolver=lambda host, port: ["93.184.216.34", "127.0.0.1"])
+    assert "127.0.0.1" in refused(lambda: fetch.fetch(f"http://images.test:{image_server.port}/x"))
+    mapped = fetcher(f"http://images.test:{image_server.port}",
+                     resolver=lambda host, port: ["::ffff:127.0.0.1"])
+    refused(lambda: mapped.fetch(f"http://images.test:{image_server.port}/x"))
+
+
+def test_status_codes_final_or_transient(image_server: Any) -> None:
+    fetch = fetcher(image_server.origin, "127.0.0.0/8")
+    for code in (403, 404, 410):
+        assert str(code) in refused(
+            lambda c=code: fetch.fetch(image_server.url(f"/status/{c}")), "ImageFetchFailed"
+        )
+    for code in (500, 503, 429):
+        with pytest.raises(RequestDeferred) as info:
+            fetch.fetch(image_server.url(f"/status/{code}"))
+        assert info.value.error_type == "ImageFetchFailed"
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield int(listener.getsockname()[1])
+    listener.close()
+
+
+def test_a_timeout_is_transient(silent_port: int) -> None:
+    fetch = fetcher(f"http://127.0.0.1:{silent_port}", "127.0.0.0/8", timeout_s=0.3)
+    with pytest.raises(RequestDeferred, match="timed out"):
+        fetch.fetch(f"http://127.0.0.1:{silent_port}/x.png")
+
+
+def test_byte_limit(image_server: Any) -> None:
+    fetch = fetcher(image_server.origin, "127.0.0.0/8", max_bytes=100_000)
+    message = refused(lambda: fetch.fetch(image_server.url("/big.bin")), "ImageTooLarge")
+    assert "WORKER_IMAGE_MAX_BYTES" in message
+
+
+def test_url_patterns() -> None:
+    wildcard = parse_url_pattern("https://*.cdn.example.com")
+    assert wildcard.matches("https", "a.cdn.example.com", 443)
+    assert not wildcard.matches("https", "cdn.example.com", 443)
+    assert not wildcard.matches("https", "a.cdn.example.com.evil.net", 443)
+    assert not wildcard.matches("http", "a.cdn.example.com", 443)
+    for bad in ("images.example.com", "ftp://x", "https://x/path", "https://a*.x.com"):
+        with pytest.raises(ValueError):
+            parse_url_pattern(bad)
+
+
+# ---------------------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="module")
+def s3(moto_server: Any) -> Any:
+    client = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    client.create_bucket(Bucket="gq-fetch")
+    client.put_object(Bucket="gq-fetch", Key="a.png", Body=image_bytes())
+    client.put_object(Bucket="gq-fetch", Key="big.bin", Body=bytes(200_000))
+    return client
+
+
+def s3_fetcher(client: Any, buckets: str = "gq-fetch") -> S3ImageFetcher:
+    return S3ImageFetcher(
+        client, ImageSourcePolicy.from_settings(buckets, "", ""), max_bytes=100_000
+    )
+
+
+def test_s3_reads_allowed_buckets_only(s3: Any) -> None:
+    assert s3_fetcher(s3).fetch("s3://gq-fetch/a.png") == image_bytes()
+    assert "none are" in refused(lambda: s3_fetcher(s3, "").fetch("s3://gq-fetch/a.png"))
+    assert "gq-fetch" in refused(lambda: s3_fetcher(s3, "other").fetch("s3://gq-fetch/a.png"))
+
+
+def test_s3_missing_key_is_final_and_too_large_refused(s3: Any) -> None:
+    message = refused(lambda: s3_fetcher(s3).fetch("s3://gq-fetch/nope.png"), "ImageFetchFailed")
+    assert "404" in message or "NoSuchKey" in message
+    refused(lambda: s3_fetcher(s3).fetch("s3://gq-fetch/big.bin"), "ImageTooLarge")
+
+
+def test_s3_answering_5xx_is_transient(image_server: Any) -> None:
+    client = boto3.client(
+        "s3", endpoint_url=image_server.origin, region_name=REGION,
+        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+    with pytest.raises(RequestDeferred) as info:
+        s3_fetcher(client, "failing-bucket").fetch("s3://failing-bucket/a.png")
+    assert "503" in str(info.value)

@@ -1,0 +1,76 @@
+"""Image inputs of the image tasks: one JSON object per image, checked for shape only. Pure: no
+I/O; whether a bucket or a host may be read is the image source policy's (worker.images.policy),
+whether the bytes are an image the decoder's.
+
+    {"s3": "s3://bucket/key"}    an object in S3 (the bucket on WORKER_IMAGE_S3_BUCKETS)
+    {"url": "https://host/..."}  an HTTP(S) URL (the host on WORKER_IMAGE_URL_ALLOW)
+    {"base64": "..."}            the image file's bytes, base64 (standard alphabet, padded)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+SourceKind = Literal["s3", "url", "base64"]
+SOURCE_KINDS: tuple[SourceKind, ...] = ("s3", "url", "base64")
+SHAPES = '{"s3": "s3://bucket/key"}, {"url": "https://host/path"} or {"base64": "..."}'
+MAX_URL_CHARS = 2048
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image comes from. `value`: the s3:// URI, the URL, or the base64 text."""
+
+    kind: SourceKind
+    value: str
+
+    def describe(self) -> str:
+        """For error messages: never the whole base64 text."""
+        if self.kind == "base64":
+            return f"base64 ({len(self.value)} characters)"
+        return self.value[:300]
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str] | None:
+    """(bucket, key) of `s3://bucket/key`, or None when it is not one."""
+    if not uri.startswith("s3://"):
+        return None
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        return None
+    return bucket, key
+
+
+def parse_image_input(value: Any, index: int) -> ImageRef | str:
+    """One input of an image task -> an ImageRef, or what is wrong with it (a message)."""
+    where = f"input {index}"
+    if isinstance(value, str):
+        return f"{where} is a string; image tasks take one object per image: {SHAPES}"
+    if not isinstance(value, dict):
+        kind = "null" if value is None else type(value).__name__
+        return f"{where} is {kind}; image tasks take one object per image: {SHAPES}"
+    keys = sorted(value)
+    if len(keys) != 1 or keys[0] not in SOURCE_KINDS:
+        shown = ", ".join(repr(k[:40]) for k in keys[:5]) or "none"
+        return f"{where} must have exactly one of the keys s3, url, base64 (got {shown}): {SHAPES}"
+    kind: SourceKind = keys[0]
+    text = value[kind]
+    if not isinstance(text, str):
+        return f"{where}: {kind} must be a string, not {type(text).__name__}"
+    if not text.strip():
+        return f"{where}: {kind} is empty"
+    if kind == "s3" and parse_s3_uri(text) is None:
+        return f"{where}: s3 must be s3://bucket/key, not {text[:200]!r}"
+    if kind == "url":
+        if len(text) > MAX_URL_CHARS:
+            return f"{where}: url is longer than {MAX_URL_CHARS} characters"
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as exc:
+            return f"{where}: url is not a valid URL: {exc}"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"{where}: url must be an http(s) URL with a host, not {text[:200]!r}"
+    return ImageRef(kind, text)

@@ -1,0 +1,153 @@
+"""Where image inputs may come from. Pure: no I/O (the HTTP fetcher resolves names and asks
+`check_address` about each address it would connect to).
+
+- `{"s3": ...}`: the bucket must be on WORKER_IMAGE_S3_BUCKETS (empty: no s3 inputs);
+- `{"url": ...}`: scheme, host and port must match a WORKER_IMAGE_URL_ALLOW entry
+  (`https://images.example.com`, `https://*.cdn.example.com`, `http://127.0.0.1:8080`), and
+  every address the host resolves to must be public (not private, loopback, link-local,
+  multicast, reserved or unspecified) unless inside a WORKER_IMAGE_ALLOW_NETWORKS network.
+  Each redirect is checked the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from worker.errors import ImageRejected
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class UrlPattern:
+    scheme: str
+    host: str  # lower case; "*.example.com" matches subdomains of example.com (not itself)
+    port: int
+
+    def matches(self, scheme: str, host: str, port: int) -> bool:
+        if scheme != self.scheme or port != self.port:
+            return False
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:]) and len(host) > len(self.host) - 1
+        return host == self.host
+
+
+@dataclass(frozen=True)
+class Target:
+    """A URL checked against the allow-list: where to connect and what to ask for."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, never empty
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_url_pattern(entry: str) -> UrlPattern:
+    """One WORKER_IMAGE_URL_ALLOW entry; ValueError names what is wrong."""
+    parts = urlsplit(entry.strip())
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"expected scheme://host[:port] (http or https), got {entry!r}")
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError(f"a host, not a URL with a path or credentials: {entry!r}")
+    host = parts.hostname.lower()
+    if "*" in host and not (host.startswith("*.") and "*" not in host[2:] and "." in host[2:]):
+        raise ValueError(f"a wildcard only as a first label of a domain (*.example.com): {entry!r}")
+    return UrlPattern(parts.scheme, host, parts.port or DEFAULT_PORTS[parts.scheme])
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def is_public(address: IPAddress) -> bool:
+    """A globally routable unicast address: not private, loopback, link-local, shared
+    (100.64/10), reserved, unspecified or multicast; an IPv4-mapped IPv6 address as its IPv4."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+@dataclass(frozen=True)
+class ImageSourcePolicy:
+    s3_buckets: frozenset[str] = frozenset()
+    url_patterns: tuple[UrlPattern, ...] = ()
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_settings(cls, s3_buckets: str, url_allow: str, networks: str) -> ImageSourcePolicy:
+        return cls(
+            frozenset(_split(s3_buckets)),
+            tuple(parse_url_pattern(e) for e in _split(url_allow)),
+            tuple(ipaddress.ip_network(n, strict=False) for n in _split(networks)),
+        )
+
+    def check_bucket(self, bucket: str) -> None:
+        if bucket not in self.s3_buckets:
+            allowed = "none are" if not self.s3_buckets else "not on WORKER_IMAGE_S3_BUCKETS"
+            raise ImageRejected(
+                "ImageSourceNotAllowed", f"bucket {bucket[:100]!r} may not be read ({allowed})"
+            )
+
+    def check_url(self, url: str) -> Target:
+        """The URL's target when its scheme, host and port are allowed."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ImageRejected("ImageFetchFailed", f"not a valid URL: {exc}") from None
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        if scheme not in DEFAULT_PORTS or not host:
+            raise ImageRejected(
+                "ImageSourceNotAllowed", f"only http(s) URLs with a host, not {url[:200]!r}"
+            )
+        if parts.username or parts.password:
+            raise ImageRejected("ImageSourceNotAllowed", "URLs with credentials are refused")
+        port = port or DEFAULT_PORTS[scheme]
+        if not any(p.matches(scheme, host, port) for p in self.url_patterns):
+            where = "no URL hosts are allowed" if not self.url_patterns else (
+                "not on WORKER_IMAGE_URL_ALLOW"
+            )
+            raise ImageRejected(
+                "ImageSourceNotAllowed", f"{scheme}://{host}:{port} may not be read ({where})"
+            )
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        return Target(scheme, host, port, path)
+
+    def address_allowed(self, address: IPAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in network for network in self.allowed_networks):
+            return True
+        return is_public(address)
+
+    def pick_address(self, host: str, addresses: Iterable[str]) -> str:
+        """The first resolved address to connect to; every one must be allowed (a name that
+        resolves to a public and a private address is refused, whatever the order)."""
+        parsed: list[IPAddress] = []
+        for text in addresses:
+            try:
+                parsed.append(ipaddress.ip_address(text.split("%", 1)[0]))
+            except ValueError:
+                continue
+        if not parsed:
+            raise ImageRejected("ImageFetchFailed", f"{host}: resolves to no address")
+        refused = [a for a in parsed if not self.address_allowed(a)]
+        if refused:
+            raise ImageRejected(
+                "ImageSourceNotAllowed",
+                f"{host} resolves to {refused[0]}: a private, loopback or link-local address "
+                "(not on WORKER_IMAGE_ALLOW_NETWORKS)",
+            )
+        return str(parsed[0])
