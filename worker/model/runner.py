@@ -53,7 +53,7 @@ from worker.seams import Encoded, ModelFailure, Outputs
 from worker.tasks import Task
 
 if TYPE_CHECKING:
-    from worker.seams import DeviceProbe, ModelSeam
+    from worker.seams import DeviceProbe, ModelSeam, ModelSession
 
 log = logging.getLogger("worker.model")
 
@@ -489,6 +489,6 @@ class _Request:
 if TYPE_CHECKING:
 
     def _satisfies_the_seams(
-        runner: ModelRunner,
-    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe]:
-        return runner, runner  # mypy checks ModelRunner against the pipeline's protocols
+        runner: ModelRunner, session: GenerateSession
+    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe, ModelSession]:
+        return runner, runner, session  # mypy checks them against the pipeline's protocols
