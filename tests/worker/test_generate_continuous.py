@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 import torch
-from worker_test_helpers import ResultReader, make_queues, request, send_bodies, start_worker
+from worker_test_helpers import (
+    ResultReader,
+    counts,
+    make_queues,
+    request,
+    send_bodies,
+    start_worker,
+    wait_for,
+)
 
 from worker.model import ModelFailure, ModelRunner
 from worker.model.decode import DecodeSession
@@ -274,3 +282,54 @@ def test_the_short_result_is_written_before_the_long_one_finishes(
     by_id = {r["id"]: r for r in results.values()}
     assert set(by_id) == {"short", "long"}
     assert all("outputs" in r for r in by_id.values()), by_id
+
+
+def test_a_drain_finishes_the_requests_in_the_session_and_releases_the_rest(
+    tiny_chat_model: Path, sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """SIGTERM while a session decodes: what is in the session is answered, no new batch joins,
+    and what was waiting (prepared or not) is released for another replica."""
+    runner = ModelRunner.load(str(tiny_chat_model), "generate")
+    gate, decoding = threading.Event(), threading.Event()
+    real_open = runner.open_session
+
+    def open_session() -> Any:
+        session = real_open()
+        assert session is not None
+        real_step = session.step
+
+        def step() -> Any:
+            decoding.set()
+            assert gate.wait(60)
+            return real_step()
+
+        session.step = step  # type: ignore[method-assign]
+        return session
+
+    runner.open_session = open_session  # type: ignore[method-assign]
+    queues = make_queues(sqs_client, visibility_s=300)
+    n = 6
+    bodies = [request(f"message {i}", parameters={"max_new_tokens": 12}) for i in range(n)]
+    send_bodies(sqs_client, queues.input, bodies)
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, task="generate",
+        max_batch_size=2, buffer_max=n, visibility_timeout_s=300,
+    )
+    assert decoding.wait(30)
+    wait_for(lambda: worker.held == n, 30, "the worker to hold every message")
+    drained = threading.Thread(target=worker.shutdown, kwargs={"timeout_s": 30})
+    drained.start()
+    wait_for(lambda: worker._draining.is_set(), 10, "the drain to begin")
+    gate.set()
+    drained.join(40)
+    assert not drained.is_alive()
+    reader = ResultReader(sqs_client, queues.results)
+    reader.wait_for(2, timeout=30)
+    reader.poll(wait_s=0)
+    assert len(reader.results) == 2  # the session's two sequences (WORKER_MAX_BATCH_SIZE=2)
+    assert all("outputs" in r for r in reader.results.values())
+    visible, _ = wait_for(
+        lambda: (c := counts(sqs_client, queues.input))[1] == 0 and c, 10, "releases to land"
+    )
+    assert visible == n - 2
+    assert worker.held == 0
