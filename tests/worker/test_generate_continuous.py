@@ -333,3 +333,22 @@ def test_a_drain_finishes_the_requests_in_the_session_and_releases_the_rest(
     )
     assert visible == n - 2
     assert worker.held == 0
+
+
+def test_a_sliding_window_cache_runs_statically(tiny_chat_model: Path, tmp_path: Path) -> None:
+    """A session cannot pad and merge a sliding-window cache: such a model batches statically
+    (and still answers), whatever WORKER_GENERATE_BATCHING says."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+    config = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+        sliding_window=16, eos_token_id=tokenizer.eos_token_id,
+    )
+    MistralForCausalLM(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    runner = ModelRunner.load(str(tmp_path), "generate")
+    assert not runner.continuous and runner.open_session() is None
+    [output] = runner.run(runner.prepare(items(runner, ["hello"], [{"max_new_tokens": 3}])))
+    assert isinstance(output, list) and isinstance(output[0], str)

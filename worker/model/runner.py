@@ -142,6 +142,12 @@ class ModelRunner:
         self.continuous = (
             self.task == "generate" and batching == "continuous" and supports_sessions(self.model)
         )
+        if self.task == "generate" and batching == "continuous" and not self.continuous:
+            log.warning(
+                "continuous batching needs a plain key/value cache; this model's has "
+                "sliding-window or recurrent layers: generate batches statically",
+                extra={"model": self.name, "model_type": self.model.config.model_type},
+            )
 
     @classmethod
     def load(
