@@ -352,3 +352,18 @@ def test_a_sliding_window_cache_runs_statically(tiny_chat_model: Path, tmp_path:
     assert not runner.continuous and runner.open_session() is None
     [output] = runner.run(runner.prepare(items(runner, ["hello"], [{"max_new_tokens": 3}])))
     assert isinstance(output, list) and isinstance(output[0], str)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [5, [1, "x"], [""], ["x" * 257], ["s"] * 17, {"a": 1}],
+    ids=["number", "not-strings", "empty", "too-long", "too-many", "object"],
+)
+def test_a_bad_stop_parameter_is_invalid_parameters_naming_it(bad: Any) -> None:
+    from worker.errors import InvalidParameters
+    from worker.model.params import parse_generate_options
+
+    with pytest.raises(InvalidParameters, match="'stop'"):
+        parse_generate_options({"stop": bad})
+    assert parse_generate_options({"stop": "###"}).stop == ("###",)
+    assert parse_generate_options({"stop": ["a", "b"]}).stop == ("a", "b")
