@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 import torch
-from worker_test_helpers import ResultReader, make_queues, request, send_bodies, start_worker
+from worker_test_helpers import (
+    ResultReader,
+    counts,
+    make_queues,
+    request,
+    send_bodies,
+    start_worker,
+    wait_for,
+)
 
 from worker.model import ModelFailure, ModelRunner
 from worker.model.decode import DecodeSession
@@ -274,3 +282,88 @@ def test_the_short_result_is_written_before_the_long_one_finishes(
     by_id = {r["id"]: r for r in results.values()}
     assert set(by_id) == {"short", "long"}
     assert all("outputs" in r for r in by_id.values()), by_id
+
+
+def test_a_drain_finishes_the_requests_in_the_session_and_releases_the_rest(
+    tiny_chat_model: Path, sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """SIGTERM while a session decodes: what is in the session is answered, no new batch joins,
+    and what was waiting (prepared or not) is released for another replica."""
+    runner = ModelRunner.load(str(tiny_chat_model), "generate")
+    gate, decoding = threading.Event(), threading.Event()
+    real_open = runner.open_session
+
+    def open_session() -> Any:
+        session = real_open()
+        assert session is not None
+        real_step = session.step
+
+        def step() -> Any:
+            decoding.set()
+            assert gate.wait(60)
+            return real_step()
+
+        session.step = step  # type: ignore[method-assign]
+        return session
+
+    runner.open_session = open_session  # type: ignore[method-assign]
+    queues = make_queues(sqs_client, visibility_s=300)
+    n = 6
+    bodies = [request(f"message {i}", parameters={"max_new_tokens": 12}) for i in range(n)]
+    send_bodies(sqs_client, queues.input, bodies)
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, task="generate",
+        max_batch_size=2, buffer_max=n, visibility_timeout_s=300,
+    )
+    assert decoding.wait(30)
+    wait_for(lambda: worker.held == n, 30, "the worker to hold every message")
+    drained = threading.Thread(target=worker.shutdown, kwargs={"timeout_s": 30})
+    drained.start()
+    wait_for(lambda: worker._draining.is_set(), 10, "the drain to begin")
+    gate.set()
+    drained.join(40)
+    assert not drained.is_alive()
+    reader = ResultReader(sqs_client, queues.results)
+    reader.wait_for(2, timeout=30)
+    reader.poll(wait_s=0)
+    assert len(reader.results) == 2  # the session's two sequences (WORKER_MAX_BATCH_SIZE=2)
+    assert all("outputs" in r for r in reader.results.values())
+    visible, _ = wait_for(
+        lambda: (c := counts(sqs_client, queues.input))[1] == 0 and c, 10, "releases to land"
+    )
+    assert visible == n - 2
+    assert worker.held == 0
+
+
+def test_a_sliding_window_cache_runs_statically(tiny_chat_model: Path, tmp_path: Path) -> None:
+    """A session cannot pad and merge a sliding-window cache: such a model batches statically
+    (and still answers), whatever WORKER_GENERATE_BATCHING says."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+    config = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+        sliding_window=16, eos_token_id=tokenizer.eos_token_id,
+    )
+    MistralForCausalLM(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    runner = ModelRunner.load(str(tmp_path), "generate")
+    assert not runner.continuous and runner.open_session() is None
+    [output] = runner.run(runner.prepare(items(runner, ["hello"], [{"max_new_tokens": 3}])))
+    assert isinstance(output, list) and isinstance(output[0], str)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [5, [1, "x"], [""], ["x" * 257], ["s"] * 17, {"a": 1}],
+    ids=["number", "not-strings", "empty", "too-long", "too-many", "object"],
+)
+def test_a_bad_stop_parameter_is_invalid_parameters_naming_it(bad: Any) -> None:
+    from worker.errors import InvalidParameters
+    from worker.model.params import parse_generate_options
+
+    with pytest.raises(InvalidParameters, match="'stop'"):
+        parse_generate_options({"stop": bad})
+    assert parse_generate_options({"stop": "###"}).stop == ("###",)
+    assert parse_generate_options({"stop": ["a", "b"]}).stop == ("a", "b")

@@ -119,6 +119,10 @@ class DecodeSession:
         # the cache's keyword: `cache` in newer transformers, `past_key_values` before
         forward_params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
+        # only the last position's logits are needed (older versions: all of them computed)
+        self._extra: dict[str, Any] = (
+            {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
+        )
         self._clock = clock
         self.rows: list[Row] = []
         self._cache: DynamicCache | None = None
@@ -209,8 +213,8 @@ class DecodeSession:
             attention_mask=mask,
             position_ids=positions,
             use_cache=True,
-            logits_to_keep=1,
             **{self._cache_kwarg: cache},
+            **self._extra,
         )
         return out.logits[:, -1, :].to(torch.float32)
 

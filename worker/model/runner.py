@@ -53,7 +53,7 @@ from worker.seams import Encoded, ModelFailure, Outputs
 from worker.tasks import Task
 
 if TYPE_CHECKING:
-    from worker.seams import DeviceProbe, ModelSeam
+    from worker.seams import DeviceProbe, ModelSeam, ModelSession
 
 log = logging.getLogger("worker.model")
 
@@ -142,6 +142,12 @@ class ModelRunner:
         self.continuous = (
             self.task == "generate" and batching == "continuous" and supports_sessions(self.model)
         )
+        if self.task == "generate" and batching == "continuous" and not self.continuous:
+            log.warning(
+                "continuous batching needs a plain key/value cache; this model's has "
+                "sliding-window or recurrent layers: generate batches statically",
+                extra={"model": self.name, "model_type": self.model.config.model_type},
+            )
 
     @classmethod
     def load(
@@ -489,6 +495,6 @@ class _Request:
 if TYPE_CHECKING:
 
     def _satisfies_the_seams(
-        runner: ModelRunner,
-    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe]:
-        return runner, runner  # mypy checks ModelRunner against the pipeline's protocols
+        runner: ModelRunner, session: GenerateSession
+    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe, ModelSession]:
+        return runner, runner, session  # mypy checks them against the pipeline's protocols

@@ -30,7 +30,7 @@ from worker.pipeline.outcomes import (
     release,
 )
 from worker.pipeline.writer import ResultWriter
-from worker.seams import ModelFailure, ModelSeam, Outputs
+from worker.seams import ModelFailure, ModelSeam, ModelSession, Outputs
 
 
 class ModelExecutor:
@@ -70,7 +70,7 @@ class ModelExecutor:
 
     def loop(self) -> None:
         open_session = getattr(self._runner, "open_session", None)
-        session = open_session() if open_session is not None else None
+        session: ModelSession | None = open_session() if open_session is not None else None
         if session is not None:
             self._loop_session(session)
             return
@@ -91,7 +91,7 @@ class ModelExecutor:
 
     # ------------------------------------------------------------------ continuous batching
 
-    def _loop_session(self, session: Any) -> None:
+    def _loop_session(self, session: ModelSession) -> None:
         joined: dict[int, _Joined] = {}  # id(job) -> its join
         fed = True  # the feeder may still hand over batches
         while fed or session.active:
@@ -111,7 +111,9 @@ class ModelExecutor:
             if session.active:
                 self._answer(self._session_call(session.step, session), joined)
 
-    def _join(self, session: Any, item: tuple[list[Job], Any], joined: dict[int, _Joined]) -> None:
+    def _join(
+        self, session: ModelSession, item: tuple[list[Job], Any], joined: dict[int, _Joined]
+    ) -> None:
         jobs, prepared = item
         if self._stopping:
             return  # not started: stays RECEIVED, the drain releases it
@@ -131,13 +133,14 @@ class ModelExecutor:
         # jobs a drain released meanwhile were prepared with the others: their outputs drop
         self._answer([(j, o) for j, o in answers if id(j) in kept], joined)
 
-    def _session_call(self, call: Callable[[], Any], session: Any) -> list[tuple[Job, Any]]:
+    def _session_call(
+        self, call: Callable[[], Sequence[tuple[Any, Any]]], session: ModelSession
+    ) -> list[tuple[Job, Any]]:
         try:
             return list(call())
         except Exception as exc:  # the session itself broke: every request in it fails
             failure = ModelFailure("ModelError", f"{type(exc).__name__}: {exc}")
-            failed = list(getattr(session, "abandon", lambda: [])())
-            return [(job, failure) for job in failed]
+            return [(job, failure) for job in session.abandon()]
 
     def _answer(self, answers: list[tuple[Job, Any]], joined: dict[int, _Joined]) -> None:
         """Each answered job's outcome to the writers now; a join whose jobs are all answered
