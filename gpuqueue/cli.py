@@ -113,7 +113,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- parser
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--region", help="AWS region (default: boto3's chain)")
     common.add_argument("--endpoint-url", help="SQS/S3 endpoint (default: AWS_ENDPOINT_URL)")
@@ -182,7 +182,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
     except UsageError as exc:

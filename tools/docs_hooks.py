@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT))
 
-FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)+)\s*(?::([^}\s]+))?\s*\}\}")
+FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_\[\]-]+)+)\s*(?::([^}\s]+))?\s*\}\}")
 # what looks like a figure but is not one the hook understands (a typo must not pass as text)
 LEFTOVER = re.compile(r"\{\{\s+[A-Za-z0-9_-]+\.")
 REFERENCE = re.compile(r"^([ \t]*)<!--\s*reference:\s*([\w-]+)\s*([\w.-]*)\s*-->", re.M)
@@ -43,6 +43,17 @@ IF_RESULTS = re.compile(
     r"<!--\s*(if|unless)-results\s+([A-Za-z0-9_-]+)\s*-->(.*?)<!--\s*end-(?:if|unless)\s*-->",
     re.S,
 )
+
+
+#: `{{ NAME.PATH :goal>=1.15 }}` renders "met" or "missed" from the figure itself, so a page can
+#: never keep saying a goal is met after a rerun missed it
+GOAL = re.compile(r"goal(>=|<=)(-?[0-9.]+)")
+
+
+def _goal_verdict(value: Any, op: str, bound: float, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DocsError(f"{where} is {value!r}, not a number to hold against a goal")
+    return "met" if (value >= bound if op == ">=" else value <= bound) else "**missed**"
 
 
 class DocsError(Exception):
@@ -81,6 +92,8 @@ def figure(name: str, path: str, spec: str | None) -> str:
             value = value[int(part)]
         else:
             raise DocsError(f"docs/results/{name}.json holds no {path.strip('.')!r}")
+    if spec and (goal := GOAL.fullmatch(spec)):
+        return _goal_verdict(value, goal[1], float(goal[2]), f"{name}{path}")
     if spec:
         return format(value, spec)
     if isinstance(value, bool) or value is None:

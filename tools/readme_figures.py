@@ -19,7 +19,7 @@ from docs_hooks import ROOT, figure
 
 README = ROOT / "README.md"
 MARKED = re.compile(
-    r"<!-- fig ([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_-]+)+)(?::(\S+))? -->(.*?)<!-- /fig -->"
+    r"<!-- fig ([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_\[\]-]+)+)(?::(\S+))? -->(.*?)<!-- /fig -->"
 )
 
 

@@ -131,6 +131,8 @@ def run(settings: WorkerSettings) -> int:
             variable = "WORKER_MAX_INPUT_TOKENS" if "max_input_tokens" in reason else "WORKER_MODEL"
             raise ConfigError(f"{variable}: cannot load {settings.model!r}: {reason}") from None
         runner.name = settings.model_name  # results' `model`: a readable name, not a path
+        if isinstance(runner, ModelRunner):
+            runner.use_generate_batching(settings.generate_batching)
         event(
             log,
             "model loaded",

@@ -134,6 +134,13 @@ class WorkerSettings(BaseSettings):
         description="`auto`: bfloat16 on CUDA (float16 where the GPU has no bf16), float32 on CPU",
     )
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="requests per batch")
+    generate_batching: Literal["continuous", "static"] = Field(
+        default="continuous",
+        description="generate only: `continuous` = one decode session in which each request "
+        "leaves at its own end (EOS, max_new_tokens, stop, max_time_s) and new requests join "
+        "between steps (at most WORKER_MAX_BATCH_SIZE sequences); `static` = generate() per "
+        "batch, every request answered when the batch's longest is done",
+    )
     max_batch_tokens: int = Field(
         default=8192,
         ge=1,

@@ -109,6 +109,25 @@ class BatchEncoder(Protocol[E_co]):
     ) -> Sequence[E_co | Exception]: ...
 
 
+class ModelSession(Protocol):
+    """Optional on a model, from `open_session()` (None: it batches statically): continuous
+    batching. Prepared batches join between steps (`add`, one tag per request); `step` runs one
+    decoding step; both return the (tag, outputs or ModelFailure) of the requests that are done,
+    in any order. `abandon` empties the session and returns the tags of what was in it."""
+
+    @property
+    def active(self) -> int: ...
+
+    @property
+    def rows(self) -> int: ...
+
+    def add(self, prepared: Any, tags: Sequence[Any]) -> Sequence[tuple[Any, Any]]: ...
+
+    def step(self) -> Sequence[tuple[Any, Any]]: ...
+
+    def abandon(self) -> list[Any]: ...
+
+
 class DeviceProbe(Protocol):
     """Optional on a model: a tiny forward that tells whether the device still works."""
 

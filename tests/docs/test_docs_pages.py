@@ -68,3 +68,15 @@ def test_the_metrics_the_operations_page_names_exist() -> None:
     exported = Metrics().render().decode()
     missing = sorted(n for n in named if n not in exported)
     assert named and missing == []
+
+
+def test_a_goal_verdict_is_computed_from_the_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "demo.json").write_text('{"figures": {"ratio": 0.93, "ms": 0.35, "label": "x"}}')
+    monkeypatch.setattr(docs_hooks, "RESULTS", tmp_path)
+    text = "{{ demo.figures.ratio :goal>=1.15 }} {{ demo.figures.ratio :goal>=0.9 }} " \
+        "{{ demo.figures.ms :goal<=0.35 }} {{ demo.figures.ms :goal<=0.3 }}"
+    assert docs_hooks.render(text) == "**missed** met met **missed**"
+    with pytest.raises(docs_hooks.DocsError, match="not a number"):
+        docs_hooks.render("{{ demo.figures.label :goal>=1 }}")

@@ -24,7 +24,7 @@ sys.meta_path.insert(0, Refuse())
 
 import gpuqueue
 from gpuqueue import Client, Result
-from gpuqueue.cli import parser
+from gpuqueue.cli import build_parser
 from gpuqueue.progress import progress
 from worker.contract.result import build_result, result_json
 
@@ -33,7 +33,7 @@ doc = build_result(message_id="m", request_id="r", model="x", outputs=[[0.5]])
 assert Result.model_validate_json(result_json(doc)).ok
 with progress(3, "x") as update:
     update(advance=1)
-parser().parse_args(["submit", "--queue", "http://h/000000000000/q", "hello"])
+build_parser().parse_args(["submit", "--queue", "http://h/000000000000/q", "hello"])
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in Refuse.BLOCKED)
 assert not loaded, loaded
 assert not any(m.startswith(("worker.pipeline", "worker.model")) for m in sys.modules)

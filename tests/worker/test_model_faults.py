@@ -128,9 +128,21 @@ def test_out_of_memory_in_cuda_words_is_split_not_a_device_fault(
 def test_a_device_fault_in_a_later_group_fails_the_earlier_groups_too(
     tiny_generate_model: Path, break_forward: ForwardBreaker
 ) -> None:
-    """Generate runs one group per decoding options; CUDA reports faults asynchronously, so
-    outputs computed before the fault in the same batch are not trusted either."""
-    runner = ModelRunner.load(str(tiny_generate_model), "generate", device="cpu")
+    """Generate (static batching) runs one group per decoding options; CUDA reports faults
+    asynchronously, so outputs computed before the fault in the same batch are not trusted
+    either. (Continuous batching: both requests join in one prefill, and it fails them both.)"""
+    continuous = ModelRunner.load(str(tiny_generate_model), "generate", device="cpu")
+    break_forward(continuous, fail_on_poison(continuous, DEVICE_ERRORS["illegal-memory-access"]))
+    both = [
+        (continuous.encode(["Hello"], {"max_new_tokens": 2}), {"max_new_tokens": 2}),
+        (continuous.encode([POISON_WORD], {"max_new_tokens": 3}), {"max_new_tokens": 3}),
+    ]
+    assert [getattr(o, "type", "output") for o in continuous.run(continuous.prepare(both))] == [
+        "DeviceError", "DeviceError"
+    ]
+    runner = ModelRunner.load(
+        str(tiny_generate_model), "generate", device="cpu", generate_batching="static"
+    )
     seen = break_forward(
         runner, fail_on_poison(runner, DEVICE_ERRORS["illegal-memory-access"])
     )

@@ -24,7 +24,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from worker.model.params import GenerateOptions, parse_generate_options
+from worker.model.params import GenerateOptions, cut_at_stop, parse_generate_options
 from worker.tasks import Task
 
 EMBED_DECIMALS = 9  # decimal places kept in embedding vectors (see EmbedHead.forward)
@@ -164,7 +164,10 @@ class GenerateHead(Head):
             **options.generate_kwargs(),
         )
         continuation = generated[:, batch.input_ids.shape[1] :].cpu()
-        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in continuation]
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in continuation]
+        if options.stop:  # generate() ran on to its limit; the text still ends at the stop
+            texts = [cut_at_stop(text, options.stop)[0] for text in texts]
+        return texts
 
 
 HEADS: dict[Task, type[Head]] = {

@@ -26,7 +26,11 @@ GENERATE_PARAMS = (
     "top_k",
     "repetition_penalty",
     "max_time_s",
+    "stop",
 )
+#: at most this many stop strings per request, each at most STOP_MAX_CHARS long
+STOP_MAX_STRINGS = 16
+STOP_MAX_CHARS = 256
 #: the longest `max_time_s` a request may ask for (HF generate's `max_time`)
 MAX_TIME_CAP_S = 3600.0
 EMBED_PARAMS = ("normalize",)
@@ -43,6 +47,7 @@ class GenerateOptions:
     top_k: int = 0
     repetition_penalty: float = 1.0
     max_time_s: float | None = None  # generation stops after this long (the text so far kept)
+    stop: tuple[str, ...] = ()  # the text ends before the first of these it contains
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -122,7 +127,35 @@ def parse_generate_options(params: Mapping[str, Any]) -> GenerateOptions:
             if "max_time_s" in params
             else None
         ),
+        stop=_stop_param(params),
     )
+
+
+def _stop_param(params: Mapping[str, Any]) -> tuple[str, ...]:
+    value = params.get("stop", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParameters(
+            f"parameter 'stop' must be a string or a list of strings, not {value!r}"
+        )
+    if len(value) > STOP_MAX_STRINGS:
+        raise InvalidParameters(
+            f"parameter 'stop' may hold at most {STOP_MAX_STRINGS} strings, not {len(value)}"
+        )
+    for text in value:
+        if not 1 <= len(text) <= STOP_MAX_CHARS:
+            raise InvalidParameters(
+                f"parameter 'stop': each string must be 1 to {STOP_MAX_CHARS} characters, "
+                f"not {len(text)}"
+            )
+    return tuple(value)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """The text before the earliest stop string in it, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
 
 
 def embed_normalize(params: Mapping[str, Any]) -> bool:

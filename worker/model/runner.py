@@ -16,17 +16,19 @@ validate it) and `prepare` (pad already-encoded ids into tensors) run on CPU thr
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from worker.errors import RequestRejected
+from worker.model.decode import DecodeSession, Finished, supports_sessions
 from worker.model.device import (
     configure_threads,
     dtype_name,
@@ -40,7 +42,7 @@ from worker.model.device import (
     synchronize,
 )
 from worker.model.heads import HEADS, NON_FINITE, Head, HeadInput
-from worker.model.params import validate_parameters
+from worker.model.params import GenerateOptions, parse_generate_options, validate_parameters
 from worker.model.tokenize import (
     TextEncoder,
     model_position_limit,
@@ -51,11 +53,15 @@ from worker.seams import Encoded, ModelFailure, Outputs
 from worker.tasks import Task
 
 if TYPE_CHECKING:
-    from worker.seams import DeviceProbe, ModelSeam
+    from worker.seams import DeviceProbe, ModelSeam, ModelSession
 
 log = logging.getLogger("worker.model")
 
 Item = tuple[Encoded, Mapping[str, Any]]
+T = TypeVar("T")
+
+#: how `generate` batches (WORKER_GENERATE_BATCHING)
+GenerateBatching = Literal["continuous", "static"]
 
 
 @dataclass
@@ -106,6 +112,7 @@ class ModelRunner:
         tokenizer: Any,
         max_input_tokens: int,
         position_limit: int | None,
+        generate_batching: GenerateBatching = "continuous",
     ) -> None:
         self.name = name
         self.task: Task = task
@@ -123,11 +130,29 @@ class ModelRunner:
             position_limit=position_limit,
             chat_template=self.head.chat_template,
         )
+        self.continuous = False
+        self.use_generate_batching(generate_batching)
+
+    def use_generate_batching(self, batching: GenerateBatching) -> None:
+        """`continuous`: generate runs in decode sessions (rows leave and join between steps),
+        where the model's cache allows it; `static`: generate() per batch."""
+        if batching not in ("continuous", "static"):
+            raise ValueError(f"generate_batching must be continuous or static, not {batching!r}")
+        #: whether `generate` runs in decode sessions
+        self.continuous = (
+            self.task == "generate" and batching == "continuous" and supports_sessions(self.model)
+        )
+        if self.task == "generate" and batching == "continuous" and not self.continuous:
+            log.warning(
+                "continuous batching needs a plain key/value cache; this model's has "
+                "sliding-window or recurrent layers: generate batches statically",
+                extra={"model": self.name, "model_type": self.model.config.model_type},
+            )
 
     @classmethod
     def load(
         cls, model: str, task: Task, device: str = "auto", dtype: str = "auto",
-        max_input_tokens: int = 0,
+        max_input_tokens: int = 0, generate_batching: GenerateBatching = "continuous",
     ) -> ModelRunner:
         """Load tokenizer + model from a local folder or a Hugging Face id (offline honoured)."""
         if task not in HEADS:
@@ -150,6 +175,7 @@ class ModelRunner:
         runner = cls(
             name=model, task=task, device=resolved_device, dtype=torch_dtype, model=hf_model,
             tokenizer=tokenizer, max_input_tokens=limit, position_limit=position_limit,
+            generate_batching=generate_batching,
         )
         facts: dict[str, object] = {"model": model, "task": task, "device": resolved_device}
         facts.update(dtype=runner.dtype, max_input_tokens=limit, torch_threads=threads)
@@ -215,8 +241,34 @@ class ModelRunner:
 
     # ---------------------------------------------------------------- device side
 
+    def open_session(self) -> GenerateSession | None:
+        """A continuous-batching session, or None where this runner batches statically (not
+        generate, WORKER_GENERATE_BATCHING=static, or a cache a session cannot merge)."""
+        if not self.continuous:
+            return None
+        decode = DecodeSession(self.model, self.tokenizer, self.head.pad_id, self.device)
+        return GenerateSession(self, decode)
+
     def run(self, prepared: Prepared) -> list[Outputs | ModelFailure]:
         """One output (or ModelFailure) per item, in order."""
+        session = self.open_session()
+        if session is not None:
+            return self._run_session(session, prepared)
+        return self.run_static(prepared)
+
+    def _run_session(
+        self, session: GenerateSession, prepared: Prepared
+    ) -> list[Outputs | ModelFailure]:
+        results: dict[int, Outputs | ModelFailure] = dict(
+            session.add(prepared, range(len(prepared.items)))
+        )
+        while session.active:
+            results.update(session.step())
+        return [results[i] for i in range(len(prepared.items))]
+
+    def run_static(self, prepared: Prepared) -> list[Outputs | ModelFailure]:
+        """`run` with every group a whole: generate() over the group, done when its longest
+        sequence is (WORKER_GENERATE_BATCHING=static, and every task but generate)."""
         results: list[Outputs | ModelFailure] = [
             ModelFailure("ModelError", "not run") for _ in prepared.items
         ]
@@ -335,9 +387,114 @@ class ModelRunner:
         return memory_reserved(self.device)
 
 
+class GenerateSession:
+    """Continuous batching over a `DecodeSession`, in the runner's terms: prepared batches join
+    (`add`), `step` decodes one token for every row, and each request comes back, with its
+    outputs or a `ModelFailure`, as soon as all its inputs stopped.
+
+    Failures end as the static path's do: a device fault fails every request in the session
+    with DeviceError; any other failure (out of memory included) takes the requests it touched
+    out of the session and runs them through the static path (`ModelRunner._run_items`: OOM
+    halving down to one request -> OutOfMemory, poison isolation -> ModelError)."""
+
+    def __init__(self, runner: ModelRunner, decode: DecodeSession) -> None:
+        self._runner = runner
+        self._decode = decode
+        self._requests: dict[int, _Request] = {}
+        self._ids = itertools.count()
+
+    @property
+    def active(self) -> int:
+        """Requests in the session (not yet answered)."""
+        return len(self._requests)
+
+    @property
+    def rows(self) -> int:
+        """Sequences in the session's cache."""
+        return len(self._decode)
+
+    def add(self, prepared: Prepared, tags: Sequence[T]) -> list[tuple[T, Outputs | ModelFailure]]:
+        """The requests of `prepared` (one tag each) join; those already done come back."""
+        joining: list[int] = []
+        entries: list[tuple[Hashable, list[int], GenerateOptions]] = []
+        for (enc, params), tag in zip(prepared.items, tags, strict=True):
+            key = next(self._ids)
+            self._requests[key] = _Request(tag, (enc, params), [None] * len(enc.token_ids))
+            joining.append(key)
+            options = parse_generate_options(params)
+            entries += [((key, j), list(ids), options) for j, ids in enumerate(enc.token_ids)]
+        try:
+            finished = self._decode.join(entries)
+        except Exception as exc:
+            return self._failed(exc, joining)
+        return self._collect(finished)
+
+    def step(self) -> list[tuple[Any, Outputs | ModelFailure]]:
+        """One token for every row; the requests that are done come back."""
+        try:
+            finished = self._decode.step()
+        except Exception as exc:
+            rows = self._decode.reset()  # the cache may be half updated: start again
+            keys = list(dict.fromkeys(row.tag[0] for row in rows))  # type: ignore[index]
+            return self._failed(exc, keys)
+        return self._collect(finished)
+
+    def abandon(self) -> list[Any]:
+        """Every request's tag, the session emptied (the caller fails them)."""
+        self._decode.reset()
+        requests, self._requests = list(self._requests.values()), {}
+        return [r.tag for r in requests]
+
+    def _collect(self, finished: list[Finished]) -> list[tuple[Any, Outputs | ModelFailure]]:
+        out: list[tuple[Any, Outputs | ModelFailure]] = []
+        for done in finished:
+            key, index = cast(tuple[int, int], done.tag)
+            request = self._requests[key]
+            request.texts[index] = done.text
+            if all(text is not None for text in request.texts):
+                del self._requests[key]
+                out.append((request.tag, list(request.texts)))
+        return out
+
+    def _failed(self, exc: Exception, keys: list[int]) -> list[tuple[Any, Outputs | ModelFailure]]:
+        cause = find_device_fault(exc)
+        if cause is not None:
+            log.error("device fault; failing every request in the session", exc_info=exc)
+            return self._all_failed(f"{type(cause).__name__}: {cause}")
+        del exc  # its traceback holds the failed forward's activations
+        empty_cache(self._runner.device)
+        requests = [self._requests.pop(key) for key in keys]
+        # anything else: the static path answers them, with its OOM split and poison isolation
+        buckets: dict[Hashable, list[_Request]] = {}
+        for request in requests:
+            buckets.setdefault(self._runner.head.group_key(request.item[1]), []).append(request)
+        out: list[tuple[Any, Outputs | ModelFailure]] = []
+        try:
+            for group in buckets.values():
+                outputs = self._runner._run_items([r.item for r in group], None)
+                out += [(r.tag, o) for r, o in zip(group, outputs, strict=True)]
+        except _DeviceFault as fault:
+            for request in requests:
+                self._requests[next(self._ids)] = request
+            return self._all_failed(str(fault))
+        return out
+
+    def _all_failed(self, message: str) -> list[tuple[Any, Outputs | ModelFailure]]:
+        self._decode.reset()
+        requests, self._requests = list(self._requests.values()), {}
+        return [(r.tag, ModelFailure("DeviceError", message)) for r in requests]
+
+
+@dataclass
+class _Request:
+    tag: Any
+    item: Item
+    texts: list[str | None]
+
+
 if TYPE_CHECKING:
 
     def _satisfies_the_seams(
-        runner: ModelRunner,
-    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe]:
-        return runner, runner  # mypy checks ModelRunner against the pipeline's protocols
+        runner: ModelRunner, session: GenerateSession
+    ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe, ModelSession]:
+        return runner, runner, session  # mypy checks them against the pipeline's protocols

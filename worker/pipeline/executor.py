@@ -10,6 +10,7 @@ milliseconds of CPU; running an expired request costs the device's time)."""
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from worker.pipeline.outcomes import (
     release,
 )
 from worker.pipeline.writer import ResultWriter
-from worker.seams import ModelFailure, ModelSeam, Outputs
+from worker.seams import ModelFailure, ModelSeam, ModelSession, Outputs
 
 
 class ModelExecutor:
@@ -47,6 +48,7 @@ class ModelExecutor:
         on_trip: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        session_rows: int = 32,
     ) -> None:
         self._runner = runner
         self._feeder = feeder
@@ -60,12 +62,18 @@ class ModelExecutor:
         self._clock = clock
         self._wall = wall
         self._stopping = False
+        self._session_rows = session_rows
 
     def stop(self) -> None:
         """Finish the batch in hand; start no other."""
         self._stopping = True
 
     def loop(self) -> None:
+        open_session = getattr(self._runner, "open_session", None)
+        session: ModelSession | None = open_session() if open_session is not None else None
+        if session is not None:
+            self._loop_session(session)
+            return
         while True:
             item = self._feeder.handoff.get()
             self._feeder.taken()
@@ -80,6 +88,89 @@ class ModelExecutor:
                 jobs, started, prepared = self._without_expired(jobs, started, prepared)
             if started:
                 self._run(jobs, started, prepared)
+
+    # ------------------------------------------------------------------ continuous batching
+
+    def _loop_session(self, session: ModelSession) -> None:
+        joined: dict[int, _Joined] = {}  # id(job) -> its join
+        fed = True  # the feeder may still hand over batches
+        while fed or session.active:
+            if fed and not self._stopping and session.rows < self._session_rows:
+                try:
+                    item = self._feeder.handoff.get(block=session.active == 0)
+                except queue.Empty:
+                    pass  # nothing ready: decode on
+                else:
+                    self._feeder.taken()
+                    if item is None:
+                        fed = False
+                    else:
+                        self._join(session, item, joined)
+            elif self._stopping and not session.active:
+                return  # a prepared batch not started stays RECEIVED: the drain releases it
+            if session.active:
+                self._answer(self._session_call(session.step, session), joined)
+
+    def _join(
+        self, session: ModelSession, item: tuple[list[Job], Any], joined: dict[int, _Joined]
+    ) -> None:
+        jobs, prepared = item
+        if self._stopping:
+            return  # not started: stays RECEIVED, the drain releases it
+        if self.breaker.tripped:
+            self._writer.accept([release(j) for j in jobs], JobState.RECEIVED)
+            return
+        started = self._ledger.start(jobs)
+        if started:
+            jobs, started, prepared = self._without_expired(jobs, started, prepared)
+        if not started:
+            return
+        join = _Joined(started, prepared, self._clock(), time.perf_counter())
+        kept = {id(j) for j in started}
+        for job in started:
+            joined[id(job)] = join
+        answers = self._session_call(lambda: session.add(prepared, jobs), session)
+        # jobs a drain released meanwhile were prepared with the others: their outputs drop
+        self._answer([(j, o) for j, o in answers if id(j) in kept], joined)
+
+    def _session_call(
+        self, call: Callable[[], Sequence[tuple[Any, Any]]], session: ModelSession
+    ) -> list[tuple[Job, Any]]:
+        try:
+            return list(call())
+        except Exception as exc:  # the session itself broke: every request in it fails
+            failure = ModelFailure("ModelError", f"{type(exc).__name__}: {exc}")
+            return [(job, failure) for job in session.abandon()]
+
+    def _answer(self, answers: list[tuple[Job, Any]], joined: dict[int, _Joined]) -> None:
+        """Each answered job's outcome to the writers now; a join whose jobs are all answered
+        is reported as one batch (capacity, observer, breaker)."""
+        now = self._clock()
+        perf = time.perf_counter()
+        outcomes = []
+        for job, output in answers:
+            join = joined.pop(id(job), None)
+            if join is None:
+                continue
+            outcomes += from_model(
+                [job], [output], self._answering, now=now, inference_s=perf - join.began
+            )
+            join.outputs.append(output)
+            if len(join.outputs) == len(join.jobs):
+                self._joined_done(join, perf - join.began)
+        self._writer.accept(outcomes, JobState.RUNNING)
+
+    def _joined_done(self, join: _Joined, inference_s: float) -> None:
+        outputs = join.outputs
+        self._capacity.record_batch(len(join.jobs), inference_s)
+        succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
+        self._report(join.jobs, join.prepared, succeeded, inference_s)
+        blame = self._device_failed(outputs, succeeded)
+        if self.breaker.record(succeeded=succeeded, not_the_requests_fault=blame):
+            self._observer.breaker_tripped(self.breaker.consecutive)
+            self._on_trip()
+
+    # ------------------------------------------------------------------ batch by batch
 
     def _without_expired(
         self, jobs: list[Job], started: list[Job], prepared: Any
@@ -176,3 +267,15 @@ class ModelExecutor:
                 gpu_memory_bytes=memory() if memory is not None else None,
             )
         )
+
+
+class _Joined:
+    """One prepared batch that joined a decode session: reported as a batch once all its jobs
+    are answered."""
+
+    def __init__(self, jobs: list[Job], prepared: Any, joined: float, began: float) -> None:
+        self.jobs = jobs
+        self.prepared = prepared
+        self.joined = joined
+        self.began = began
+        self.outputs: list[Outputs | ModelFailure] = []

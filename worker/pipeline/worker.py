@@ -94,7 +94,7 @@ class Worker:
         self.executor = ModelExecutor(
             runner, self.feeder, self.ledger, self.writer, self.capacity, self.observer,
             CircuitBreaker(settings.circuit_breaker_batches), answering,
-            on_trip=self._trip, clock=clock,
+            on_trip=self._trip, clock=clock, session_rows=settings.max_batch_size,
         )
         self.encoders = Encoders(
             runner, self._parse, self.feeder, self.writer, answering,
