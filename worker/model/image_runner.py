@@ -27,17 +27,14 @@ from worker.images.loader import ImageLoader
 from worker.model.device import (
     configure_threads,
     dtype_name,
-    empty_cache,
-    find_device_fault,
     is_cuda,
-    is_out_of_memory,
     memory_reserved,
     resolve_device,
     resolve_dtype,
     synchronize,
 )
-from worker.model.heads import NON_FINITE
 from worker.model.image_heads import IMAGE_HEADS, ImageHead
+from worker.model.isolation import BatchOps, run_groups
 from worker.model.params import validate_parameters
 from worker.seams import ModelFailure, Outputs
 from worker.tasks import IMAGE_TASKS, Task
@@ -224,55 +221,18 @@ class ImageModelRunner:
     # ---------------------------------------------------------------- device side
 
     def run(self, prepared: ImagePrepared) -> list[Outputs | ModelFailure]:
-        results: list[Outputs | ModelFailure] = [
-            ModelFailure("ModelError", "not run") for _ in prepared.items
-        ]
-        try:
-            for group in prepared.groups:
-                items = [prepared.items[i] for i in group.item_indexes]
-                for index, output in zip(
-                    group.item_indexes, self._run_items(items, group), strict=True
-                ):
-                    results[index] = output
-        except _DeviceFault as fault:
-            return [ModelFailure("DeviceError", str(fault)) for _ in prepared.items]
-        return results
+        groups = [(group.item_indexes, group) for group in prepared.groups]
+        return run_groups(prepared.items, groups, self._ops)
 
-    def _run_items(
-        self, items: list[ImageItem], group: ImageGroup | None
-    ) -> list[Outputs | ModelFailure]:
-        if group is None:
-            group = self._collate(items, list(range(len(items))))
-        per_image: list[Any] = []
-        error: str | None = None
-        fault: str | None = None
-        oom = False
-        try:
-            with torch.inference_mode():
-                per_image = self._forward(group, items)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            oom, cause = is_out_of_memory(exc), find_device_fault(exc)
-            if cause is not None:
-                fault = f"{type(cause).__name__}: {cause}"
-                log.error("device fault; failing the whole batch", exc_info=True)
-            elif not oom and len(items) == 1:
-                log.warning("model error", exc_info=True)
-        if error is None:
-            return self._per_item(items, per_image)
-        if fault is not None:
-            raise _DeviceFault(fault)
-        if oom:
-            empty_cache(self.device)
-            if len(items) == 1:
-                n = items[0][0].rows
-                return [ModelFailure("OutOfMemory", f"out of device memory for {n} images alone")]
-            half = len(items) // 2
-            log.warning("out of device memory; splitting batch of %d requests", len(items))
-            return self._run_items(items[:half], None) + self._run_items(items[half:], None)
-        if len(items) == 1:
-            return [ModelFailure("ModelError", error)]
-        return [out for item in items for out in self._run_items([item], None)]
+    @property
+    def _ops(self) -> BatchOps[ImageItem, ImageGroup]:
+        return BatchOps(
+            collate=lambda items: self._collate(items, list(range(len(items)))),
+            forward=self._forward,
+            rows=lambda item: item[0].rows,
+            too_large_alone=lambda item: f"out of device memory for {item[0].rows} images alone",
+            device=self.device,
+        )
 
     def _forward(self, group: ImageGroup, items: Sequence[ImageItem]) -> list[Any]:
         pixels = group.pixel_values.to(
@@ -280,21 +240,6 @@ class ImageModelRunner:
         )
         params = [params for enc, params in items for _ in range(enc.rows)]
         return self.head.forward(pixels, params)
-
-    @staticmethod
-    def _per_item(items: list[ImageItem], per_image: list[Any]) -> list[Outputs | ModelFailure]:
-        outputs: list[Outputs | ModelFailure] = []
-        cursor = 0
-        for enc, _ in items:
-            values = per_image[cursor : cursor + enc.rows]
-            cursor += enc.rows
-            if any(value is NON_FINITE for value in values):
-                outputs.append(
-                    ModelFailure("ModelError", "the model produced non-finite values (NaN/inf)")
-                )
-            else:
-                outputs.append(values)
-        return outputs
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -35,13 +35,13 @@ from worker.model.device import (
     empty_cache,
     find_device_fault,
     is_cuda,
-    is_out_of_memory,
     memory_reserved,
     resolve_device,
     resolve_dtype,
     synchronize,
 )
-from worker.model.heads import HEADS, NON_FINITE, Head, HeadInput
+from worker.model.heads import HEADS, Head, HeadInput
+from worker.model.isolation import BatchOps, DeviceFault, run_groups, run_items
 from worker.model.params import GenerateOptions, parse_generate_options, validate_parameters
 from worker.model.tokenize import (
     TextEncoder,
@@ -91,10 +91,6 @@ class Prepared:
     @property
     def n_sequences(self) -> int:
         return sum(len(enc.token_ids) for enc, _ in self.items)
-
-
-class _DeviceFault(Exception):
-    """Raised out of the split recursion: the whole batch fails with DeviceError."""
 
 
 class ModelRunner:
@@ -269,66 +265,26 @@ class ModelRunner:
     def run_static(self, prepared: Prepared) -> list[Outputs | ModelFailure]:
         """`run` with every group a whole: generate() over the group, done when its longest
         sequence is (WORKER_GENERATE_BATCHING=static, and every task but generate)."""
-        results: list[Outputs | ModelFailure] = [
-            ModelFailure("ModelError", "not run") for _ in prepared.items
-        ]
-        try:
-            for group in prepared.groups:
-                items = [prepared.items[i] for i in group.item_indexes]
-                outputs = self._run_items(items, group)
-                for index, output in zip(group.item_indexes, outputs, strict=True):
-                    results[index] = output
-        except _DeviceFault as fault:
-            # Outputs of groups that ran before the fault are dropped too: CUDA reports errors
-            # asynchronously, so the fault may have begun in their kernels.
-            return [ModelFailure("DeviceError", str(fault)) for _ in prepared.items]
-        return results
+        groups = [(group.item_indexes, group) for group in prepared.groups]
+        return run_groups(prepared.items, groups, self._ops)
 
     def _run_items(self, items: list[Item], group: Group | None) -> list[Outputs | ModelFailure]:
-        if group is None:  # a part of a split batch: collate it anew
-            group = self._collate(items, list(range(len(items))), self.head.group_key(items[0][1]))
-        per_sequence: list[Any] = []
-        error: str | None = None
-        fault: str | None = None
-        oom = False
-        try:
-            with torch.inference_mode():
-                per_sequence = self._forward(group, items)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            oom, cause = is_out_of_memory(exc), find_device_fault(exc)
-            if cause is not None:
-                fault = f"{type(cause).__name__}: {cause}"
-                log.error("device fault; failing the whole batch", exc_info=True)
-            elif not oom and len(items) == 1:
-                log.warning("model error", exc_info=True)
-        # Act only after leaving the except block: while it runs, the traceback keeps the failed
-        # forward's frames, and with them its activations on the device, alive.
-        if error is None:
-            return self._per_item(items, per_sequence)
-        if fault is not None:
-            raise _DeviceFault(fault)
-        if oom:
-            return self._split_after_oom(items)
-        if len(items) == 1:
-            return [ModelFailure("ModelError", error)]
-        # Isolate the request that breaks the model; the others still get results.
-        return [out for item in items for out in self._run_items([item], None)]
+        return run_items(items, group, self._ops)
 
-    def _split_after_oom(self, items: list[Item]) -> list[Outputs | ModelFailure]:
-        empty_cache(self.device)
-        if len(items) == 1:
-            enc = items[0][0]
-            return [
-                ModelFailure(
-                    "OutOfMemory",
-                    f"out of device memory for one request ({len(enc.token_ids)} inputs, "
-                    f"{enc.n_tokens} tokens) even alone",
-                )
-            ]
-        half = len(items) // 2
-        log.warning("out of device memory; splitting batch of %d requests", len(items))
-        return self._run_items(items[:half], None) + self._run_items(items[half:], None)
+    @property
+    def _ops(self) -> BatchOps[Item, Group]:
+        return BatchOps(
+            collate=lambda items: self._collate(
+                items, list(range(len(items))), self.head.group_key(items[0][1])
+            ),
+            forward=self._forward,
+            rows=lambda item: len(item[0].token_ids),
+            too_large_alone=lambda item: (
+                f"out of device memory for one request ({len(item[0].token_ids)} inputs, "
+                f"{item[0].n_tokens} tokens) even alone"
+            ),
+            device=self.device,
+        )
 
     def _forward(self, group: Group, items: Sequence[Item]) -> list[Any]:
         non_blocking = is_cuda(self.device)
@@ -339,22 +295,6 @@ class ModelRunner:
             key=group.key,
         )
         return self.head.forward(batch)
-
-    @staticmethod
-    def _per_item(items: list[Item], per_sequence: list[Any]) -> list[Outputs | ModelFailure]:
-        outputs: list[Outputs | ModelFailure] = []
-        cursor = 0
-        for enc, _ in items:
-            values = per_sequence[cursor : cursor + len(enc.token_ids)]
-            cursor += len(enc.token_ids)
-            if any(value is NON_FINITE for value in values):
-                # json.dumps(allow_nan=False) would refuse it anyway; a NaN vector is no answer
-                outputs.append(
-                    ModelFailure("ModelError", "the model produced non-finite values (NaN/inf)")
-                )
-            else:
-                outputs.append(values)
-        return outputs
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -473,7 +413,7 @@ class GenerateSession:
             for group in buckets.values():
                 outputs = self._runner._run_items([r.item for r in group], None)
                 out += [(r.tag, o) for r, o in zip(group, outputs, strict=True)]
-        except _DeviceFault as fault:
+        except DeviceFault as fault:
             for request in requests:
                 self._requests[next(self._ids)] = request
             return self._all_failed(str(fault))
