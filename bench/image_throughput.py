@@ -33,7 +33,6 @@ import argparse
 import io
 import json
 import logging
-import os
 import random
 import statistics
 import sys
@@ -44,17 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the worker's default, before torch loads
-for _key, _value in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_key, _value)
+import bench.local_env  # noqa: E402, F401  (the environment, before torch and boto3 load)
 
+# isort: split
 import boto3  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402

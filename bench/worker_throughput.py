@@ -39,19 +39,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as the worker's CLI sets it
-# The worker's default (worker/model.py), set before torch loads so every side runs under it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-for _key, _value in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_key, _value)
+import bench.local_env  # noqa: E402, F401  (the environment, before torch and boto3 load)
 
+# isort: split
 import boto3  # noqa: E402
 import torch  # noqa: E402
 
