@@ -22,7 +22,8 @@ one warm-up request timed apart (its start-up: sizing the cache, warming up).
 Prints one JSON line last, with `short_p95_vs_static` and `tokens_s_vs_static`, and writes
 docs/results/generate-latency.json.
 
-    .venv/bin/python -m bench.generate_latency [--rounds 3] [--requests 48] [--no-hf-manager]
+    .venv/bin/python bench/generate_latency.py [--rounds 3] [--requests 48] [--no-hf-manager]
+    (or python -m bench.generate_latency)
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too
 
 SHORT, LONG = 8, 256
 GOAL_SHORT_P95 = 0.3
