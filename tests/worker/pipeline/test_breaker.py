@@ -122,6 +122,11 @@ def test_device_errors_reported_by_the_runner_trip_it_too(
         sqs_server.endpoint_url, queues, DeviceErrors(), running_workers, max_batch_size=2
     )
     wait_for(lambda: not worker.healthy(), 30, "/healthz to turn red")
+    # A long poll in flight at the trip can still bring back messages just released (the
+    # executor hands those back too): only once the receivers have stopped is "held == 0" final.
+    wait_for(
+        lambda: not any(t.is_alive() for t in worker.receivers.threads), 30, "receivers to stop"
+    )
     wait_for(lambda: worker.held == 0, 15, "everything held to be released")
     assert receive_all(sqs_client, queues.input, 12) == 12
     assert counts(sqs_client, queues.dlq) == (0, 0)
