@@ -11,10 +11,19 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from worker.devsqs import LocalServer, start_fauxqs, start_moto
 
 REGION = "us-east-1"
+
+# CI (.ci/run sets HYPOTHESIS_PROFILE=ci) runs every property test on examples derived from the
+# test itself, not a random seed: a red CI always means the same examples fail, and a green one
+# cannot turn red on a rerun of the same commit. Local runs keep drawing new examples (and the
+# examples database keeps what they find), which is where new counterexamples come from.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if profile := os.environ.get("HYPOTHESIS_PROFILE"):
+    hypothesis_settings.load_profile(profile)
 
 
 @pytest.fixture(scope="session", autouse=True)
