@@ -194,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-        adapter = SqsAdapter.from_environment(**aws)
+        # the demo's own session: its dummy credentials, never whatever the environment holds
+        session = boto3.Session(
+            aws_access_key_id=aws["aws_access_key_id"],
+            aws_secret_access_key=aws["aws_secret_access_key"],
+            region_name=REGION,
+        )
+        adapter = SqsAdapter.from_environment(session, endpoint_url=server.endpoint_url)
         collector = Collector(client, results_url, len(texts))
         collector.start()
         cpu_before = server.cpu_seconds()
