@@ -38,6 +38,17 @@ NON_FINITE: Any = object()
 _DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
+def load_eval_model(
+    auto_model: Any, path: str, config: Any, dtype: torch.dtype, device: str
+) -> PreTrainedModel:
+    """A model by its Auto class from a folder (or hub id), on `device`, in eval mode (every
+    head, text or image, loads this way)."""
+    model = auto_model.from_pretrained(path, config=config, **{_DTYPE_KWARG: dtype})
+    model.to(device)
+    model.eval()
+    return model
+
+
 @dataclass
 class HeadInput:
     """One padded group on the device, with each sequence's request parameters."""
@@ -69,10 +80,7 @@ class Head(ABC):
         cls, path: str, config: Any, dtype: torch.dtype, device: str
     ) -> PreTrainedModel:
         """This task's model from a folder (or hub id), on `device`, in eval mode."""
-        model = cls.auto_model.from_pretrained(path, config=config, **{_DTYPE_KWARG: dtype})
-        model.to(device)
-        model.eval()
-        return model
+        return load_eval_model(cls.auto_model, path, config, dtype, device)
 
     def group_key(self, params: Mapping[str, Any]) -> Hashable:
         """Requests with equal keys share one forward (generate: the same decoding options)."""

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedModel
 
-from worker.model.heads import _DTYPE_KWARG, EMBED_DECIMALS, NON_FINITE
+from worker.model.heads import EMBED_DECIMALS, NON_FINITE, load_eval_model
 from worker.model.params import image_classify_top_k
 from worker.tasks import Task
 
@@ -60,10 +60,7 @@ class ImageHead(ABC):
     def load_model(
         cls, path: str, config: Any, dtype: torch.dtype, device: str
     ) -> PreTrainedModel:
-        model = cls.auto_model.from_pretrained(path, config=config, **{_DTYPE_KWARG: dtype})
-        model.to(device)
-        model.eval()
-        return model
+        return load_eval_model(cls.auto_model, path, config, dtype, device)
 
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor, params: Sequence[Mapping[str, Any]]) -> list[Any]:
