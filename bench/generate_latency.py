@@ -101,14 +101,19 @@ def batches(runner: Any, encoded: list[Any], max_batch_size: int, max_batch_toke
             yield taken
 
 
+def encode_all(runner: Any, requests: list[tuple[str, int]]) -> list[tuple[Any, dict[str, int]]]:
+    """Each request tokenised with its own max_new_tokens, as the worker's encoders do."""
+    return [
+        (runner.encode([text], {"max_new_tokens": n}), {"max_new_tokens": n})
+        for text, n in requests
+    ]
+
+
 def run_static(
     runner: Any, requests: list[tuple[str, int]], limits: tuple[int, int]
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    encoded = [
-        (runner.encode([text], {"max_new_tokens": n}), {"max_new_tokens": n})
-        for text, n in requests
-    ]
+    encoded = encode_all(runner, requests)
     done: dict[int, float] = {}
     for batch in batches(runner, encoded, *limits):
         outputs = runner.run_static(runner.prepare([encoded[i] for i in batch]))
@@ -122,10 +127,7 @@ def run_continuous(
     runner: Any, requests: list[tuple[str, int]], limits: tuple[int, int]
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    encoded = [
-        (runner.encode([text], {"max_new_tokens": n}), {"max_new_tokens": n})
-        for text, n in requests
-    ]
+    encoded = encode_all(runner, requests)
     session = runner.open_session()
     assert session is not None
     done: dict[int, float] = {}

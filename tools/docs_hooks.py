@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 sys.path.insert(0, str(ROOT))
 
-FIGURE = re.compile(r"\{\{\s*([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_\[\]-]+)+)\s*(?::([^}\s]+))?\s*\}\}")
+#: a figure's name (its result file) and dotted path inside it, as pages and the README write them
+FIGURE_REF = r"([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_\[\]-]+)+)"
+FIGURE = re.compile(r"\{\{\s*" + FIGURE_REF + r"\s*(?::([^}\s]+))?\s*\}\}")
 # what looks like a figure but is not one the hook understands (a typo must not pass as text)
 LEFTOVER = re.compile(r"\{\{\s+[A-Za-z0-9_-]+\.")
 REFERENCE = re.compile(r"^([ \t]*)<!--\s*reference:\s*([\w-]+)\s*([\w.-]*)\s*-->", re.M)

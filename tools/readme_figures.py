@@ -15,12 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from docs_hooks import ROOT, figure
+from docs_hooks import FIGURE_REF, ROOT, figure
 
 README = ROOT / "README.md"
-MARKED = re.compile(
-    r"<!-- fig ([A-Za-z0-9_-]+)((?:\.[A-Za-z0-9_\[\]-]+)+)(?::(\S+))? -->(.*?)<!-- /fig -->"
-)
+MARKED = re.compile(r"<!-- fig " + FIGURE_REF + r"(?::(\S+))? -->(.*?)<!-- /fig -->")
 
 
 def refresh(text: str) -> str:
