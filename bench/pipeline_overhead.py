@@ -176,11 +176,17 @@ def measure(
     def median(name: str, value: Any) -> float:
         return round(statistics.median(value(r) for r in runs[name]), 4)
 
+    def spread(name: str, value: Any) -> list[float]:
+        """The lowest and highest round: how far one run's figure may land from the median."""
+        values = [value(r) for r in runs[name]]
+        return [round(min(values), 4), round(max(values), 4)]
+
     figures: dict[str, Any] = {
         "pipeline_messages": messages,
         "pipeline_rounds": rounds,
         "pipeline_sentences": source,
         "pipeline_cpu_ms_per_msg": median("one", lambda r: r.worker_cpu_ms_per_msg),
+        "pipeline_cpu_ms_per_msg_range": spread("one", lambda r: r.worker_cpu_ms_per_msg),
         "pipeline_fauxqs_cpu_ms_per_msg": median(
             "one", lambda r: r.server_cpu_s / r.summary["deleted"] * 1000
         ),
@@ -189,6 +195,9 @@ def measure(
     }
     if "sixteen" in runs:
         figures["pipeline_cpu_ms_per_input_16"] = median(
+            "sixteen", lambda r: r.worker_cpu_ms_per_msg / PER_MESSAGE_16
+        )
+        figures["pipeline_cpu_ms_per_input_16_range"] = spread(
             "sixteen", lambda r: r.worker_cpu_ms_per_msg / PER_MESSAGE_16
         )
     if "boto3" in runs:

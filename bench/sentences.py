@@ -119,3 +119,13 @@ def load_sentences(n: int) -> tuple[list[str], str]:
         if lines:
             return [lines[i % len(lines)] for i in range(n)], str(DEMO_SENTENCES.name)
     return generated_sentences(n), "generated (bench/sentences.py)"
+
+
+def tuning_sentences(measured: int, n: int) -> list[str]:
+    """`n` sentences for tuning, held out from the first `measured` that `load_sentences` gives
+    (the source's next lines; generated ones where it has too few)."""
+    sentences, _ = load_sentences(measured + n)
+    held_out = sentences[measured:]
+    if DEMO_SENTENCES.is_file() and len(set(held_out) & set(sentences[:measured])) == 0:
+        return held_out
+    return generated_sentences(measured + n)[measured:]
