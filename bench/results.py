@@ -23,9 +23,12 @@ def provenance() -> dict[str, Any]:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
             check=True,
         ).stdout.strip()
+        # "+changes" when code differs from the commit; edits to docs and other result files
+        # (written by the bench run before this one) change no measurement
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":(exclude)docs", ":(exclude)*.md"], cwd=ROOT,
                 capture_output=True, text=True, check=True,
             ).stdout.strip()
         )
