@@ -126,6 +126,6 @@ def tuning_sentences(measured: int, n: int) -> list[str]:
     (the source's next lines; generated ones where it has too few)."""
     sentences, _ = load_sentences(measured + n)
     held_out = sentences[measured:]
-    if DEMO_SENTENCES.is_file() and len(set(held_out) & set(sentences[:measured])) == 0:
+    if set(held_out).isdisjoint(sentences[:measured]):
         return held_out
-    return generated_sentences(measured + n)[measured:]
+    return generated_sentences(measured + n)[measured:]  # the source cycled into the measured

@@ -9,15 +9,15 @@ Measures, each as messages (sentences) per second:
                          write instead of the worker (no queue at all)
   raw runner             the worker's own ModelRunner, tokenise + forward, length-sorted batches:
                          the ceiling for the model on this machine
-Both baselines run at their best batch size of 16/32/64/128 (by CPU efficiency), chosen first on
-held-out tuning sentences that the rounds do not measure; the worker runs its defaults.
   worker                 the real pipeline (worker.pipeline.Worker, default settings) end to end
                          through a local SQS server (fauxqs): from a pre-filled queue to every
                          request's result sent and the request deleted
   worker + 50 ms         the same, with a 50 ms sleep injected before every SQS call the worker
                          makes (a botocore before-send hook): cross-cloud round trips
   naive consumer         receive 1, infer 1, send 1, delete 1, in a loop (same runner, no delay)
-and the SQS API calls the worker made per message (botocore before-call hook on its client), and
+Both baselines run at their best batch size of 16/32/64/128 (by CPU efficiency), chosen first on
+held-out tuning sentences that the rounds do not measure; the worker runs its defaults. Reported
+too: the SQS API calls the worker made per message (botocore before-call hook on its client), and
 the local SQS server's CPU seconds (it shares the machine's cores with the worker).
 The last line is one JSON object with the ratios and the absolute figures behind them.
 """
