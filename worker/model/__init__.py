@@ -45,9 +45,10 @@ if TYPE_CHECKING:
         resolve_device,
         resolve_dtype,
     )
-    from worker.model.heads import EMBED_DECIMALS, HEADS, Head
+    from worker.model.heads import HEADS, Head
     from worker.model.runner import ModelRunner, Prepared
     from worker.model.tokenize import TextEncoder
+    from worker.model.vectors import EMBED_DECIMALS
 
 _LAZY = {
     "available_cpus": "worker.model.device",
@@ -57,7 +58,7 @@ _LAZY = {
     "is_out_of_memory": "worker.model.device",
     "resolve_device": "worker.model.device",
     "resolve_dtype": "worker.model.device",
-    "EMBED_DECIMALS": "worker.model.heads",
+    "EMBED_DECIMALS": "worker.model.vectors",
     "HEADS": "worker.model.heads",
     "Head": "worker.model.heads",
     "ModelRunner": "worker.model.runner",

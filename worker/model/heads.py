@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 import transformers
 from packaging.version import Version
 from transformers import (
@@ -25,12 +24,8 @@ from transformers import (
 )
 
 from worker.model.params import GenerateOptions, cut_at_stop, parse_generate_options
+from worker.model.vectors import NON_FINITE, pooled_features, unit_rows
 from worker.tasks import Task
-
-EMBED_DECIMALS = 9  # decimal places kept in embedding vectors (see EmbedHead.forward)
-
-#: in place of a sequence's value where the model produced NaN/inf (e.g. a float16 overflow)
-NON_FINITE: Any = object()
 
 # from_pretrained's keyword for the weights' dtype: `dtype` since transformers 4.56, before that
 # `torch_dtype` (which newer versions still take, with a deprecation warning). The GPU machines
@@ -105,23 +100,13 @@ class EmbedHead(Head):
     def forward(self, batch: HeadInput) -> list[Any]:
         text_features = getattr(self.model, "get_text_features", None)
         if text_features is not None:  # CLIP / SigLIP: the text tower (image-embed: the other)
-            from worker.model.image_heads import pooled_features, unit_rows
-
             out = text_features(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
             return unit_rows(pooled_features(out), batch.params)
         hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
         # pooled in float32: a half-precision sum over 256 positions loses digits
         mask = batch.attention_mask.unsqueeze(-1).to(torch.float32)
         summed = (hidden.to(torch.float32) * mask).sum(dim=1)
-        pooled = (summed / mask.sum(dim=1).clamp(min=1e-9)).cpu()
-        normalize = torch.tensor([bool(p.get("normalize", True)) for p in batch.params])
-        vectors = torch.where(normalize.unsqueeze(1), F.normalize(pooled, p=2, dim=1), pooled)
-        finite = torch.isfinite(vectors).all(dim=1).tolist()
-        # float32 values printed as Python floats take 17 digits; rounded to EMBED_DECIMALS
-        # they print short (a 384-d vector: ~8.4 KB of JSON -> ~5.2 KB), and the change
-        # (<= 5e-10) is below float32 resolution for the components of a unit vector.
-        rows = torch.round(vectors.to(torch.float64), decimals=EMBED_DECIMALS).tolist()
-        return [row if ok else NON_FINITE for row, ok in zip(rows, finite, strict=True)]
+        return unit_rows(summed / mask.sum(dim=1).clamp(min=1e-9), batch.params)
 
 
 class ClassifyHead(Head):

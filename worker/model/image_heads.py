@@ -16,36 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedModel
 
-from worker.model.heads import EMBED_DECIMALS, NON_FINITE, load_eval_model
+from worker.model.heads import load_eval_model
 from worker.model.params import image_classify_top_k
+from worker.model.vectors import NON_FINITE, pooled_features, unit_rows
 from worker.tasks import Task
-
-
-def pooled_features(output: Any) -> torch.Tensor:
-    """The tensor of a get_*_features call or a backbone's forward: transformers 5 returns a
-    model output (the projected features in pooler_output), earlier versions the tensor."""
-    if isinstance(output, torch.Tensor):
-        return output
-    pooled = getattr(output, "pooler_output", None)
-    if isinstance(pooled, torch.Tensor):
-        return pooled
-    hidden = getattr(output, "last_hidden_state", None)
-    if isinstance(hidden, torch.Tensor):
-        return hidden[:, 0]  # the class token
-    return torch.as_tensor(output[0])
-
-
-def unit_rows(pooled: torch.Tensor, params: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """Rows normalised (unless a request said normalize=false) and rounded as `embed` does."""
-    pooled = pooled.to(torch.float32).cpu()
-    normalize = torch.tensor([bool(p.get("normalize", True)) for p in params])
-    vectors = torch.where(normalize.unsqueeze(1), F.normalize(pooled, p=2, dim=1), pooled)
-    finite = torch.isfinite(vectors).all(dim=1).tolist()
-    rows = torch.round(vectors.to(torch.float64), decimals=EMBED_DECIMALS).tolist()
-    return [row if ok else NON_FINITE for row, ok in zip(rows, finite, strict=True)]
 
 
 class ImageHead(ABC):

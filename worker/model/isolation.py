@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from worker.model.device import empty_cache, find_device_fault, is_out_of_memory
-from worker.model.heads import NON_FINITE
+from worker.model.vectors import NON_FINITE
 from worker.seams import ModelFailure, Outputs
 
 log = logging.getLogger("worker.model")
