@@ -123,7 +123,13 @@ def test_batches_stack_requests_and_split_on_oom(
     )
     outputs = runner.run(runner.prepare(items))
     assert seen[0] == 10  # the whole batch first: 1+2+3+4 images
-    assert outputs[:3] == alone[:3]
+    # the same answers as alone: labels exactly, scores to float32's rounding (a forward's
+    # kernels depend on its batch's shape, so the last bits may differ by CPU)
+    for got, want in zip(outputs[:3], alone[:3], strict=True):
+        assert isinstance(got, list) and isinstance(want, list)
+        assert [row["label"] for row in got] == [row["label"] for row in want]
+        assert [row["score"] for row in got] == pytest.approx([row["score"] for row in want],
+                                                              rel=1e-5)
     assert isinstance(outputs[3], ModelFailure) and outputs[3].type == "OutOfMemory"
 
 
