@@ -148,7 +148,7 @@ def steady_duty(busy: Sequence[tuple[float, float, int]]) -> tuple[float, float]
 def measure(
     server: devsqs.LocalServer, runner: ModelRunner, batch_ms: float, seconds: float
 ) -> dict[str, Any]:
-    from bench import worker_throughput as wt
+    from bench import worker_run as wt
 
     demand = FULL_BATCH / (batch_ms / 1000.0)
     sentences, _ = load_sentences(int(demand * seconds))
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch times (ms per batch of 32) to find the highest demand at 0.9")
     parser.add_argument("--seconds", type=float, default=6.0, help="work per point, at demand")
     args = parser.parse_args(argv)
-    from bench import worker_throughput  # noqa: F401 - first: it sets the env defaults (OMP, HF)
+    from bench import worker_run  # noqa: F401 - first: it sets the env defaults (OMP, HF)
     from worker import devsqs
 
     runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")

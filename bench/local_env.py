@@ -12,6 +12,7 @@ LOCAL = {
     # the worker's default (worker/model/device.py), set before torch loads so every side runs
     # under it
     "OMP_WAIT_POLICY": "PASSIVE",
+    "TOKENIZERS_PARALLELISM": "false",  # as the worker's CLI sets it
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
     "AWS_DEFAULT_REGION": "us-east-1",

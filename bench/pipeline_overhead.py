@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import results
-from bench import worker_throughput as wt  # first: it sets the env defaults (OMP, HF offline)
+from bench import worker_run as wt  # first: it sets the env defaults (OMP, HF offline)
 from bench.sentences import load_sentences
 from worker import devsqs
 from worker.config import bundled_model_dir
