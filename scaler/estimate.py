@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scaler.policy import Observation, PolicyConfig, State
+    from scaler.policy_types import Observation, PolicyConfig, State
 
 EPS = 1e-9
 MAX_EXACT = 1e9

@@ -21,7 +21,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scaler.policy import PolicyConfig
+    from scaler.policy_types import PolicyConfig
 
 EPS = 1e-9
 WARM_BUCKETS = 4
