@@ -87,7 +87,14 @@ def _stabilize(
     need: int, why: str, obs: Observation, state: State, backlog: int, mu: float, cfg: PolicyConfig
 ) -> tuple[int, str, tuple[tuple[float, int], ...]]:
     window = cfg.scale_down_stabilization_s
-    recs = tuple((t, n) for t, n in state.recommendations if obs.now - t < window)
+    # a recommendation stamped ahead of this run's clock (a trusted skew: up to FUTURE_SLACK_S)
+    # counts as made now and is kept as made now: left at its own time it would hold the count
+    # for its lead plus the window, past the bound an idle queue is promised
+    recs = tuple(
+        (stamped, n)
+        for t, n in state.recommendations
+        if obs.now - (stamped := min(t, obs.now)) < window
+    )
     recs = (*recs, (obs.now, need))
     desired, current = need, obs.current
     if need < current:

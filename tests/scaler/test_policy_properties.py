@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scaler.policy import Observation, PolicyConfig, State, decide
@@ -106,6 +106,16 @@ def test_always_within_bounds_over_sequences(
 
 @settings(max_examples=100, deadline=None)
 @given(states, configs(), replicas, st.sampled_from([None, 0.0]))
+# found by a random run: a recommendation stamped 41 s ahead of the clock (trusted: within
+# FUTURE_SLACK_S) held one replica past cooldown + stabilization
+@example(
+    State(recommendations=((NOW + 41.0, 1),)),
+    PolicyConfig(max_replicas=1, scale_down_stabilization_s=0.0, cooldown_to_zero_s=0.0,
+                 release_after_s=0.0, startup_delay_s=0.0, target_wait_s=10.0, headroom=0.0,
+                 keep_warm_fraction=0.0, keep_warm_s=0.0),
+    1,
+    None,
+)
 def test_idle_reaches_the_minimum_after_cooldown_and_stabilization_from_any_state(
     s: State, cfg: PolicyConfig, start: int, drained: float | None
 ) -> None:
