@@ -251,7 +251,10 @@ class Worker:
         self.heartbeater.stop()
         self._join([self.heartbeater.thread], self._clock() + 2.0)
         self._stopped.set()
-        self.observer.lifecycle("drained", held=self.held, **self.summary())
+        # a stage still running here (a long poll past its budget) dies with the process: its
+        # messages wait out their visibility timeout, so the drain's log line names it
+        running = [t.name for t in self._threads() if t.is_alive()]
+        self.observer.lifecycle("drained", held=self.held, still_running=running, **self.summary())
 
     def _join(self, threads: Sequence[threading.Thread | None], until: float) -> None:
         for thread in threads:
