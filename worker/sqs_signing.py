@@ -13,8 +13,23 @@ import hmac
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 ALGORITHM = "AWS4-HMAC-SHA256"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_header(endpoint_url: str) -> str:
+    """The Host header to send and sign for an endpoint, as botocore derives it: the host in
+    lower case (an IPv6 address in brackets), no userinfo, and the port only when it is not the
+    scheme's default (`https://sqs.eu-west-1.amazonaws.com:443` is signed as the host alone)."""
+    parts = urlsplit(endpoint_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{parts.port}"
+    return host
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import boto3
 import orjson
 
 from worker.errors import WorkerError
-from worker.sqs_signing import Signer
+from worker.sqs_signing import Signer, host_header
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class SignedJsonTransport:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
-        self._host_header = parts.netloc
+        self._host_header = host_header(endpoint_url)
         self._credentials = credentials
         self._signer = Signer(region)
         self._read_timeout_s = read_timeout_s

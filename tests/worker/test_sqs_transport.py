@@ -79,6 +79,21 @@ def test_a_call_is_signed_json_with_the_operation_as_target(scripted: tuple[str,
     assert "/us-east-1/sqs/aws4_request" in headers["authorization"]
 
 
+def test_the_host_sent_is_the_one_signed_as_botocore_derives_it(
+    scripted: tuple[str, Script]
+) -> None:
+    """An endpoint written in capitals: the Host header sent (and signed) is botocore's, lower
+    case (the signature itself is held to botocore's in tests/worker/test_sqs_signing.py)."""
+    endpoint, script = scripted
+    port = endpoint.rsplit(":", 1)[1]
+    script.answers = [(200, {}, {})]
+    transport(f"http://LOCALHOST:{port}").call("ListQueues", {})
+    headers, _ = script.requests[0]
+    assert headers["host"] == f"localhost:{port}"
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "host" in signed
+
+
 def test_transient_answers_are_retried_and_then_succeed(scripted: tuple[str, Script]) -> None:
     endpoint, script = scripted
     throttled = {"x-amzn-query-error": "ThrottlingException;Sender"}
