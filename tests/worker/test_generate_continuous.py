@@ -23,7 +23,6 @@ from worker_test_helpers import (
 
 from worker.model import ModelFailure, ModelRunner
 from worker.model.decode import DecodeSession
-from worker.model.runner import GenerateSession
 from worker.pipeline import Worker
 
 PROMPTS = [
@@ -180,7 +179,7 @@ def test_max_time_s_ends_a_row_at_its_own_time(runners: tuple[ModelRunner, Model
     decode = DecodeSession(
         continuous.model, continuous.tokenizer, continuous.head.pad_id, "cpu", clock=clock
     )
-    session = GenerateSession(continuous, decode)
+    session = continuous.session_over(decode)
     params: list[dict[str, Any]] = [
         {"max_new_tokens": 50, "max_time_s": 4.5}, {"max_new_tokens": 12}
     ]

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
         resolve_dtype,
     )
     from worker.model.heads import HEADS, Head
-    from worker.model.runner import ModelRunner, Prepared
+    from worker.model.prepared import Prepared
+    from worker.model.runner import ModelRunner
     from worker.model.tokenize import TextEncoder
     from worker.model.vectors import EMBED_DECIMALS
 
@@ -62,7 +63,7 @@ _LAZY = {
     "HEADS": "worker.model.heads",
     "Head": "worker.model.heads",
     "ModelRunner": "worker.model.runner",
-    "Prepared": "worker.model.runner",
+    "Prepared": "worker.model.prepared",
     "TextEncoder": "worker.model.tokenize",
 }
 

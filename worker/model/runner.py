@@ -16,33 +16,31 @@ validate it) and `prepare` (pad already-encoded ids into tensors) run on CPU thr
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from worker.errors import RequestRejected
-from worker.model.decode import DecodeSession, Finished, supports_sessions
+from worker.model.decode import DecodeSession, supports_sessions
 from worker.model.device import (
     configure_threads,
     dtype_name,
-    empty_cache,
-    find_device_fault,
     is_cuda,
     memory_reserved,
     resolve_device,
     resolve_dtype,
     synchronize,
 )
+from worker.model.generate_session import GenerateSession
 from worker.model.heads import HEADS, Head, HeadInput
-from worker.model.isolation import BatchOps, DeviceFault, run_groups, run_items
-from worker.model.params import GenerateOptions, parse_generate_options, validate_parameters
+from worker.model.isolation import BatchOps, run_groups, run_items
+from worker.model.params import validate_parameters
+from worker.model.prepared import Group, Item, Prepared
 from worker.model.tokenize import (
     TextEncoder,
     model_position_limit,
@@ -57,40 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker.model")
 
-Item = tuple[Encoded, Mapping[str, Any]]
-T = TypeVar("T")
-
 #: how `generate` batches (WORKER_GENERATE_BATCHING)
 GenerateBatching = Literal["continuous", "static"]
-
-
-@dataclass
-class Group:
-    """Sequences of one or more items padded into one tensor pair (CPU, pinned on CUDA)."""
-
-    item_indexes: list[int]  # positions in Prepared.items
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    key: Hashable = None  # the head's group key: equal for every item here
-
-
-@dataclass
-class Prepared:
-    """A collated, padded batch ready for the device. Built by `ModelRunner.prepare`."""
-
-    items: list[Item]
-    groups: list[Group] = field(default_factory=list)
-    real_tokens: int = 0
-    padded_tokens: int = 0
-
-    @property
-    def size(self) -> int:
-        """Number of requests (items) in the batch."""
-        return len(self.items)
-
-    @property
-    def n_sequences(self) -> int:
-        return sum(len(enc.token_ids) for enc, _ in self.items)
 
 
 class ModelRunner:
@@ -242,8 +208,19 @@ class ModelRunner:
         generate, WORKER_GENERATE_BATCHING=static, or a cache a session cannot merge)."""
         if not self.continuous:
             return None
-        decode = DecodeSession(self.model, self.tokenizer, self.head.pad_id, self.device)
-        return GenerateSession(self, decode)
+        return self.session_over(
+            DecodeSession(self.model, self.tokenizer, self.head.pad_id, self.device)
+        )
+
+    def session_over(self, decode: DecodeSession) -> GenerateSession:
+        """A session over this decode state (tests hand one a clock), answering what fails
+        through this runner's static path."""
+        return GenerateSession(
+            decode,
+            group_key=self.head.group_key,
+            run_static=lambda items: self._run_items(items, None),
+            device=self.device,
+        )
 
     def run(self, prepared: Prepared) -> list[Outputs | ModelFailure]:
         """One output (or ModelFailure) per item, in order."""
@@ -325,111 +302,6 @@ class ModelRunner:
     def cuda_memory_bytes(self) -> int | None:
         """Device memory the process holds through torch's caching allocator; None on CPU."""
         return memory_reserved(self.device)
-
-
-class GenerateSession:
-    """Continuous batching over a `DecodeSession`, in the runner's terms: prepared batches join
-    (`add`), `step` decodes one token for every row, and each request comes back, with its
-    outputs or a `ModelFailure`, as soon as all its inputs stopped.
-
-    Failures end as the static path's do: a device fault fails every request in the session
-    with DeviceError; any other failure (out of memory included) takes the requests it touched
-    out of the session and runs them through the static path (`ModelRunner._run_items`: OOM
-    halving down to one request -> OutOfMemory, poison isolation -> ModelError)."""
-
-    def __init__(self, runner: ModelRunner, decode: DecodeSession) -> None:
-        self._runner = runner
-        self._decode = decode
-        self._requests: dict[int, _Request] = {}
-        self._ids = itertools.count()
-
-    @property
-    def active(self) -> int:
-        """Requests in the session (not yet answered)."""
-        return len(self._requests)
-
-    @property
-    def rows(self) -> int:
-        """Sequences in the session's cache."""
-        return len(self._decode)
-
-    def add(self, prepared: Prepared, tags: Sequence[T]) -> list[tuple[T, Outputs | ModelFailure]]:
-        """The requests of `prepared` (one tag each) join; those already done come back."""
-        joining: list[int] = []
-        entries: list[tuple[Hashable, list[int], GenerateOptions]] = []
-        for (enc, params), tag in zip(prepared.items, tags, strict=True):
-            key = next(self._ids)
-            self._requests[key] = _Request(tag, (enc, params), [None] * len(enc.token_ids))
-            joining.append(key)
-            options = parse_generate_options(params)
-            entries += [((key, j), list(ids), options) for j, ids in enumerate(enc.token_ids)]
-        try:
-            finished = self._decode.join(entries)
-        except Exception as exc:
-            return self._failed(exc, joining)
-        return self._collect(finished)
-
-    def step(self) -> list[tuple[Any, Outputs | ModelFailure]]:
-        """One token for every row; the requests that are done come back."""
-        try:
-            finished = self._decode.step()
-        except Exception as exc:
-            rows = self._decode.reset()  # the cache may be half updated: start again
-            keys = list(dict.fromkeys(row.tag[0] for row in rows))  # type: ignore[index]
-            return self._failed(exc, keys)
-        return self._collect(finished)
-
-    def abandon(self) -> list[Any]:
-        """Every request's tag, the session emptied (the caller fails them)."""
-        self._decode.reset()
-        requests, self._requests = list(self._requests.values()), {}
-        return [r.tag for r in requests]
-
-    def _collect(self, finished: list[Finished]) -> list[tuple[Any, Outputs | ModelFailure]]:
-        out: list[tuple[Any, Outputs | ModelFailure]] = []
-        for done in finished:
-            key, index = cast(tuple[int, int], done.tag)
-            request = self._requests[key]
-            request.texts[index] = done.text
-            if all(text is not None for text in request.texts):
-                del self._requests[key]
-                out.append((request.tag, list(request.texts)))
-        return out
-
-    def _failed(self, exc: Exception, keys: list[int]) -> list[tuple[Any, Outputs | ModelFailure]]:
-        cause = find_device_fault(exc)
-        if cause is not None:
-            log.error("device fault; failing every request in the session", exc_info=exc)
-            return self._all_failed(f"{type(cause).__name__}: {cause}")
-        del exc  # its traceback holds the failed forward's activations
-        empty_cache(self._runner.device)
-        requests = [self._requests.pop(key) for key in keys]
-        # anything else: the static path answers them, with its OOM split and poison isolation
-        buckets: dict[Hashable, list[_Request]] = {}
-        for request in requests:
-            buckets.setdefault(self._runner.head.group_key(request.item[1]), []).append(request)
-        out: list[tuple[Any, Outputs | ModelFailure]] = []
-        try:
-            for group in buckets.values():
-                outputs = self._runner._run_items([r.item for r in group], None)
-                out += [(r.tag, o) for r, o in zip(group, outputs, strict=True)]
-        except DeviceFault as fault:
-            for request in requests:
-                self._requests[next(self._ids)] = request
-            return self._all_failed(str(fault))
-        return out
-
-    def _all_failed(self, message: str) -> list[tuple[Any, Outputs | ModelFailure]]:
-        self._decode.reset()
-        requests, self._requests = list(self._requests.values()), {}
-        return [(r.tag, ModelFailure("DeviceError", message)) for r in requests]
-
-
-@dataclass
-class _Request:
-    tag: Any
-    item: Item
-    texts: list[str | None]
 
 
 if TYPE_CHECKING:
