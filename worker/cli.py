@@ -19,7 +19,10 @@ from worker.metrics import Metrics
 from worker.tasks import is_image_task
 
 if TYPE_CHECKING:
+    from worker.http import HealthServer
+    from worker.model import ModelRunner
     from worker.model.image_runner import ImageModelRunner
+    from worker.pipeline import Worker
     from worker.queue_monitor import QueueMonitor
     from worker.sns import SnsAdapter
     from worker.sqs import SqsAdapter
@@ -69,7 +72,6 @@ def _check_queues(settings: WorkerSettings, adapter: SqsAdapter) -> None:
 
 def run(settings: WorkerSettings) -> int:
     # torch is imported only after the cheap checks, so a wrong setting fails in a second
-    from worker.http import HealthServer
     from worker.s3 import ClaimCheckStore
 
     adapter, s3_client, region = _aws_clients(settings)
@@ -80,69 +82,24 @@ def run(settings: WorkerSettings) -> int:
         claim_check = ClaimCheckStore(s3_client, bucket, prefix)
 
     from worker.metrics import PrometheusObserver
-    from worker.model import ModelRunner, resolve_device
+    from worker.model import resolve_device
     from worker.pipeline import Worker
 
     try:
         resolve_device(settings.device)
     except ValueError as exc:
         raise ConfigError(f"WORKER_DEVICE: {exc}") from None
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        event(log, "signal received", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
+    stop = _stop_on_signals()
     metrics = Metrics()
-    worker: Worker | None = None
-    try:
-        http = HealthServer(
-            settings.http_port,
-            healthy=lambda: worker.healthy() if worker else True,
-            ready=lambda: worker.ready() if worker else False,
-            metrics=metrics.render,
-        ).start()
-    except OSError as exc:
-        raise ConfigError(
-            f"WORKER_HTTP_PORT: cannot listen on {settings.http_port}: {exc}"
-        ) from None
-    event(log, "http listening", port=http.port)
+    probes = _Probes()
+    http = _start_http(settings, metrics, probes)
     monitor = _start_queue_monitor(settings, adapter, metrics)
     try:
         try:
-            runner = (
-                _image_runner(settings, metrics)
-                if is_image_task(settings.task)
-                else ModelRunner.load(
-                    settings.model,
-                    settings.task,
-                    settings.device,
-                    settings.dtype,
-                    settings.max_input_tokens,
-                )
-            )
-        except (OSError, ValueError) as exc:
+            runner = _load_runner(settings, metrics)
+        except ConfigError:
             http.stop()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            variable = "WORKER_MAX_INPUT_TOKENS" if "max_input_tokens" in reason else "WORKER_MODEL"
-            raise ConfigError(f"{variable}: cannot load {settings.model!r}: {reason}") from None
-        runner.name = settings.model_name  # results' `model`: a readable name, not a path
-        if isinstance(runner, ModelRunner):
-            runner.use_generate_batching(settings.generate_batching)
-        event(
-            log,
-            "model loaded",
-            model=runner.name,
-            path=settings.model,
-            task=runner.task,
-            device=runner.device,
-            dtype=runner.dtype,
-            max_input_tokens=runner.max_input_tokens,
-        )
+            raise
         if stop.is_set():
             http.stop()
             return 0
@@ -156,20 +113,105 @@ def run(settings: WorkerSettings) -> int:
             region=region,
             topics=_sns_adapter(settings),
         )
-        metrics.in_flight.set_function(lambda: worker.held if worker else 0)
+        probes.worker = worker
+        metrics.in_flight.set_function(lambda: worker.held)
         worker.start()
-        while not stop.wait(1.0):
-            if worker.crashed is not None:
-                event(log, "a pipeline thread crashed; exiting", logging.ERROR)
-                worker.shutdown()
-                http.stop()
-                return 1
-        worker.shutdown()
+        code = _serve(worker, stop)
         http.stop()
-        return 0
+        return code
     finally:
         if monitor is not None:
             monitor.stop(timeout_s=1.0)  # a daemon thread: never let a slow SQS call hold the exit
+
+
+class _Probes:
+    """/healthz and /readyz before the pipeline exists (healthy, not ready) and after."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+
+    def healthy(self) -> bool:
+        return self.worker.healthy() if self.worker else True
+
+    def ready(self) -> bool:
+        return self.worker.ready() if self.worker else False
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets (the drain starts when the main thread sees it)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        event(log, "signal received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _start_http(settings: WorkerSettings, metrics: Metrics, probes: _Probes) -> HealthServer:
+    """/healthz, /readyz and /metrics from before the model loads (a port in use fails here)."""
+    from worker.http import HealthServer
+
+    try:
+        http = HealthServer(
+            settings.http_port, healthy=probes.healthy, ready=probes.ready, metrics=metrics.render
+        ).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"WORKER_HTTP_PORT: cannot listen on {settings.http_port}: {exc}"
+        ) from None
+    event(log, "http listening", port=http.port)
+    return http
+
+
+def _load_runner(settings: WorkerSettings, metrics: Metrics) -> ModelRunner | ImageModelRunner:
+    """The task's runner on its device; a model that cannot be loaded is a ConfigError naming
+    WORKER_MODEL (or WORKER_MAX_INPUT_TOKENS when that is what is wrong)."""
+    from worker.model import ModelRunner
+
+    try:
+        runner = (
+            _image_runner(settings, metrics)
+            if is_image_task(settings.task)
+            else ModelRunner.load(
+                settings.model,
+                settings.task,
+                settings.device,
+                settings.dtype,
+                settings.max_input_tokens,
+            )
+        )
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        variable = "WORKER_MAX_INPUT_TOKENS" if "max_input_tokens" in reason else "WORKER_MODEL"
+        raise ConfigError(f"{variable}: cannot load {settings.model!r}: {reason}") from None
+    runner.name = settings.model_name  # results' `model`: a readable name, not a path
+    if isinstance(runner, ModelRunner):
+        runner.use_generate_batching(settings.generate_batching)
+    event(
+        log,
+        "model loaded",
+        model=runner.name,
+        path=settings.model,
+        task=runner.task,
+        device=runner.device,
+        dtype=runner.dtype,
+        max_input_tokens=runner.max_input_tokens,
+    )
+    return runner
+
+
+def _serve(worker: Worker, stop: threading.Event) -> int:
+    """Until a signal (drain, 0) or a crashed pipeline thread (drain, 1)."""
+    while not stop.wait(1.0):
+        if worker.crashed is not None:
+            event(log, "a pipeline thread crashed; exiting", logging.ERROR)
+            worker.shutdown()
+            return 1
+    worker.shutdown()
+    return 0
 
 
 def _image_runner(settings: WorkerSettings, metrics: Metrics) -> ImageModelRunner:
