@@ -142,10 +142,11 @@ def start_fauxqs(port: int = 0) -> LocalServer:
 
 
 def start_moto(port: int = 0) -> LocalServer:
-    """Start moto's server (SQS, S3, STS, Secrets Manager, CloudWatch, ...) bound to 127.0.0.1."""
+    """Start moto's server (SQS, S3, STS, Secrets Manager, CloudWatch, ...) bound to 127.0.0.1,
+    with ReceiveMessage made atomic (worker.devmoto: moto can hand one message to two receives)."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "worker.devmoto", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
