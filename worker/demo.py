@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from worker.demo_report import print_neighbours, print_summary
+
+if TYPE_CHECKING:
+    from worker.config import WorkerSettings
+    from worker.model import ModelRunner
+    from worker.pipeline import Worker
 
 SENTENCES_FILE = Path(__file__).with_name("demo_sentences.txt")
 DEFAULT_QUERY = "A kitten dozed in a sunny spot by the window."
@@ -110,18 +116,6 @@ class Collector(threading.Thread):
                     )
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) or 1.0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker.demo", description=__doc__.split("\n")[0]
@@ -131,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--query", default=DEFAULT_QUERY, help="sentence whose neighbours to show")
     return parser
+
+
+@dataclass(frozen=True)
+class DemoQueues:
+    requests: str
+    results: str
+    dlq: str
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,146 +150,51 @@ def main(argv: list[str] | None = None) -> int:
     print("gpuqueue demo: local SQS (fauxqs) + CPU worker + bundled all-MiniLM-L6-v2", flush=True)
     server = start_fauxqs()
     print(f"  local SQS listening on {server.endpoint_url}", flush=True)
-    worker = None
+    worker: Worker | None = None
     collector = None
     try:
-        aws = {
-            "endpoint_url": server.endpoint_url,
-            "region_name": REGION,
-            "aws_access_key_id": "demo",
-            "aws_secret_access_key": "demo",
-        }
-        client = boto3.client("sqs", **aws)
-        requests_url, results_url, dlq_url = create_queues(client)
+        # the demo's own session: its dummy credentials, never whatever the environment holds
+        session = boto3.Session(
+            aws_access_key_id="demo", aws_secret_access_key="demo", region_name=REGION
+        )
+        client = session.client("sqs", endpoint_url=server.endpoint_url)
+        queues = DemoQueues(*create_queues(client))
         print(
             "  queues: gpuqueue-demo-requests (redrive to gpuqueue-demo-dlq after 3 receives), "
             "gpuqueue-demo-results",
             flush=True,
         )
-
         sentences = load_sentences(args.messages)
         texts = [(f"s{i}", s) for i, s in enumerate(sentences)] + [("query", args.query)]
         started = time.monotonic()
-        sent_at = enqueue(client, requests_url, texts)
+        sent_at = enqueue(client, queues.requests, texts)
         print(f"  enqueued {len(texts)} requests in {time.monotonic() - started:.1f}s", flush=True)
 
-        from worker.config import WorkerSettings
-        from worker.model import ModelRunner
+        settings, runner = _settings_and_runner(queues)
         from worker.pipeline import Worker
         from worker.sqs import SqsAdapter
 
-        settings = WorkerSettings(
-            queue_url=requests_url,
-            result_queue_url=results_url,
-            device="cpu",
-            http_port=0,
-            # the queue is empty at the end; a short poll keeps the final drain quick
-            receive_wait_s=2,
-        )
-        loading = time.monotonic()
-        runner = ModelRunner.load(settings.model, settings.task, settings.device, settings.dtype)
-        runner.warm_up()
-        print(
-            f"  model loaded and warmed up in {time.monotonic() - loading:.1f}s "
-            f"({runner.device}, {runner.dtype}, {runner.max_input_tokens} tokens max)",
-            flush=True,
-        )
-
-        # the demo's own session: its dummy credentials, never whatever the environment holds
-        session = boto3.Session(
-            aws_access_key_id=aws["aws_access_key_id"],
-            aws_secret_access_key=aws["aws_secret_access_key"],
-            region_name=REGION,
-        )
         adapter = SqsAdapter.from_environment(session, endpoint_url=server.endpoint_url)
-        collector = Collector(client, results_url, len(texts))
+        collector = Collector(client, queues.results, len(texts))
         collector.start()
         cpu_before = server.cpu_seconds()
-        t0, t0_wall = time.monotonic(), time.time()
+        t0_wall = time.time()
         worker = Worker(settings, runner, adapter, region=REGION).start()
-        last_print = 0.0
-        while collector.is_alive():
-            collector.join(0.5)
-            now = time.monotonic()
-            if now - last_print >= 2.0 or not collector.is_alive():
-                last_print = now
-                done = len(collector.results)
-                rate = done / (now - t0) if now > t0 else 0.0
-                print(
-                    f"  progress: {done:5d}/{len(texts)} results  {rate:6.1f} msg/s  "
-                    f"held by worker {worker.held:4d}",
-                    flush=True,
-                )
-            if now - t0 > 900:
-                print("  giving up after 15 minutes", file=sys.stderr)
-                break
+        _show_progress(collector, worker, len(texts))
         elapsed = max(collector.read_at.values(), default=time.time()) - t0_wall
         worker.shutdown(timeout_s=10)
-        summary = worker.summary()
-        server_cpu = server.cpu_seconds() - cpu_before
-        results = collector.results
-        ok = [r for r in results.values() if r["status"] == "ok"]
-        latencies = [collector.read_at[rid] - sent_at[rid] for rid in collector.read_at]
-        sizes = worker.stats.batch_sizes
-        dlq_depth = int(
-            client.get_queue_attributes(
-                QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]["ApproximateNumberOfMessages"]
+        left, dlq_depth = _depth(client, queues.requests), _depth(client, queues.dlq)
+        ok = [r for r in collector.results.values() if r["status"] == "ok"]
+        print_summary(
+            worker,
+            collector,
+            sent_at,
+            elapsed=elapsed,
+            server_cpu_s=server.cpu_seconds() - cpu_before,
+            left=left,
+            dlq_depth=dlq_depth,
         )
-        left = int(
-            client.get_queue_attributes(
-                QueueUrl=requests_url, AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]["ApproximateNumberOfMessages"]
-        )
-
-        print()
-        print("summary")
-        print(
-            f"  results            {len(results)} ({len(ok)} ok, {len(results) - len(ok)} errors, "
-            f"{collector.duplicates} duplicates dropped); input queue left {left}, DLQ {dlq_depth}"
-        )
-        print(
-            f"  throughput         {len(results) / elapsed:.1f} messages/s over {elapsed:.1f}s "
-            "(worker start to last result read)"
-        )
-        print(
-            f"  batches            {summary['batches']}: mean size {summary['mean_batch_size']}, "
-            f"median {statistics.median(sizes) if sizes else 0}, max {max(sizes, default=0)}"
-        )
-        print(
-            f"  padding ratio      {summary['padding_ratio']} (padded tokens / real tokens; "
-            "1.0 = none)"
-        )
-        print(
-            f"  latency in worker  p50 {summary['p50_in_worker_s'] * 1000:.0f} ms, "
-            f"p95 {summary['p95_in_worker_s'] * 1000:.0f} ms (received -> result sent and "
-            "request deleted)"
-        )
-        print(
-            f"  latency end to end p50 {percentile(latencies, 50):.1f} s, "
-            f"p95 {percentile(latencies, 95):.1f} s (enqueue -> result read; all "
-            f"{len(texts)} were queued up front, so this is mostly backlog)"
-        )
-        print(
-            f"  SQS calls          {summary['sqs_calls'] / max(1, len(results)):.2f} per message "
-            f"(worker side); local SQS server used {server_cpu:.2f} CPU-s"
-        )
-
-        by_id = {str(r["id"]): r for r in ok}
-        if "query" in by_id:
-            query_vector = by_id["query"]["outputs"][0]
-            scored = sorted(
-                (
-                    (cosine(query_vector, by_id[rid]["outputs"][0]), text)
-                    for rid, text in texts
-                    if rid != "query" and rid in by_id
-                ),
-                reverse=True,
-            )
-            print()
-            print(f"nearest neighbours of: {args.query!r}")
-            for score, text in scored[:5]:
-                print(f"  {score:.3f}  {text}")
+        print_neighbours(args.query, texts, {str(r["id"]): r for r in ok})
         complete = len(ok) == len(texts) and left == 0 and dlq_depth == 0
         return 0 if complete else 1
     finally:
@@ -298,6 +204,58 @@ def main(argv: list[str] | None = None) -> int:
             worker.shutdown(timeout_s=10)
         server.stop()
         print("stopped the worker and the local SQS server", flush=True)
+
+
+def _settings_and_runner(queues: DemoQueues) -> tuple[WorkerSettings, ModelRunner]:
+    """The worker's settings for the demo's queues, and the bundled model loaded and warmed up."""
+    from worker.config import WorkerSettings
+    from worker.model import ModelRunner
+
+    settings = WorkerSettings(
+        queue_url=queues.requests,
+        result_queue_url=queues.results,
+        device="cpu",
+        http_port=0,
+        # the queue is empty at the end; a short poll keeps the final drain quick
+        receive_wait_s=2,
+    )
+    loading = time.monotonic()
+    runner = ModelRunner.load(settings.model, settings.task, settings.device, settings.dtype)
+    runner.warm_up()
+    print(
+        f"  model loaded and warmed up in {time.monotonic() - loading:.1f}s "
+        f"({runner.device}, {runner.dtype}, {runner.max_input_tokens} tokens max)",
+        flush=True,
+    )
+    return settings, runner
+
+
+def _show_progress(collector: Collector, worker: Worker, total: int) -> None:
+    """A progress line every 2 s until every result is read (or 15 minutes pass)."""
+    t0 = time.monotonic()
+    last_print = 0.0
+    while collector.is_alive():
+        collector.join(0.5)
+        now = time.monotonic()
+        if now - last_print >= 2.0 or not collector.is_alive():
+            last_print = now
+            done = len(collector.results)
+            rate = done / (now - t0) if now > t0 else 0.0
+            print(
+                f"  progress: {done:5d}/{total} results  {rate:6.1f} msg/s  "
+                f"held by worker {worker.held:4d}",
+                flush=True,
+            )
+        if now - t0 > 900:
+            print("  giving up after 15 minutes", file=sys.stderr)
+            return
+
+
+def _depth(client: Any, queue_url: str) -> int:
+    attributes = client.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
 
 
 if __name__ == "__main__":
