@@ -185,8 +185,20 @@ class Worker:
         ]
 
     def _trip(self) -> None:
-        """The circuit breaker tripped: receive nothing more, hand back everything not running."""
+        """The circuit breaker tripped: receive nothing more, hand back everything not running
+        now, and what the last long polls bring once every one of them has ended. Handed on,
+        a message one of them brought would be released at once, for another of our own polls
+        still in flight to take again, each time a receive count (the DLQ after
+        maxReceiveCount, for a fault of the device): held until then, it pays at most one, as
+        in the drain."""
         self.ledger.close()
+        self.receivers.drain()
+        self._release_unstarted()
+        self._spawn("breaker-handback", self._hand_back_after_the_last_polls)
+
+    def _hand_back_after_the_last_polls(self) -> None:
+        for thread in self.receivers.threads:
+            thread.join()  # a poll ends within its wait, or its client's read timeout
         self._release_unstarted()
 
     def _release_unstarted(self) -> None:

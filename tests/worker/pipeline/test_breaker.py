@@ -4,9 +4,12 @@ turning it into a DLQ pump (split, release, receive again, dead-letter, at recei
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from worker_test_helpers import (
+    REGION,
     FakeRunner,
     ResultReader,
     counts,
@@ -20,7 +23,8 @@ from worker_test_helpers import (
 from worker.metrics import Metrics
 from worker.pipeline import Worker
 from worker.pipeline.breaker import CircuitBreaker
-from worker.seams import Encoded, ModelFailure
+from worker.seams import Encoded, ModelFailure, ReceivedMessage
+from worker.sqs import SqsAdapter
 
 
 def test_breaker_counts_only_batches_that_failed_for_the_devices_sake() -> None:
@@ -122,8 +126,8 @@ def test_device_errors_reported_by_the_runner_trip_it_too(
         sqs_server.endpoint_url, queues, DeviceErrors(), running_workers, max_batch_size=2
     )
     wait_for(lambda: not worker.healthy(), 30, "/healthz to turn red")
-    # A long poll in flight at the trip can still bring back messages just released (the
-    # executor hands those back too): only once the receivers have stopped is "held == 0" final.
+    # A long poll in flight at the trip can still bring back messages just released (held
+    # until the last poll ends, then handed back): only then is "held == 0" final.
     wait_for(
         lambda: not any(t.is_alive() for t in worker.receivers.threads), 30, "receivers to stop"
     )
@@ -148,3 +152,91 @@ def test_poison_requests_alone_in_their_batches_do_not_trip_it(
     assert [r["id"] for r in results.values()] == ["fine"]
 
 
+
+
+class PollsHeldAfterTheFirst:
+    """The real adapter; every receive after the first waits until the test lets one go, as
+    long polls in flight when the breaker trips do. Records what each receive brought."""
+
+    def __init__(self, adapter: SqsAdapter) -> None:
+        self.adapter = adapter
+        self._lock = threading.Lock()
+        self._receives = 0
+        self.polls_waiting = threading.Semaphore(0)
+        self.let_one_go = threading.Semaphore(0)
+        self.received: Counter[str] = Counter()
+        self.held_polls_brought: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+    def receive(self, queue_url: str, **options: Any) -> list[ReceivedMessage]:
+        with self._lock:
+            self._receives += 1
+            held = self._receives > 1
+        if held:
+            self.polls_waiting.release()
+            assert self.let_one_go.acquire(timeout=60), "the test never let the poll go"
+        messages = self.adapter.receive(queue_url, **options)
+        with self._lock:
+            self.received.update(m.message_id for m in messages)
+            if held:
+                self.held_polls_brought.extend(m.message_id for m in messages)
+        return messages
+
+
+class TripsWithPollsInFlight(FakeRunner):
+    """Its first batch fails with a DeviceError once both receivers are in a (held) long poll,
+    so the breaker (threshold 1) trips with those polls in flight. Records every text encoded."""
+
+    def __init__(self, sqs: PollsHeldAfterTheFirst) -> None:
+        super().__init__()
+        self.sqs = sqs
+        self.encoded: list[str] = []
+
+    def encode(self, texts: list[str], parameters: Mapping[str, Any]) -> Encoded:
+        self.encoded.extend(texts)
+        return super().encode(texts, parameters)
+
+    def run(self, prepared: list[Encoded]) -> list[Any]:
+        for _ in range(2):
+            assert self.sqs.polls_waiting.acquire(timeout=30), "a receiver never polled again"
+        return [ModelFailure("DeviceError", "CUDA error: device-side assert")] * len(prepared)
+
+    def probe(self) -> bool:
+        return False
+
+
+def test_what_the_last_polls_bring_after_a_trip_is_held_until_they_end_then_handed_back(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """Handed on, a message a last poll brought back would be released at once, for the
+    worker's other poll still in flight to take again: each costing a receive count, the DLQ
+    after maxReceiveCount (3 here) for a device fault. Held until every poll has ended, it pays
+    at most one receive, as in the drain."""
+    queues = make_queues(sqs_client, max_receive_count=3)
+    send_bodies(sqs_client, queues.input, [request(f"r {i}") for i in range(12)])
+    sqs = PollsHeldAfterTheFirst(
+        SqsAdapter.from_environment(endpoint_url=sqs_server.endpoint_url, region_name=REGION)
+    )
+    runner = TripsWithPollsInFlight(sqs)
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, sqs=sqs,
+        max_batch_size=2, circuit_breaker_batches=1, buffer_max=100,
+    )
+    wait_for(lambda: not worker.healthy(), 30, "the breaker to trip")
+    sqs.let_one_go.release()  # one last poll returns, with messages the trip just released
+    wait_for(
+        lambda: sum(t.is_alive() for t in worker.receivers.threads) == 1, 30, "its receiver to end"
+    )
+    sqs.let_one_go.release()  # then the other
+    wait_for(lambda: not any(t.is_alive() for t in worker.receivers.threads), 30, "receivers")
+    wait_for(lambda: worker.held == 0, 15, "everything held to be handed back")
+    again = [m for m in sqs.held_polls_brought if sqs.received[m] == 2]
+    assert again, "no last poll brought back a message the trip had released: nothing tested"
+    # what they brought never went on to the model's pipeline (each text encoded once, from its
+    # first receive), and no message was received by this worker more than twice
+    assert max(Counter(runner.encoded).values()) == 1
+    assert max(sqs.received.values()) == 2
+    assert receive_all(sqs_client, queues.input, 12) == 12  # a healthy replica gets every one
+    assert counts(sqs_client, queues.dlq) == (0, 0)
