@@ -146,10 +146,11 @@ def run_worker(
     delay_s: float,
     reference: dict[str, list[float]],
     transports: Callable[[str], tuple[Any, Any]] | None = None,
+    max_batch_size: int | None = None,
 ) -> WorkerRun:
     """The real Worker from a pre-filled queue until every request is deleted. `transports`
     (endpoint -> (control, poll)) replaces the SQS transports (bench/pipeline_overhead.py
-    compares boto3's)."""
+    compares boto3's); `max_batch_size` is WORKER_MAX_BATCH_SIZE (its default when None)."""
     admin = sqs_client(server.endpoint_url)
     requests_url, results_url = make_queues(admin, f"w{int(delay_s * 1000)}")
     fill(admin, requests_url, sentences)
@@ -160,6 +161,7 @@ def run_worker(
         device=runner.device.split(":")[0],
         http_port=0,
         log_level="WARNING",
+        **({} if max_batch_size is None else {"max_batch_size": max_batch_size}),
     )
     if transports is None:
         adapter = SqsAdapter.from_environment(
