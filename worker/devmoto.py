@@ -2,11 +2,12 @@
 
 moto (5.2.5 here) checks that a message is visible and marks it received without a lock
 (getmoto/moto#519, closed in 2016, still so), so two concurrent ReceiveMessage calls can both
-return one message. Six threads receiving 200 messages each, 15 times, got one message twice
-(1 in 3,000 message-receives). A worker's receivers are such calls, and real SQS never hands a
-message to two receives within its visibility timeout, so a test that counts duplicate results
-would count the emulator's. Each scan of a queue runs under one lock here; a long poll waits
-outside it, as moto's own loop does (one empty queue never holds another's receives).
+return one message. Six threads receiving from one queue of 200 messages until it was empty,
+15 times over, got one message twice (1 in 3,000 message-receives). A worker's receivers are
+such calls, and real SQS never hands a message to two receives within its visibility timeout,
+so a test that counts duplicate results would count the emulator's. Each scan of a queue runs
+under one lock here; a long poll waits outside it, as moto's own loop does (one empty queue
+never holds another's receives).
 
     python -m worker.devmoto -H 127.0.0.1 -p PORT     # moto.server's arguments
 
