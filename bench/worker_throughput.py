@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run.msgs_s:.1f} msgs/s ({run.msgs_per_cpu_s:.1f} per CPU-s), "
                     f"{run.calls_per_message:.3f} SQS calls/msg, mean batch "
                     f"{run.summary['mean_batch_size']}, padding {run.summary['padding_ratio']}, "
+                    f"{run.summary['result_writers']} result writers, "
                     f"fauxqs CPU {run.server_cpu_s:.2f} s")
                 round_runs[delay] = run
                 if delay not in runs or run.msgs_s > runs[delay].msgs_s:
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "tuning_sentences": len(tuning),
         "naive_msgs_s": round(naive_rate, 1),
         "sqs_calls_per_message_50ms": round(delayed.calls_per_message, 3),
+        "result_writers": plain.summary["result_writers"],
+        "result_writers_50ms": delayed.summary["result_writers"],
         "fauxqs_cpu_s": round(plain.server_cpu_s, 2),
         "fauxqs_cpu_s_50ms": round(delayed.server_cpu_s, 2),
         "vs_sentence_transformers_median_of_rounds": _median(per_round["vs_st"]),

@@ -156,6 +156,13 @@ class WorkerSettings(BaseSettings):
     writers: int = Field(
         default=4, ge=1, le=64, description="threads that send results and delete requests"
     )
+    max_writers: int = Field(
+        default=32,
+        ge=1,
+        le=256,
+        description="the most result writers: another is started while a full group of results "
+        "waits with none free (slow SQS round trips); set it to WORKER_WRITERS for a fixed count",
+    )
     result_linger_ms: int = Field(
         default=20,
         ge=0,
@@ -365,6 +372,15 @@ class WorkerSettings(BaseSettings):
                 except AddressError as exc:
                     raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _writer_counts(self) -> WorkerSettings:
+        if self.max_writers < self.writers:
+            raise ValueError(
+                f"WORKER_MAX_WRITERS: {self.max_writers} is less than WORKER_WRITERS "
+                f"({self.writers}); set it to at least that"
+            )
+        return self
 
     @model_validator(mode="after")
     def _result_destination(self) -> WorkerSettings:

@@ -5,6 +5,9 @@ outcome has waited `linger_s` (20 ms by default): calls stay full under load, an
 longer than the linger when the worker is idle. (Before, the model thread held a batch's
 leftover results back to fill the next batch's calls: with a 20 s generate batch behind it, 20 s
 of added latency.) Closing it is the last step of a drain: writers empty it, then stop.
+
+It counts the writers waiting in `take()`: `unserved()` (full groups beyond the writers free to
+take them) is how the result writer knows its threads, not the model, are the bottleneck.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Outbox:
         self._groups: dict[Hashable, list[Outcome]] = {}
         self._since: dict[Hashable, float] = {}
         self._closed = False
+        self._idle = 0  # writers waiting in take()
 
     @staticmethod
     def key(outcome: Outcome) -> Hashable:
@@ -65,10 +69,31 @@ class Outbox:
                 now = self._clock()
                 key, wait = self._ready(now)
                 if key is not None:
-                    return self._pop(key)
+                    taken = self._pop(key)
+                    if self._ready(now)[0] is not None:
+                        self._cond.notify()  # put() woke one writer: pass the rest on
+                    return taken
                 if self._closed:
                     return None
-                self._cond.wait(wait)
+                self._idle += 1
+                try:
+                    self._cond.wait(wait)
+                finally:
+                    self._idle -= 1
+
+    @property
+    def waiting(self) -> int:
+        """Writers waiting in take()."""
+        with self._cond:
+            return self._idle
+
+    def unserved(self) -> int:
+        """Full groups waiting beyond the writers waiting for them (0 once closed)."""
+        with self._cond:
+            if self._closed:
+                return 0
+            full = sum(len(items) // self._size for items in self._groups.values())
+            return max(0, full - self._idle)
 
     def _ready(self, now: float) -> tuple[Hashable | None, float | None]:
         oldest: Hashable | None = None

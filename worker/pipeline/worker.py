@@ -81,7 +81,7 @@ class Worker:
         )
         self.writer = ResultWriter(
             sqs, self.ledger, self.capacity, self.observer, answering,
-            claim_check=claim_check, threads=settings.writers,
+            claim_check=claim_check, threads=settings.writers, max_threads=settings.max_writers,
             linger_s=settings.result_linger_ms / 1000.0, clock=clock, topics=topics,
         )
         # image tasks: every image costs the same (a fixed-size tensor), so the batch budget is
@@ -276,4 +276,8 @@ class Worker:
     # ------------------------------------------------------------------ reporting
 
     def summary(self) -> dict[str, Any]:
-        return {**self.stats.summary(), "sqs_calls": self.sqs.calls}
+        return {
+            **self.stats.summary(),
+            "sqs_calls": self.sqs.calls,
+            "result_writers": len(self.writer.threads),
+        }

@@ -5,6 +5,12 @@ deleted; a release sets the visibility back.
 Outcomes wait in the `Outbox` (worker.pipeline.outbox), grouped by where they go, with a short
 linger so calls stay full. Where they go is a queue or an SNS topic: `Destinations`
 (worker.pipeline.destinations) sends to either, with its size limit.
+
+A writer's send and delete are two round trips, one after the other, so one writer carries at
+most 10 messages per two round trips. For each full group that waits with no writer free,
+another writer is started, up to `max_threads` (`WORKER_MAX_WRITERS`): with a cross-cloud round
+trip they grow to what the rate needs (rate x 2 x round trip / 10), and where SQS answers in a
+millisecond they stay at the configured count. Added writers stay until the worker stops.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class ResultWriter:
         *,
         claim_check: ClaimCheck | None,
         threads: int,
+        max_threads: int | None = None,
         linger_s: float,
         clock: Callable[[], float] = time.monotonic,
         topics: TopicSeam | None = None,
@@ -60,7 +67,11 @@ class ResultWriter:
         self.destinations = Destinations(sqs, topics)
         self.sizes = self.destinations.sizes
         self._count = threads
-        self.threads: list[threading.Thread] = []
+        self._max_count = max(threads, max_threads or threads)
+        self._spawn: Callable[[str, Callable[[], None]], threading.Thread] | None = None
+        self._threads_lock = threading.Lock()  # the thread list: accept() grows it, close() ends
+        self._threads: list[threading.Thread] = []
+        self._closed = False
 
     # ------------------------------------------------------------------ taking outcomes
 
@@ -70,7 +81,9 @@ class ResultWriter:
             return
         moved = set(self._ledger.finish([o.job for o in outcomes], expected))
         mine = [o for o in outcomes if o.job in moved]
-        if mine and not self.outbox.put(mine):
+        if not mine:
+            return
+        if not self.outbox.put(mine):
             event(
                 log,
                 "outcome after the drain deadline: not written; the messages reappear after "
@@ -78,14 +91,37 @@ class ResultWriter:
                 logging.WARNING,
                 messages=len(mine),
             )
+        else:
+            for _ in range(self.outbox.unserved()):
+                self._add_writer()
 
     # ------------------------------------------------------------------ threads
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        with self._threads_lock:
+            return list(self._threads)
+
     def start(self, spawn: Callable[[str, Callable[[], None]], threading.Thread]) -> None:
-        self.threads = [spawn(f"writer-{i}", self._loop) for i in range(self._count)]
+        self._spawn = spawn
+        for _ in range(self._count):
+            self._add_writer()
+
+    def _add_writer(self) -> None:
+        with self._threads_lock:
+            count = len(self._threads)
+            if self._spawn is None or self._closed or count >= self._max_count:
+                return
+            self._threads.append(self._spawn(f"writer-{count}", self._loop))
+        if count >= self._count:
+            event(log, "result writer added: results were waiting for a free one",
+                  logging.INFO, writers=count + 1)
 
     def close(self) -> None:
-        """Write what is queued, then stop (the writers exit once the outbox is empty)."""
+        """Write what is queued, then stop (the writers exit once the outbox is empty). No
+        writer is added after this returns, so `threads` is then the list to join."""
+        with self._threads_lock:
+            self._closed = True
         self.outbox.close()
 
     def _loop(self) -> None:

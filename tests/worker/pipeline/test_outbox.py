@@ -53,3 +53,54 @@ def test_closing_hands_out_what_is_left_at_once_then_none() -> None:
     assert not taker.is_alive()
     assert got[1] is None and len(got[0]) == 3  # type: ignore[arg-type]
     assert outbox.put(sends(1, "a")) is False
+
+
+def test_one_put_of_several_full_groups_wakes_a_writer_for_each() -> None:
+    """put() wakes one waiting writer; the one it woke passes the rest on. Without that, the
+    other writers slept through a batch's results and one wrote every group in turn."""
+    outbox = Outbox(linger_s=60.0)
+    got: list[list[Outcome] | None] = []
+    lock = threading.Lock()
+
+    def take_one() -> None:
+        group = outbox.take()
+        with lock:
+            got.append(group)
+
+    takers = [threading.Thread(target=take_one) for _ in range(3)]
+    for taker in takers:
+        taker.start()
+    wait_for_waiting(outbox, 3)  # all three asleep in take()
+    outbox.put(sends(30, "a"))
+    for taker in takers:
+        taker.join(5)
+    try:
+        assert [len(g or []) for g in got] == [10, 10, 10]
+    finally:
+        outbox.close()
+
+
+def wait_for_waiting(outbox: Outbox, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while outbox.waiting < n and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert outbox.waiting == n
+
+
+def test_unserved_counts_full_groups_beyond_the_writers_free_to_take_them() -> None:
+    outbox = Outbox(linger_s=60.0)
+    outbox.put(sends(9, "a"))
+    assert outbox.unserved() == 0  # not a full group yet: the linger will send it
+    outbox.put(sends(21, "a"))
+    assert outbox.unserved() == 3  # three full groups, and no writer in take()
+    for _ in range(3):
+        outbox.take()
+    taker = threading.Thread(target=outbox.take)
+    taker.start()
+    wait_for_waiting(outbox, 1)
+    outbox.put(sends(20, "b"))
+    # two full groups, one writer waiting for one of them (or it has taken it already)
+    assert outbox.unserved() == 1
+    taker.join(5)
+    outbox.close()
+    assert outbox.unserved() == 0  # closed: no writer to start
