@@ -3,7 +3,8 @@
 Requests are grouped by task and sorted by token length, so a batch holds requests of similar
 length and carries little padding (measured here: unsorted batches carry 4x the padding and run
 5x slower). A batch closes when it reaches the size budget or the token budget, or when its
-oldest request has waited `max_wait_s`, whichever comes first.
+oldest request has waited `max_wait_s`, whichever comes first. Which requests it takes: see
+`Batcher.take` (shortest first, within a reorder window after the oldest).
 
 The token budget counts what the device computes: a padded batch costs
 `items x longest sequence`, so that is what `max_batch_tokens` bounds. A single request larger than
@@ -26,6 +27,9 @@ class BatchLimits:
     max_batch_size: int = 32
     max_batch_tokens: int = 8192
     max_wait_s: float = 0.02
+    # how long a request may be passed over for shorter ones (0: every batch is built around the
+    # oldest request)
+    max_reorder_s: float = 0.0
 
 
 @dataclass
@@ -68,7 +72,8 @@ class Batcher(Generic[T]):
     """Holds pending requests and hands out batches. Not thread-safe: guard it with a lock.
 
     Every operation is O(log n) in the pending requests but for the removal of a batch from a
-    list (a memmove) and the window search, O(max_batch_size^2): a worker may hold thousands."""
+    list (a memmove), the search for the shortest request in the reorder window (a scan past the
+    shorter, younger ones) and the run's extent, O(max_batch_size): a worker may hold thousands."""
 
     def __init__(self, limits: BatchLimits) -> None:
         self.limits = limits
@@ -108,9 +113,13 @@ class Batcher(Generic[T]):
     def take(self, now: float, *, force: bool = False) -> list[T] | None:
         """The next batch if one is due (or any pending work when `force`), else None.
 
-        The batch is a run of length-sorted requests that contains the group's oldest request (so
-        no request waits behind an endless stream of shorter ones): of the runs that contain it,
-        the largest within the budgets, and among those the one with the least padding."""
+        The batch is a run of length-sorted requests that starts at the shortest request that
+        arrived within `max_reorder_s` of the group's oldest: from it up to longer ones while the
+        budgets allow, then down to shorter ones while they still fit. A held backlog so goes
+        shortest first, in runs of similar length, as a sort of the whole set would (building
+        every batch around the oldest request padded short ones to an outlier's length); and no
+        request waits behind an endless stream of shorter ones, only behind those that arrived
+        within the window after it."""
         chosen: Hashable | None = None
         chosen_age = -1.0
         for key, pending in self._groups.items():
@@ -122,8 +131,7 @@ class Batcher(Generic[T]):
             return None
         pending = self._groups[chosen]
         items = pending.by_length
-        start = bisect.bisect_left(items, _order(pending.oldest()), key=_order)
-        lo, hi = self._best_window(items, start)
+        lo, hi = self._window(items, pending.oldest().arrived + self.limits.max_reorder_s)
         batch = items[lo:hi]
         del items[lo:hi]
         for p in batch:
@@ -133,30 +141,25 @@ class Batcher(Generic[T]):
         if not items:
             del self._groups[chosen]
         return [p.payload for p in batch]
-    def _best_window(self, items: list[Pending[T]], start: int) -> tuple[int, int]:
-        """[lo, hi) around `start` in the sorted list: most requests, then least padding."""
-        best: tuple[int, int, int, int] | None = None  # (-size, waste, lo, hi)
-        first = max(0, start - self.limits.max_batch_size + 1)
-        for lo in range(first, start + 1):
-            rows = real = 0
-            hi = lo
-            while hi < len(items) and hi - lo < self.limits.max_batch_size:
-                candidate = items[hi]
-                cost = padded_cost(rows + candidate.rows, candidate.length)
-                if hi > lo and cost > self.limits.max_batch_tokens:
-                    break
-                rows += candidate.rows
-                real += candidate.rows * candidate.length
-                hi += 1
-            if hi <= start:
-                continue  # the budget closed the run before it reached the oldest request
-            waste = padded_cost(rows, items[hi - 1].length) - real
-            key = (-(hi - lo), waste, lo, hi)
-            if best is None or key < best:
-                best = key
-        if best is None:  # the oldest request alone is over the budget
-            return start, start + 1
-        return best[2], best[3]
+
+    def _window(self, items: list[Pending[T]], cutoff: float) -> tuple[int, int]:
+        """[lo, hi) in the sorted list: from the shortest request that arrived by `cutoff` up as
+        far as the budgets allow, then down to shorter ones while they still fit."""
+        lo = next(i for i, p in enumerate(items) if p.arrived <= cutoff)
+        size, budget = self.limits.max_batch_size, self.limits.max_batch_tokens
+        rows, hi = items[lo].rows, lo + 1
+        while hi < len(items) and hi - lo < size:
+            if padded_cost(rows + items[hi].rows, items[hi].length) > budget:
+                break
+            rows += items[hi].rows
+            hi += 1
+        longest = items[hi - 1].length
+        while lo > 0 and hi - lo < size:
+            if padded_cost(rows + items[lo - 1].rows, longest) > budget:
+                break
+            lo -= 1
+            rows += items[lo].rows
+        return lo, hi
 
     def drain(self) -> list[T]:
         """Everything pending, in no particular order (used when shutting down)."""

@@ -149,6 +149,13 @@ class WorkerSettings(BaseSettings):
     max_wait_ms: int = Field(
         default=20, ge=0, le=60_000, description="the longest a request waits for its batch to fill"
     )
+    max_reorder_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=600_000,
+        description="batches start at the shortest request that arrived within this long of the "
+        "oldest (less padding when a backlog is held); 0 = at the shortest of the oldest receive",
+    )
     receivers: int = Field(default=4, ge=1, le=64, description="concurrent long polls")
     encoders: int = Field(
         default=2, ge=1, le=64, description="threads that parse and tokenise requests"

@@ -15,8 +15,14 @@ from hypothesis import strategies as st
 from worker.batching import Batcher, BatchLimits, padded_cost
 
 
-def make(size: int = 4, tokens: int = 10_000, wait: float = 0.02) -> Batcher[str]:
-    return Batcher(BatchLimits(max_batch_size=size, max_batch_tokens=tokens, max_wait_s=wait))
+def make(
+    size: int = 4, tokens: int = 10_000, wait: float = 0.02, reorder: float = 0.0
+) -> Batcher[str]:
+    return Batcher(
+        BatchLimits(
+            max_batch_size=size, max_batch_tokens=tokens, max_wait_s=wait, max_reorder_s=reorder
+        )
+    )
 
 
 def test_nothing_pending_nothing_due() -> None:
@@ -116,6 +122,35 @@ def test_oldest_request_is_never_starved() -> None:
     assert "long-old" in first
 
 
+def test_a_held_backlog_goes_shortest_first_not_around_a_long_oldest_request() -> None:
+    """The oldest request is the longest, and everything arrived within the reorder window:
+    built around the oldest (as before), the first batch padded three short requests to its
+    length; now the short ones go together, and the long one after them."""
+    batcher = make(size=4, tokens=1_000_000, wait=0.0, reorder=1.0)
+    batcher.add("long", group="embed", rows=1, length=50, now=0.0)
+    for i in range(8):
+        batcher.add(f"short{i}", group="embed", rows=1, length=5, now=0.001)
+    batches = [batcher.take(0.01) for _ in range(3)]
+    assert [len(b or []) for b in batches] == [4, 4, 1]
+    assert batches[2] == ["long"]
+
+
+def test_shorter_requests_pass_an_old_one_only_within_the_reorder_window() -> None:
+    """A long request, then a stream of short ones: those that arrived within `max_reorder_s`
+    of it may go first, those after may not, so it waits a bounded while, never forever."""
+    batcher = make(size=2, tokens=1_000_000, wait=0.0, reorder=0.5)
+    batcher.add("long", group="embed", rows=1, length=40, now=0.0)
+    for i in range(4):
+        batcher.add(f"early{i}", group="embed", rows=1, length=3, now=0.1)
+    for i in range(20):
+        batcher.add(f"late{i}", group="embed", rows=1, length=3, now=1.0 + i / 100)
+    taken: list[str] = []
+    while "long" not in taken:
+        taken += batcher.take(2.0) or []
+    assert sorted(taken[:4]) == [f"early{i}" for i in range(4)]  # they may pass it
+    assert len(taken) <= 6  # the late ones may not: the long one goes with one of them at most
+
+
 def test_drain_returns_everything() -> None:
     batcher = make(size=100, wait=100)
     for i in range(5):
@@ -124,7 +159,7 @@ def test_drain_returns_everything() -> None:
     assert len(batcher) == 0
 
 
-# ---------------------------------------------------------------- the fast Batcher vs the first one
+# ---------------------------------------------------------------- the fast Batcher vs a reference
 
 
 
@@ -143,7 +178,8 @@ class RefPending(Generic[T]):
 
 
 class ReferenceBatcher(Generic[T]):
-    """The first Batcher (O(n) per operation), kept as the oracle the fast one must agree with."""
+    """A plain Batcher (O(n) per operation, each rule written out as stated), kept as the
+    oracle the fast one must agree with."""
 
     def __init__(self, limits: BatchLimits) -> None:
         self.limits = limits
@@ -198,38 +234,30 @@ class ReferenceBatcher(Generic[T]):
         if chosen_group is None:
             return None
         items = self._groups[chosen_group]
-        start = min(range(len(items)), key=lambda i: (items[i].arrived, items[i].seq))
-        lo, hi = self._best_window(items, start)
+        lo, hi = self._window(items, min(p.arrived for p in items) + self.limits.max_reorder_s)
         batch = items[lo:hi]
         del items[lo:hi]
         if not items:
             del self._groups[chosen_group]
         return [p.payload for p in batch]
 
-    def _best_window(self, items: list[RefPending[T]], start: int) -> tuple[int, int]:
-        """[lo, hi) around `start` in the sorted list: most requests, then least padding."""
-        best: tuple[int, int, int, int] | None = None  # (-size, waste, lo, hi)
-        first = max(0, start - self.limits.max_batch_size + 1)
-        for lo in range(first, start + 1):
-            rows = real = 0
-            hi = lo
-            while hi < len(items) and hi - lo < self.limits.max_batch_size:
-                candidate = items[hi]
-                cost = padded_cost(rows + candidate.rows, candidate.length)
-                if hi > lo and cost > self.limits.max_batch_tokens:
-                    break
-                rows += candidate.rows
-                real += candidate.rows * candidate.length
-                hi += 1
-            if hi <= start:
-                continue  # the budget closed the run before it reached the oldest request
-            waste = padded_cost(rows, items[hi - 1].length) - real
-            key = (-(hi - lo), waste, lo, hi)
-            if best is None or key < best:
-                best = key
-        if best is None:  # the oldest request alone is over the budget
-            return start, start + 1
-        return best[2], best[3]
+    def _fits(self, batch: list[RefPending[T]]) -> bool:
+        if len(batch) > self.limits.max_batch_size:
+            return False
+        return padded_cost(sum(p.rows for p in batch), max(p.length for p in batch)) <= (
+            self.limits.max_batch_tokens
+        )
+
+    def _window(self, items: list[RefPending[T]], cutoff: float) -> tuple[int, int]:
+        """The shortest request that arrived by `cutoff`, the longer ones after it while the
+        batch fits, then the shorter ones before it while it still fits."""
+        lo = min(i for i, p in enumerate(items) if p.arrived <= cutoff)
+        hi = lo + 1
+        while hi < len(items) and self._fits(items[lo : hi + 1]):
+            hi += 1
+        while lo > 0 and self._fits(items[lo - 1 : hi]):
+            lo -= 1
+        return lo, hi
 
     def drain(self) -> list[T]:
         """Everything pending, in no particular order (used when shutting down)."""
@@ -252,11 +280,18 @@ operations = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=operations, size=st.integers(1, 8), tokens=st.integers(1, 400))
-def test_the_fast_batcher_forms_the_batches_the_first_one_did(
-    ops: list[tuple], size: int, tokens: int  # type: ignore[type-arg]
+@given(
+    ops=operations,
+    size=st.integers(1, 8),
+    tokens=st.integers(1, 400),
+    reorder=st.sampled_from([0.0, 0.03, 1.0]),
+)
+def test_the_fast_batcher_forms_the_batches_the_reference_does(
+    ops: list[tuple], size: int, tokens: int, reorder: float  # type: ignore[type-arg]
 ) -> None:
-    limits = BatchLimits(max_batch_size=size, max_batch_tokens=tokens, max_wait_s=0.02)
+    limits = BatchLimits(
+        max_batch_size=size, max_batch_tokens=tokens, max_wait_s=0.02, max_reorder_s=reorder
+    )
     fast: Batcher[int] = Batcher(limits)
     reference: ReferenceBatcher[int] = ReferenceBatcher(limits)
     now, n = 0.0, 0

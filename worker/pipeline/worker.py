@@ -89,7 +89,10 @@ class Worker:
         budget = (
             settings.max_batch_images if is_image_task(settings.task) else settings.max_batch_tokens
         )
-        limits = BatchLimits(settings.max_batch_size, budget, settings.max_wait_ms / 1000.0)
+        limits = BatchLimits(
+            settings.max_batch_size, budget, settings.max_wait_ms / 1000.0,
+            max_reorder_s=settings.max_reorder_ms / 1000.0,
+        )
         self.feeder = BatchFeeder(runner, limits, self.writer, answering, clock=clock)
         self.executor = ModelExecutor(
             runner, self.feeder, self.ledger, self.writer, self.capacity, self.observer,
