@@ -111,6 +111,10 @@ class WorkerRun:
     server_cpu_s: float
     summary: dict[str, Any]
     worker_cpu_s: float = 0.0  # the worker's own process alone
+    # messages per second between the 10th and the 90th percentile of deletions: the run without
+    # its ramp (the first receive, the first batches from a small pool) and its tail (the last
+    # batch's send and delete), which cost a fixed time, a larger share of a shorter run
+    steady_msgs_s: float = 0.0
 
     @property
     def worker_cpu_ms_per_msg(self) -> float:
@@ -182,13 +186,20 @@ def run_worker(
     cpu_before, process_cpu_before = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     deadline = started + max(120.0, len(sentences) / 5.0)
-    while worker.stats.deleted < len(sentences):
+    marks = {len(sentences) // 10: 0.0, len(sentences) * 9 // 10: 0.0}
+    while (deleted := worker.stats.deleted) < len(sentences):
         if worker.crashed is not None:
             raise RuntimeError(f"worker crashed: {worker.crashed!r}")
         if time.perf_counter() > deadline:
             raise RuntimeError(f"worker too slow: {worker.summary()}")
-        time.sleep(0.01)
+        for mark, at in marks.items():
+            if not at and deleted >= mark:
+                marks[mark] = time.perf_counter()
+        time.sleep(0.01)  # a 10 ms poll of the count: timing resolution, not synchronisation
     elapsed = time.perf_counter() - started
+    (low, low_at), (high, high_at) = sorted(marks.items())
+    high_at = high_at or time.perf_counter()
+    steady = (high - low) / (high_at - low_at) if low_at and high_at > low_at else 0.0
     total_calls = sum(calls.values())
     by_operation = dict(calls)
     server_cpu = server.cpu_seconds() - cpu_before
@@ -210,4 +221,5 @@ def run_worker(
         server_cpu,
         summary,
         process_cpu,
+        steady,
     )
