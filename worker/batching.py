@@ -27,8 +27,8 @@ class BatchLimits:
     max_batch_size: int = 32
     max_batch_tokens: int = 8192
     max_wait_s: float = 0.02
-    # how long a request may be passed over for shorter ones (0: every batch is built around the
-    # oldest request)
+    # how long after the oldest request the shorter ones that may go before it arrived (0: only
+    # those that arrived with it, in the same receive)
     max_reorder_s: float = 0.0
 
 
