@@ -120,6 +120,13 @@ class Ledger:
             self._closed = True
             self._cond.notify_all()
 
+    def wait_for_polls(self, timeout_s: float | None = None) -> bool:
+        """Once closed: block until every reservation was admitted or cancelled, that is until
+        every poll in flight has returned and what it brought is held here. True when none is
+        left (False: `timeout_s` passed first)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._reserved == 0, timeout_s)
+
     @property
     def closed(self) -> bool:
         return self._closed

@@ -200,8 +200,10 @@ class Worker:
         self._spawn("breaker-handback", self._hand_back_after_the_last_polls)
 
     def _hand_back_after_the_last_polls(self) -> None:
-        for thread in self.receivers.threads:
-            thread.join()  # a poll ends within its wait, or its client's read timeout
+        # Each poll in flight holds a reservation in the ledger until what it brought is
+        # admitted: the ledger, not the receivers' thread list, knows when the last has ended
+        # (a trip during start() came before that list was even set, and released too early).
+        self.ledger.wait_for_polls()  # a poll ends within its wait, or its client's read timeout
         self._release_unstarted()
 
     def _release_unstarted(self) -> None:
@@ -258,6 +260,7 @@ class Worker:
         self._release_unstarted()
         self._join([self._model_thread], deadline - flush_budget)
         self._join(self.receivers.threads, deadline - flush_budget)
+        self.ledger.wait_for_polls(max(0.0, deadline - flush_budget - self._clock()))
         self._release_unstarted()
         self._join([self.feeder.thread, *self.encoders.threads], deadline - flush_budget)
         self._release_unstarted()  # anything the stopped stages left behind

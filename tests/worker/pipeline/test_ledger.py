@@ -83,3 +83,21 @@ def test_an_extension_in_flight_holds_back_a_release_of_the_same_job() -> None:
     ledger.end_extensions(due, succeeded=[0])
     assert settled.wait(5)
     assert job.visible_at == 16.0 and not job.extending
+
+
+def test_wait_for_polls_returns_once_every_reservation_is_admitted_or_cancelled() -> None:
+    """How the circuit breaker knows the last long polls have ended: each holds a reservation
+    until what it brought is admitted."""
+    ledger = Ledger()
+    first = ledger.reserve(lambda held: 100, most=10)
+    second = ledger.reserve(lambda held: 100, most=10)
+    ledger.close()
+    assert ledger.wait_for_polls(timeout_s=0.01) is False  # two polls in flight
+    ledger.admit(messages(3), reserved=first, visibility_s=60)
+    assert ledger.wait_for_polls(timeout_s=0.01) is False  # one left
+    waiter_done = threading.Event()
+    waiter = threading.Thread(target=lambda: ledger.wait_for_polls() and waiter_done.set())
+    waiter.start()
+    ledger.cancel(second)  # the other poll failed
+    waiter.join(5)
+    assert waiter_done.is_set() and ledger.held == 3
