@@ -24,9 +24,23 @@ _RATIO_BUCKETS = (1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._declare_requests(self.registry)
+        self._declare_batches(self.registry)
+        self._declare_queues(self.registry)
+        self._declare_health(self.registry)
+        self._declare_images(self.registry)
+        self._oldest_age = WindowMax()
+
+    def _declare_requests(self, r: CollectorRegistry) -> None:
+        """What happened to requests: received, answered, failed, expired."""
         self.received = Counter(
             "gpuqueue_messages_received", "Messages received from the input queue", registry=r
+        )
+        self.received_by_queue = Counter(
+            "gpuqueue_messages_received_by_queue",
+            "Messages received, by input queue name (WORKER_QUEUE_URLS)",
+            ["queue"],
+            registry=r,
         )
         self.succeeded = Counter(
             "gpuqueue_messages_succeeded",
@@ -40,6 +54,27 @@ class Metrics:
             ["error_type"],
             registry=r,
         )
+        self.requests_expired = Counter(
+            "gpuqueue_requests_expired",
+            "Requests past their deadline (answered DeadlineExceeded, never run), by where they "
+            "were caught: parse (encoders) or pre_run (just before their batch)",
+            ["stage"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gpuqueue_in_flight_messages",
+            "Messages received and not yet deleted or released",
+            registry=r,
+        )
+        self.queue_wait_seconds = Histogram(
+            "gpuqueue_queue_wait_seconds",
+            "From SentTimestamp to receive by this worker",
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+
+    def _declare_batches(self, r: CollectorRegistry) -> None:
+        """What the model did with them: batch sizes, padding, time, device memory."""
         self.batch_size = Histogram(
             "gpuqueue_batch_size", "Requests per model batch", buckets=_SIZE_BUCKETS, registry=r
         )
@@ -49,27 +84,16 @@ class Metrics:
             buckets=_TOKEN_BUCKETS,
             registry=r,
         )
-        self.inference_seconds = Histogram(
-            "gpuqueue_inference_seconds",
-            "Model time per batch",
-            buckets=_SECONDS_BUCKETS,
-            registry=r,
-        )
-        self.queue_wait_seconds = Histogram(
-            "gpuqueue_queue_wait_seconds",
-            "From SentTimestamp to receive by this worker",
-            buckets=_WAIT_BUCKETS,
-            registry=r,
-        )
-        self.in_flight = Gauge(
-            "gpuqueue_in_flight_messages",
-            "Messages received and not yet deleted or released",
-            registry=r,
-        )
         self.padding_ratio = Histogram(
             "gpuqueue_padding_ratio",
             "Padded tokens / real tokens per batch (1.0 = no padding)",
             buckets=_RATIO_BUCKETS,
+            registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "gpuqueue_inference_seconds",
+            "Model time per batch",
+            buckets=_SECONDS_BUCKETS,
             registry=r,
         )
         self.gpu_memory_bytes = Gauge(
@@ -77,9 +101,9 @@ class Metrics:
             "CUDA memory allocated by the model (absent on CPU)",
             registry=r,
         )
-        self.ready = Gauge(
-            "gpuqueue_ready", "1 once the model is warm and the worker receives", registry=r
-        )
+
+    def _declare_queues(self, r: CollectorRegistry) -> None:
+        """The queues themselves."""
         # Set by worker.queue_monitor (WORKER_QUEUE_METRICS_INTERVAL_S). Every replica reports the
         # same queue-wide numbers: alert and plot on max() across pods, never sum().
         self.queue_messages = Gauge(
@@ -100,6 +124,12 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+
+    def _declare_health(self, r: CollectorRegistry) -> None:
+        """What keeps the worker healthy: readiness, heartbeats, receive errors, the breaker."""
+        self.ready = Gauge(
+            "gpuqueue_ready", "1 once the model is warm and the worker receives", registry=r
+        )
         self.heartbeats = Counter(
             "gpuqueue_heartbeats", "Visibility extensions made (heartbeats)", registry=r
         )
@@ -116,20 +146,9 @@ class Metrics:
             "Times the device kept failing and the worker stopped taking work (/healthz fails)",
             registry=r,
         )
-        self.requests_expired = Counter(
-            "gpuqueue_requests_expired",
-            "Requests past their deadline (answered DeadlineExceeded, never run), by where they "
-            "were caught: parse (encoders) or pre_run (just before their batch)",
-            ["stage"],
-            registry=r,
-        )
-        self.received_by_queue = Counter(
-            "gpuqueue_messages_received_by_queue",
-            "Messages received, by input queue name (WORKER_QUEUE_URLS)",
-            ["queue"],
-            registry=r,
-        )
-        # image tasks (worker.images.loader reports them through ImageMetrics)
+
+    def _declare_images(self, r: CollectorRegistry) -> None:
+        """Image tasks (worker.images.loader reports them through ImageMetrics)."""
         self.images = Counter(
             "gpuqueue_images",
             "Images fetched, decoded and preprocessed (image tasks); its rate is images/s",
@@ -148,7 +167,6 @@ class Metrics:
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
-        self._oldest_age = WindowMax()
 
     def observe_queue_wait(self, seconds: float) -> None:
         """A message was received `seconds` after it was sent: the histogram, and the age window

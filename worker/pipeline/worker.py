@@ -44,6 +44,20 @@ from worker.tasks import is_image_task
 log = logging.getLogger("worker.pipeline")
 
 
+def batch_limits(settings: WorkerSettings) -> BatchLimits:
+    # image tasks: every image costs the same (a fixed-size tensor), so the batch budget is a
+    # count of images (each image's "length" is 1)
+    budget = (
+        settings.max_batch_images if is_image_task(settings.task) else settings.max_batch_tokens
+    )
+    return BatchLimits(
+        settings.max_batch_size,
+        budget,
+        settings.max_wait_ms / 1000.0,
+        max_reorder_s=settings.max_reorder_ms / 1000.0,
+    )
+
+
 class Worker:
     """`start()` spawns the stages; `shutdown()` is the SIGTERM drain."""
 
@@ -84,16 +98,9 @@ class Worker:
             claim_check=claim_check, threads=settings.writers, max_threads=settings.max_writers,
             linger_s=settings.result_linger_ms / 1000.0, clock=clock, topics=topics,
         )
-        # image tasks: every image costs the same (a fixed-size tensor), so the batch budget is
-        # a count of images (each image's "length" is 1)
-        budget = (
-            settings.max_batch_images if is_image_task(settings.task) else settings.max_batch_tokens
+        self.feeder = BatchFeeder(
+            runner, batch_limits(settings), self.writer, answering, clock=clock
         )
-        limits = BatchLimits(
-            settings.max_batch_size, budget, settings.max_wait_ms / 1000.0,
-            max_reorder_s=settings.max_reorder_ms / 1000.0,
-        )
-        self.feeder = BatchFeeder(runner, limits, self.writer, answering, clock=clock)
         self.executor = ModelExecutor(
             runner, self.feeder, self.ledger, self.writer, self.capacity, self.observer,
             CircuitBreaker(settings.circuit_breaker_batches), answering,
