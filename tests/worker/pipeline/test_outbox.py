@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+from worker_test_helpers import wait_for
+
 from worker.pipeline.ledger import Ledger
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.outcomes import Action, Outcome, release
@@ -81,9 +83,7 @@ def test_one_put_of_several_full_groups_wakes_a_writer_for_each() -> None:
 
 
 def wait_for_waiting(outbox: Outbox, n: int) -> None:
-    deadline = time.monotonic() + 5
-    while outbox.waiting < n and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_for(lambda: outbox.waiting >= n, 5, f"{n} writers waiting in take()", interval=0.001)
     assert outbox.waiting == n
 
 
