@@ -186,18 +186,17 @@ def run_worker(
     cpu_before, process_cpu_before = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     deadline = started + max(120.0, len(sentences) / 5.0)
-    marks = {len(sentences) // 10: 0.0, len(sentences) * 9 // 10: 0.0}
+    low, high = len(sentences) // 10, len(sentences) * 9 // 10
+    low_at = high_at = 0.0  # when the deletions passed the 10th and the 90th percentile
     while (deleted := worker.stats.deleted) < len(sentences):
         if worker.crashed is not None:
             raise RuntimeError(f"worker crashed: {worker.crashed!r}")
         if time.perf_counter() > deadline:
             raise RuntimeError(f"worker too slow: {worker.summary()}")
-        for mark, at in marks.items():
-            if not at and deleted >= mark:
-                marks[mark] = time.perf_counter()
+        low_at = low_at or (time.perf_counter() if deleted >= low else 0.0)
+        high_at = high_at or (time.perf_counter() if deleted >= high else 0.0)
         time.sleep(0.01)  # a 10 ms poll of the count: timing resolution, not synchronisation
     elapsed = time.perf_counter() - started
-    (low, low_at), (high, high_at) = sorted(marks.items())
     high_at = high_at or time.perf_counter()
     steady = (high - low) / (high_at - low_at) if low_at and high_at > low_at else 0.0
     total_calls = sum(calls.values())
