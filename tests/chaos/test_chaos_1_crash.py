@@ -53,10 +53,13 @@ def test_crash_sigkill(
     queues = chaos_queues("crash", visibility_s=visibility_s, max_receive=10)
     endpoint = fauxqs_server.endpoint_url
     # Simulated accelerator time per batch makes the backlog last the kill schedule, so kills
-    # land while requests are buffered, on the model and being written.
+    # land while requests are buffered, on the model and being written. It is a floor no machine
+    # can beat: in smoke scale three workers take 8 rows per 0.2 s each, 120 msgs/s, so the 300
+    # requests last at least 2.5 s, past the first kill (within 1.5 s). At 0.1 s they lasted
+    # 1.25 s, and a run whose kills both came late had no kill hit a worker holding messages.
     spec = WorkerSpec(
         queues, tiny_model_dir, endpoint, log_dir, visibility_s=visibility_s,
-        forward_delay_s=pick(0.1, 0.15, 0.15),
+        forward_delay_s=pick(0.2, 0.15, 0.15),
         extra={"WORKER_MAX_BATCH_SIZE": pick("8", "16", "16"), "WORKER_SHUTDOWN_TIMEOUT_S": "5"},
     )
     ids = [f"crash-{i}" for i in range(requests)]
