@@ -1,6 +1,6 @@
-"""How many messages the worker may hold: the capacity estimator, the owner of the throughput and
-departure samples the buffer bound is computed from (its own lock: the model thread and the
-writers record, the receivers ask).
+"""How many messages the worker may hold, and how long a batch should keep the model: the
+capacity estimator, the owner of the throughput and departure samples these are computed from
+(its own lock: the model thread and the writers record, the receivers and the executor ask).
 
 Holding too few starves the model; holding too many keeps messages past their visibility timeout
 (redelivered, processed twice) or hoards a backlog other replicas could take.
@@ -58,11 +58,16 @@ class CapacityEstimator:
         self._receivers = receivers
         self._lock = threading.Lock()
         self._batches: deque[tuple[int, float]] = deque(maxlen=32)  # (messages, model seconds)
+        # (work, model seconds): work in the runner's unit, padded tokens where it reports them
+        self._work: deque[tuple[int, float]] = deque(maxlen=32)
         self._departures: deque[float] = deque(maxlen=256)  # seconds from receive to leaving
 
-    def record_batch(self, messages: int, seconds: float) -> None:
+    def record_batch(self, messages: int, seconds: float, work: int | None = None) -> None:
+        """One batch the model ran; `work` is what it computed (padded tokens, or messages where
+        the runner does not say), for `expected_seconds`."""
         with self._lock:
             self._batches.append((messages, seconds))
+            self._work.append((work or messages, seconds))
 
     def record_departures(self, seconds_in_worker: Iterable[float]) -> None:
         with self._lock:
@@ -74,6 +79,19 @@ class CapacityEstimator:
             messages = sum(m for m, _ in self._batches)
             seconds = sum(s for _, s in self._batches)
         return messages / seconds if seconds > 0 else None
+
+    def expected_seconds(self, messages: int, work: int) -> float | None:
+        """How long a batch should keep the model: the lower of two estimates from the last
+        batches, per message and per unit of work (a device's time follows the padded tokens
+        on a full batch, the batch count on a small one; too low an estimate only forms the
+        next batch early). None before the first batch."""
+        with self._lock:
+            sent = sum(m for m, _ in self._batches)
+            units = sum(w for w, _ in self._work)
+            seconds = sum(s for _, s in self._work)
+        if units <= 0 or sent <= 0:
+            return None
+        return min(messages / sent, work / units) * seconds
 
     def completion_rate(self, held: int) -> float | None:
         """Messages leaving the worker per second, by Little's law: held / mean time held."""

@@ -1,7 +1,8 @@
 """The model executor: the only thread that touches the device. It takes the prepared batch,
 claims its jobs from the ledger (jobs a drain released meanwhile drop out), runs it, and turns
 each output into an outcome for the writers. It feeds the capacity estimator, the observer and
-the circuit breaker.
+the circuit breaker, and tells the feeder how long it expects each batch to keep the device and
+when it is free (the feeder forms the next batch just in time).
 
 Just before a batch runs, its jobs' deadlines are checked again (the first check is the
 encoders'): a job past its deadline is answered DeadlineExceeded, and the rest of the batch is
@@ -75,11 +76,13 @@ class ModelExecutor:
             self._loop_session(session)
             return
         while True:
+            self._feeder.want()
             item = self._feeder.handoff.get()
-            self._feeder.taken()
             if item is None or self._stopping:
+                self._feeder.taken()
                 return  # a prepared batch not started stays RECEIVED: the drain releases it
             jobs, prepared = item
+            self._feeder.taken(self._capacity.expected_seconds(len(jobs), _work(jobs, prepared)))
             if self.breaker.tripped:  # hand it back for a healthy replica
                 self._writer.accept([release(j) for j in jobs], JobState.RECEIVED)
                 continue
@@ -162,7 +165,9 @@ class ModelExecutor:
 
     def _joined_done(self, join: _Joined, inference_s: float) -> None:
         outputs = join.outputs
-        self._capacity.record_batch(len(join.jobs), inference_s)
+        self._capacity.record_batch(
+            len(join.jobs), inference_s, _work(join.jobs, join.prepared)
+        )
         succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
         self._report(join.jobs, join.prepared, succeeded, inference_s)
         blame = self._device_failed(outputs, succeeded)
@@ -218,7 +223,7 @@ class ModelExecutor:
             started, outputs, self._answering, now=self._clock(), inference_s=inference_s
         )
         self._writer.accept(outcomes, JobState.RUNNING)
-        self._capacity.record_batch(len(started), inference_s)
+        self._capacity.record_batch(len(started), inference_s, _work(started, prepared))
         succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
         self._report(started, prepared, succeeded, inference_s)
         blame = runner_failed or self._device_failed(outputs, succeeded)
@@ -267,6 +272,12 @@ class ModelExecutor:
                 gpu_memory_bytes=memory() if memory is not None else None,
             )
         )
+
+
+def _work(jobs: Sequence[Job], prepared: Any) -> int:
+    """What the model computes for a batch: its padded tokens where the runner reports them,
+    else its requests."""
+    return int(getattr(prepared, "padded_tokens", 0)) or len(jobs)
 
 
 class _Joined:

@@ -1,14 +1,19 @@
 """The batch feeder: owns the pending requests (a `worker.batching.Batcher`), forms a batch when
 the model can take the next one, pads it (`prepare`) and hands it to the executor.
 
-One batch is prepared ahead of the one running (the slot): the device never waits for padding,
-and a batch formed only when the model can take it next collects whatever arrived meanwhile, and
-sorts better. The hand-off is the back-pressure point between the CPU stages and the device.
+One batch is prepared ahead of the one running (the slot), just in time: once three quarters of
+the time the executor expects the running batch to take have passed, less twice the time padding
+takes and two GIL switch intervals. The device so never waits for padding, and the batch collects
+whatever arrived while the model ran, and sorts better: formed at once, the second and third
+batches after a start were cut from the first receives, with more padding than any after them.
+When the running batch ends early, the executor asks (`want`), and the next is formed at once.
+The hand-off is the back-pressure point between the CPU stages and the device.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +26,10 @@ from worker.pipeline.writer import ResultWriter
 from worker.seams import ModelSeam
 
 Prepared = tuple[list[Job], Any]
+
+# The next batch is due when this share of the running one's expected time has passed: an
+# estimate too long would keep the device waiting for padding, one too short only forms early.
+EARLY = 0.75
 
 
 class BatchFeeder:
@@ -41,6 +50,9 @@ class BatchFeeder:
         self._batcher: Batcher[Job] = Batcher(limits)
         self._stopping = False
         self._slot = threading.Semaphore(1)
+        # when the executor wants the next batch: None = now (owned under _cond)
+        self._wanted_at: float | None = None
+        self._prepare_s = 0.0  # how long forming and padding a batch took, smoothed
         self.handoff: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)
         self.thread: threading.Thread | None = None
 
@@ -61,9 +73,19 @@ class BatchFeeder:
                 )
             self._cond.notify()
 
-    def taken(self) -> None:
-        """The executor took the prepared batch: the next one may be prepared."""
+    def taken(self, busy_s: float | None = None) -> None:
+        """The executor took the prepared batch: the next one may be prepared, to be ready in
+        `busy_s` (how long the executor expects this one to keep the device; None: at once)."""
+        with self._cond:
+            self._wanted_at = None if busy_s is None else self._clock() + EARLY * busy_s
+            self._cond.notify()
         self._slot.release()
+
+    def want(self) -> None:
+        """The executor is free: the next batch is wanted now."""
+        with self._cond:
+            self._wanted_at = None
+            self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -78,10 +100,12 @@ class BatchFeeder:
             if not jobs:
                 self._slot.release()
                 break
+            began = self._clock()
             try:
                 prepared = self._runner.prepare(
                     [(job.encoded, job.request.parameters) for job in jobs]
                 )
+                self._prepare_s = 0.8 * self._prepare_s + 0.2 * (self._clock() - began)
             except Exception as exc:
                 detail = f"prepare: {type(exc).__name__}: {exc}"
                 self._writer.accept(
@@ -105,12 +129,26 @@ class BatchFeeder:
                     return
 
     def _next_batch(self) -> list[Job] | None:
-        """Wait for a batch to be due (full, or its oldest request waited max_wait)."""
+        """Wait until the executor will want a batch soon, then for one to be due (full, or its
+        oldest request waited max_wait)."""
         with self._cond:
             while not self._stopping:
-                jobs = self._batcher.take(self._clock())
+                now = self._clock()
+                form_at = self._form_at()
+                if form_at > now:
+                    self._cond.wait(form_at - now)
+                    continue
+                jobs = self._batcher.take(now)
                 if jobs:
                     return jobs
-                due = self._batcher.next_due(self._clock())
+                due = self._batcher.next_due(now)
                 self._cond.wait(0.5 if due is None else max(due, 0.0005))
             return None
+
+    def _form_at(self) -> float:
+        """When to form the next batch: a lead before the executor wants it, of padding twice
+        over and two GIL switch intervals (a waking thread may wait that long for the GIL while
+        the encoders and writers hold it)."""
+        if self._wanted_at is None:
+            return float("-inf")
+        return self._wanted_at - 2 * (self._prepare_s + sys.getswitchinterval())

@@ -125,3 +125,18 @@ def test_bound_follows_the_recorded_throughput_and_departures() -> None:
     assert capacity.bound(held=0) == 1000  # 10 s of work (half of the 20 s horizon)
     capacity.record_departures([10.0] * 5)  # held 50, each held 10 s: 5 msgs/s leave
     assert capacity.bound(held=50) == 50
+
+
+def test_a_batch_is_expected_to_take_the_lower_of_its_two_estimates() -> None:
+    capacity = CapacityEstimator(
+        configured=0, visibility_timeout_s=60, max_batch_size=32, receivers=1
+    )
+    assert capacity.expected_seconds(32, 3200) is None  # nothing timed yet
+    capacity.record_batch(32, 0.2, work=3200)  # 32 messages, 3200 padded tokens, 0.2 s
+    capacity.record_batch(32, 0.2, work=3200)
+    assert capacity.expected_seconds(32, 3200) == 0.2
+    assert capacity.expected_seconds(32, 1600) == 0.1  # half the tokens: half the time
+    assert capacity.expected_seconds(8, 3200) == 0.05  # a quarter of the messages
+    plain = CapacityEstimator(configured=0, visibility_timeout_s=60, max_batch_size=32, receivers=1)
+    plain.record_batch(10, 0.1)  # a runner that reports no work: its messages are the work
+    assert plain.expected_seconds(5, 5) == 0.05
