@@ -157,6 +157,14 @@ class WorkerSettings(BaseSettings):
         "oldest (less padding when a backlog is held); 0 = at the shortest of the oldest receive",
     )
     receivers: int = Field(default=4, ge=1, le=64, description="concurrent long polls")
+    max_receivers: int = Field(
+        default=32,
+        ge=1,
+        le=64,
+        description="the most receivers: another is started while full receives bring less than "
+        "four times what the model takes (slow SQS round trips); set it to WORKER_RECEIVERS for "
+        "a fixed count",
+    )
     encoders: int = Field(
         default=2, ge=1, le=64, description="threads that parse and tokenise requests"
     )
@@ -381,11 +389,16 @@ class WorkerSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _writer_counts(self) -> WorkerSettings:
+    def _thread_counts(self) -> WorkerSettings:
         if self.max_writers < self.writers:
             raise ValueError(
                 f"WORKER_MAX_WRITERS: {self.max_writers} is less than WORKER_WRITERS "
                 f"({self.writers}); set it to at least that"
+            )
+        if self.max_receivers < self.receivers:
+            raise ValueError(
+                f"WORKER_MAX_RECEIVERS: {self.max_receivers} is less than WORKER_RECEIVERS "
+                f"({self.receivers}); set it to at least that"
             )
         return self
 

@@ -119,6 +119,7 @@ class Worker:
             sqs, self.ledger, self.capacity, self.observer, self.encoders.submit,
             queue_url=settings.input_queue_urls, wait_s=settings.receive_wait_s,
             visibility_s=settings.visibility_timeout_s, count=settings.receivers,
+            max_count=settings.max_receivers,
             weights=settings.input_queue_weights,
         )
         self._model_thread: threading.Thread | None = None
@@ -186,13 +187,13 @@ class Worker:
         return thread
 
     def _threads(self) -> list[threading.Thread]:
+        return [*self._stage_threads(), *self.receivers.threads]
+
+    def _stage_threads(self) -> list[threading.Thread]:
+        """Every thread but the receivers' (their list changes: `Receivers.alive` says)."""
         stages = [self._model_thread, self.feeder.thread, self.heartbeater.thread]
-        return [
-            *(t for t in stages if t is not None),
-            *self.encoders.threads,
-            *self.writer.threads,
-            *self.receivers.threads,
-        ]
+        return [*(t for t in stages if t is not None), *self.encoders.threads,
+                *self.writer.threads]
 
     def _trip(self) -> None:
         """The circuit breaker tripped: receive nothing more, hand back everything not running
@@ -224,7 +225,7 @@ class Worker:
             return False
         if self._draining.is_set():
             return True  # threads end on purpose while draining
-        return all(t.is_alive() for t in self._threads())
+        return all(t.is_alive() for t in self._stage_threads()) and self.receivers.alive()
 
     def ready(self) -> bool:
         return self._receiving.is_set() and not self._draining.is_set() and self.healthy()
@@ -253,7 +254,7 @@ class Worker:
         6. stop the heartbeats last: what the model still holds keeps its visibility.
 
         The price of (2) and (4): a released message that one of our own last polls picks up
-        again costs it one receive count, at most `receivers` x 10 messages per drain."""
+        again costs it one receive count, at most (receivers running) x 10 messages per drain."""
         timeout = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         deadline = self._clock() + timeout
         flush_budget = min(5.0, timeout / 4)
@@ -293,4 +294,5 @@ class Worker:
             **self.stats.summary(),
             "sqs_calls": self.sqs.calls,
             "result_writers": len(self.writer.threads),
+            "receivers": len(self.receivers.threads),
         }
