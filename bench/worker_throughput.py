@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run.calls_per_message:.3f} SQS calls/msg, mean batch "
                     f"{run.summary['mean_batch_size']}, padding {run.summary['padding_ratio']}, "
                     f"{run.summary['result_writers']} result writers, "
+                    f"{run.summary['receivers']} receivers, "
                     f"fauxqs CPU {run.server_cpu_s:.2f} s")
                 round_runs[delay] = run
                 if delay not in runs or run.msgs_s > runs[delay].msgs_s:
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "sqs_calls_per_message_50ms": round(delayed.calls_per_message, 3),
         "result_writers": plain.summary["result_writers"],
         "result_writers_50ms": delayed.summary["result_writers"],
+        "receivers": plain.summary["receivers"],
+        "receivers_50ms": delayed.summary["receivers"],
         "fauxqs_cpu_s": round(plain.server_cpu_s, 2),
         "fauxqs_cpu_s_50ms": round(delayed.server_cpu_s, 2),
         "vs_sentence_transformers_median_of_rounds": _median(per_round["vs_st"]),
