@@ -33,6 +33,10 @@ from chaos.support.harness import (
     wait_for,
 )
 
+# A fixed count (WORKER_MAX_RECEIVERS too): the clean and the recovered rates are compared, and
+# with the fast tiny model grown receivers (32 within 0.2 s of the clean phase) end at the outage
+# and grow back only as full receives return, so the two phases would run different workers.
+# tests/worker/pipeline/test_receivers.py covers growth, the end at a failure and the regrowth.
 RECEIVERS = 4
 FAULTS = FaultPlan(
     throttle=0.05,
@@ -64,7 +68,8 @@ def test_sqs_faults(
     proxy = FaultProxy(endpoint, FaultPlan(enabled=False), seed=5).start()
     spec = WorkerSpec(
         queues, tiny_model_dir, proxy.endpoint_url, log_dir, visibility_s=visibility_s,
-        extra={"WORKER_RECEIVERS": str(RECEIVERS), "WORKER_SHUTDOWN_TIMEOUT_S": "5"},
+        extra={"WORKER_RECEIVERS": str(RECEIVERS), "WORKER_MAX_RECEIVERS": str(RECEIVERS),
+               "WORKER_SHUTDOWN_TIMEOUT_S": "5"},
     )
     collector = ResultCollector(endpoint, queues.result_url).start()
     worker = worker_factory(spec)

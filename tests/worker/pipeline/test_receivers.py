@@ -134,7 +134,7 @@ def test_added_receivers_end_at_their_first_failed_receive(
 ) -> None:
     """Grown for a slow endpoint, the receivers would all poll it through an outage: each added
     one ends at its first failure instead, and the configured one polls on (pausing between
-    tries), the worker healthy throughout."""
+    tries), the worker healthy throughout; they grow back once receives come back full."""
     worker, queues = run_backlog(
         sqs_server.endpoint_url, sqs_client, running_workers, 0.1, max_receivers=3
     )
@@ -147,4 +147,5 @@ def test_added_receivers_end_at_their_first_failed_receive(
     wait_for(lambda: sqs.failed > failed, 30, "the configured receiver to try again")
     assert len(worker.receivers.threads) == 1 and worker.healthy()
     sqs.failing.clear()
+    wait_for(lambda: len(worker.receivers.threads) == 3, 30, "receivers added again")
     answered_all(worker, sqs_client, queues)
