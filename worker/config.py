@@ -162,8 +162,8 @@ class WorkerSettings(BaseSettings):
         ge=1,
         le=64,
         description="the most receivers: another is started while full receives bring less than "
-        "four times what the model takes (slow SQS round trips); set it to WORKER_RECEIVERS for "
-        "a fixed count",
+        "four times what the worker could take (slow SQS round trips); set it to WORKER_RECEIVERS "
+        "for a fixed count",
     )
     encoders: int = Field(
         default=2, ge=1, le=64, description="threads that parse and tokenise requests"

@@ -5,7 +5,7 @@ each receive's messages to the encoders as one list. With several input queues, 
 
 Receivers grow: each receive that comes back full (the queue holds more) times its round trip,
 and while the fastest of the last such times (delays, retries and waits for the GIL only add to
-a round trip) says the receivers bring less than four times what the model takes
+a round trip) says the receivers bring less than four times the rate the worker could go at
 (`CapacityEstimator.receivers_wanted`), another is started, up to `max_count`
 (`WORKER_MAX_RECEIVERS`). With a cross-cloud round trip they grow to what the rate needs; where
 SQS answers in a millisecond they stay at the configured count. An added receiver ends at its
@@ -98,7 +98,7 @@ class Receivers:
             loop = functools.partial(self._loop, number, added=count >= self._count)
             self._threads.append(self._spawn(f"receiver-{number}", loop))
         if count >= self._count:
-            event(log, "receiver added: full receives bring less than the model could take",
+            event(log, "receiver added: full receives bring less than the worker could take",
                   logging.INFO, receivers=count + 1)
 
     def _timed_full_receive(self, seconds: float) -> None:
@@ -109,7 +109,9 @@ class Receivers:
             count = len(self._threads)
         if count >= self._max_count:
             return
-        wanted = self._capacity.receivers_wanted(round_trip, RECEIVE_MAX_MESSAGES)
+        wanted = self._capacity.receivers_wanted(
+            round_trip, RECEIVE_MAX_MESSAGES, self._ledger.held
+        )
         if wanted is not None and wanted > count:
             self._add_receiver()
 

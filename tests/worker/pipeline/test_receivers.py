@@ -124,9 +124,13 @@ def test_receivers_wanted_follow_the_rate_and_the_round_trip() -> None:
     capacity = CapacityEstimator(
         configured=0, visibility_timeout_s=60, max_batch_size=32, receivers=4
     )
-    assert capacity.receivers_wanted(0.05, 10) is None  # the model's rate is not known yet
-    capacity.record_batch(32, 0.1)  # 320 messages per model-second
-    assert capacity.receivers_wanted(0.05, 10) == 7  # 4 x 320 x 0.05 / 10 = 6.4
+    assert capacity.receivers_wanted(0.05, 10, held=100) is None  # no rate known yet
+    capacity.record_batch(32, 0.1)  # the model: 320 messages per model-second
+    assert capacity.receivers_wanted(0.05, 10, held=100) is None  # none has left yet
+    capacity.record_departures([1.0] * 10)  # each held 1 s: with 1000 held, 1000 msgs/s leave
+    assert capacity.receivers_wanted(0.05, 10, held=1000) == 7  # the model's 320: 6.4
+    # with 100 held, 100 msgs/s leave: the pipeline, not the model, sets the rate
+    assert capacity.receivers_wanted(0.05, 10, held=100) == 2  # 4 x 100 x 0.05 / 10
 
 
 def test_added_receivers_end_at_their_first_failed_receive(
