@@ -73,17 +73,16 @@ class CapacityEstimator:
         self._max_batch_size = max_batch_size
         self._receivers = receivers
         self._lock = threading.Lock()
-        self._batches: deque[tuple[int, float]] = deque(maxlen=32)  # (messages, model seconds)
-        # (work, model seconds): work in the runner's unit, padded tokens where it reports them
-        self._work: deque[tuple[int, float]] = deque(maxlen=32)
+        # (messages, work, model seconds): work in the runner's unit, padded tokens where it
+        # reports them
+        self._batches: deque[tuple[int, int, float]] = deque(maxlen=32)
         self._departures: deque[float] = deque(maxlen=256)  # seconds from receive to leaving
 
     def record_batch(self, messages: int, seconds: float, work: int | None = None) -> None:
         """One batch the model ran; `work` is what it computed (padded tokens, or messages where
         the runner does not say), for `expected_seconds`."""
         with self._lock:
-            self._batches.append((messages, seconds))
-            self._work.append((work or messages, seconds))
+            self._batches.append((messages, work or messages, seconds))
 
     def record_departures(self, seconds_in_worker: Iterable[float]) -> None:
         with self._lock:
@@ -92,8 +91,8 @@ class CapacityEstimator:
     def throughput(self) -> float | None:
         """Messages per model-second over the last batches; None before the first."""
         with self._lock:
-            messages = sum(m for m, _ in self._batches)
-            seconds = sum(s for _, s in self._batches)
+            messages = sum(m for m, _, _ in self._batches)
+            seconds = sum(s for _, _, s in self._batches)
         return messages / seconds if seconds > 0 else None
 
     def expected_seconds(self, messages: int, work: int) -> float | None:
@@ -102,9 +101,9 @@ class CapacityEstimator:
         on a full batch, the batch count on a small one; too low an estimate only forms the
         next batch early). None before the first batch."""
         with self._lock:
-            sent = sum(m for m, _ in self._batches)
-            units = sum(w for w, _ in self._work)
-            seconds = sum(s for _, s in self._work)
+            sent = sum(m for m, _, _ in self._batches)
+            units = sum(w for _, w, _ in self._batches)
+            seconds = sum(s for _, _, s in self._batches)
         if units <= 0 or sent <= 0:
             return None
         return min(messages / sent, work / units) * seconds

@@ -165,9 +165,6 @@ class ModelExecutor:
 
     def _joined_done(self, join: _Joined, inference_s: float) -> None:
         outputs = join.outputs
-        self._capacity.record_batch(
-            len(join.jobs), inference_s, _work(join.jobs, join.prepared)
-        )
         succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
         self._report(join.jobs, join.prepared, succeeded, inference_s)
         blame = self._device_failed(outputs, succeeded)
@@ -223,7 +220,6 @@ class ModelExecutor:
             started, outputs, self._answering, now=self._clock(), inference_s=inference_s
         )
         self._writer.accept(outcomes, JobState.RUNNING)
-        self._capacity.record_batch(len(started), inference_s, _work(started, prepared))
         succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
         self._report(started, prepared, succeeded, inference_s)
         blame = runner_failed or self._device_failed(outputs, succeeded)
@@ -259,13 +255,15 @@ class ModelExecutor:
         return False
 
     def _report(self, jobs: list[Job], prepared: Any, succeeded: int, inference_s: float) -> None:
+        """A batch the model ran, to the capacity estimator and the observer."""
+        self._capacity.record_batch(len(jobs), inference_s, _work(jobs, prepared))
         memory = getattr(self._runner, "cuda_memory_bytes", None)
         self._observer.batch(
             BatchReport(
                 size=len(jobs),
                 succeeded=succeeded,
                 real_tokens=int(getattr(prepared, "real_tokens", 0)),
-                padded_tokens=int(getattr(prepared, "padded_tokens", 0)),
+                padded_tokens=_padded_tokens(prepared),
                 inference_s=inference_s,
                 queue_wait_max_s=max((j.queue_wait_s for j in jobs), default=0.0),
                 held=self._ledger.held,
@@ -274,10 +272,14 @@ class ModelExecutor:
         )
 
 
+def _padded_tokens(prepared: Any) -> int:
+    return int(getattr(prepared, "padded_tokens", 0))
+
+
 def _work(jobs: Sequence[Job], prepared: Any) -> int:
     """What the model computes for a batch: its padded tokens where the runner reports them,
     else its requests."""
-    return int(getattr(prepared, "padded_tokens", 0)) or len(jobs)
+    return _padded_tokens(prepared) or len(jobs)
 
 
 class _Joined:
