@@ -27,6 +27,7 @@ from worker.pipeline.capacity import CapacityEstimator
 from worker.pipeline.ledger import Job, Ledger
 from worker.pipeline.observer import Observer
 from worker.pipeline.polling import PollOrder
+from worker.pipeline.threads import GrowingThreads, Spawn
 from worker.seams import QueueSeam, ReceivedMessage
 from worker.sqs_limits import RECEIVE_MAX_MESSAGES
 
@@ -57,63 +58,47 @@ class Receivers:
         self._order = PollOrder([queue_url] if isinstance(queue_url, str) else queue_url, weights)
         self._wait_s = wait_s
         self._visibility_s = visibility_s
-        self._count = count
-        self._max_count = max(count, max_count or count)
         self._draining = threading.Event()
-        self._spawn: Callable[[str, Callable[[], None]], threading.Thread] | None = None
-        # the thread list and the round trips of full receives: every receiver adds to both
+        self._threads = GrowingThreads(
+            "receiver", configured=count, most=max_count,
+            added="receiver added: full receives bring less than the worker could take",
+        )
+        # the round trips of full receives: every receiver adds to them
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._started = 0  # receivers started so far: each one's number
         self._round_trips: deque[float] = deque(maxlen=16)
 
     @property
     def threads(self) -> list[threading.Thread]:
-        with self._lock:
-            return list(self._threads)
+        return self._threads.threads
 
     def alive(self) -> bool:
         """Every receiver still runs (an added one that ended on a failure has left the list)."""
-        with self._lock:
-            return all(t.is_alive() for t in self._threads)
+        return self._threads.alive()
 
-    def start(self, spawn: Callable[[str, Callable[[], None]], threading.Thread]) -> None:
-        self._spawn = spawn
-        for _ in range(self._count):
-            self._add_receiver()
+    def start(self, spawn: Spawn) -> None:
+        self._threads.start(
+            spawn, lambda number, added: functools.partial(self._loop, number, added=added)
+        )
 
     def drain(self) -> None:
         """Hand nothing more to the encoders: what the last polls bring stays in the ledger for
         the drain to release. (The ledger, closed, stops them polling again.) No receiver is
         added after this returns, so `threads` is then the list to join."""
-        with self._lock:
-            self._draining.set()
-
-    def _add_receiver(self) -> None:
-        with self._lock:
-            count, number = len(self._threads), self._started
-            if self._spawn is None or self._draining.is_set() or count >= self._max_count:
-                return
-            self._started += 1
-            loop = functools.partial(self._loop, number, added=count >= self._count)
-            self._threads.append(self._spawn(f"receiver-{number}", loop))
-        if count >= self._count:
-            event(log, "receiver added: full receives bring less than the worker could take",
-                  logging.INFO, receivers=count + 1)
+        self._threads.close()
+        self._draining.set()
 
     def _timed_full_receive(self, seconds: float) -> None:
         """A receive came back full in `seconds`: add a receiver if the round trip asks for it."""
         with self._lock:
             self._round_trips.append(seconds)
             round_trip = min(self._round_trips)
-            count = len(self._threads)
-        if count >= self._max_count:
+        if self._threads.full():
             return
         wanted = self._capacity.receivers_wanted(
             round_trip, RECEIVE_MAX_MESSAGES, self._ledger.held
         )
-        if wanted is not None and wanted > count:
-            self._add_receiver()
+        if wanted is not None and wanted > self._threads.count():
+            self._threads.add()
 
     def _loop(self, index: int = 0, added: bool = False) -> None:
         while (n := self._ledger.reserve(self._capacity.bound, RECEIVE_MAX_MESSAGES)) > 0:
@@ -134,10 +119,9 @@ class Receivers:
                     self._handoff(jobs)
 
     def _retire(self, thread: threading.Thread) -> None:
+        count = self._threads.leave(thread)
         with self._lock:
-            self._threads.remove(thread)
             self._round_trips.clear()  # the next growth waits for full receives after this
-            count = len(self._threads)
         event(log, "added receiver ended: a receive failed", logging.INFO, receivers=count)
 
     def _receive(self, n: int, index: int) -> list[ReceivedMessage]:

@@ -32,6 +32,7 @@ from worker.pipeline.ledger import JobState, Ledger
 from worker.pipeline.observer import Observer
 from worker.pipeline.outbox import Outbox
 from worker.pipeline.outcomes import RELEASED, Action, Answering, Outcome, backoff_s, reject
+from worker.pipeline.threads import GrowingThreads, Spawn
 from worker.seams import ClaimCheck, OutgoingMessage, QueueSeam, TopicSeam
 
 log = logging.getLogger("worker.pipeline")
@@ -66,12 +67,11 @@ class ResultWriter:
         self.outbox = Outbox(linger_s, clock)
         self.destinations = Destinations(sqs, topics)
         self.sizes = self.destinations.sizes
-        self._count = threads
-        self._max_count = max(threads, max_threads or threads)
-        self._spawn: Callable[[str, Callable[[], None]], threading.Thread] | None = None
-        self._threads_lock = threading.Lock()  # the thread list: accept() grows it, close() ends
-        self._threads: list[threading.Thread] = []
-        self._closed = False
+        # the thread list: accept() grows it, close() ends its growth
+        self._threads = GrowingThreads(
+            "writer", configured=threads, most=max_threads,
+            added="result writer added: results were waiting for a free one",
+        )
 
     # ------------------------------------------------------------------ taking outcomes
 
@@ -93,35 +93,21 @@ class ResultWriter:
             )
         else:
             for _ in range(self.outbox.unserved()):
-                self._add_writer()
+                self._threads.add()
 
     # ------------------------------------------------------------------ threads
 
     @property
     def threads(self) -> list[threading.Thread]:
-        with self._threads_lock:
-            return list(self._threads)
+        return self._threads.threads
 
-    def start(self, spawn: Callable[[str, Callable[[], None]], threading.Thread]) -> None:
-        self._spawn = spawn
-        for _ in range(self._count):
-            self._add_writer()
-
-    def _add_writer(self) -> None:
-        with self._threads_lock:
-            count = len(self._threads)
-            if self._spawn is None or self._closed or count >= self._max_count:
-                return
-            self._threads.append(self._spawn(f"writer-{count}", self._loop))
-        if count >= self._count:
-            event(log, "result writer added: results were waiting for a free one",
-                  logging.INFO, writers=count + 1)
+    def start(self, spawn: Spawn) -> None:
+        self._threads.start(spawn, lambda _number, _added: self._loop)
 
     def close(self) -> None:
         """Write what is queued, then stop (the writers exit once the outbox is empty). No
         writer is added after this returns, so `threads` is then the list to join."""
-        with self._threads_lock:
-            self._closed = True
+        self._threads.close()
         self.outbox.close()
 
     def _loop(self) -> None:
