@@ -7,6 +7,7 @@ reference."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from worker import devsqs
 from worker.config import load_settings
 from worker.model import ModelRunner
 from worker.pipeline import Worker
+from worker.pipeline.observer import NullObserver
 from worker.sqs import SqsAdapter
 
 REGION = "us-east-1"
@@ -142,6 +144,27 @@ class Instrumented:
         return self.transport.call(operation, params)
 
 
+class Deletions(NullObserver):
+    """When the deletions passed the 10th and the 90th percentile and the last: told by the
+    writers as they delete (a poll of the count from the bench's thread would add its own CPU
+    to the worker process's, and 10 ms to each time)."""
+
+    def __init__(self, total: int) -> None:
+        self.marks = (total // 10, total * 9 // 10, total)
+        self.at: list[float] = []
+        self.done = threading.Event()
+        self._deleted = 0
+        self._lock = threading.Lock()
+
+    def written(self, outcomes: Sequence[Any], deleted: int, now: float) -> None:
+        with self._lock:
+            self._deleted += deleted
+            while len(self.at) < 3 and self._deleted >= self.marks[len(self.at)]:
+                self.at.append(time.perf_counter())
+            if len(self.at) == 3:
+                self.done.set()
+
+
 def run_worker(
     server: devsqs.LocalServer,
     runner: ModelRunner,
@@ -177,7 +200,10 @@ def run_worker(
     calls: Counter[str] = Counter()
     control = Instrumented(base[0], calls, delay_s)
     poll = Instrumented(base[1], calls, delay_s)
-    worker = Worker(settings, runner, SqsAdapter(control, poll), region=REGION)
+    deletions = Deletions(len(sentences))
+    worker = Worker(
+        settings, runner, SqsAdapter(control, poll), region=REGION, observers=[deletions]
+    )
 
     # Timed from start() returning: its start-up calls (GetQueueAttributes for the redrive
     # policy and the result queue's size limit, one after the other) happen once per process,
@@ -186,19 +212,15 @@ def run_worker(
     cpu_before, process_cpu_before = server.cpu_seconds(), time.process_time()
     started = time.perf_counter()
     deadline = started + max(120.0, len(sentences) / 5.0)
-    low, high = len(sentences) // 10, len(sentences) * 9 // 10
-    low_at = high_at = 0.0  # when the deletions passed the 10th and the 90th percentile
-    while (deleted := worker.stats.deleted) < len(sentences):
+    while not deletions.done.wait(1.0):  # the writers set it: no poll of ours in the CPU measured
         if worker.crashed is not None:
             raise RuntimeError(f"worker crashed: {worker.crashed!r}")
         if time.perf_counter() > deadline:
             raise RuntimeError(f"worker too slow: {worker.summary()}")
-        low_at = low_at or (time.perf_counter() if deleted >= low else 0.0)
-        high_at = high_at or (time.perf_counter() if deleted >= high else 0.0)
-        time.sleep(0.01)  # a 10 ms poll of the count: timing resolution, not synchronisation
-    elapsed = time.perf_counter() - started
-    high_at = high_at or time.perf_counter()
-    steady = (high - low) / (high_at - low_at) if low_at and high_at > low_at else 0.0
+    elapsed = deletions.at[-1] - started
+    low_at, high_at = deletions.at[0], deletions.at[1]
+    low, high = deletions.marks[0], deletions.marks[1]
+    steady = (high - low) / (high_at - low_at) if high_at > low_at else 0.0
     total_calls = sum(calls.values())
     by_operation = dict(calls)
     server_cpu = server.cpu_seconds() - cpu_before

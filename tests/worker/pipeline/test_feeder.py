@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from worker_test_helpers import wait_for
 
 from worker.batching import BatchLimits
@@ -76,11 +77,31 @@ def test_the_executor_asking_gets_the_next_batch_at_once() -> None:
         feeder.stop()
 
 
-def test_with_no_estimate_the_next_batch_is_formed_at_once() -> None:
+def test_a_batch_taken_with_no_wait_gets_the_next_formed_at_once() -> None:
     feeder = started_feeder()
     try:
-        feeder.taken(None)  # the first batch: no batch timed yet (or a decode session)
+        feeder.taken()  # a decode session: it joins whatever is ready between steps
         feeder.add([job(1, 10), job(2, 10)])
         wait_for(feeder.handoff.full, 5, "the next batch, at once")
+    finally:
+        feeder.stop()
+
+
+def test_with_no_estimate_the_next_batch_waits_for_the_executor_to_ask() -> None:
+    """The first batch: nothing timed yet. Formed at once, the next batch would be cut from the
+    first receives' few messages (here the two long ones); formed when the device is free, it
+    takes the shorter ones that arrived while the first batch ran."""
+    feeder = started_feeder()
+    try:
+        feeder.taken(None)
+        feeder.add([job(1, 50), job(2, 50)])  # full at once
+        feeder.add([job(3, 5), job(4, 5)])
+        # the old rule formed it within milliseconds; an observation window, not a hand-off
+        with pytest.raises(AssertionError):
+            wait_for(feeder.handoff.full, 0.3, "a batch formed before it was asked for")
+        feeder.want()
+        wait_for(feeder.handoff.full, 5, "the next batch, once asked for")
+        jobs, _ = feeder.handoff.get_nowait()
+        assert sorted(j.key for j in jobs) == [3, 4]
     finally:
         feeder.stop()
