@@ -12,6 +12,7 @@ The hand-off is the back-pressure point between the CPU stages and the device.
 
 from __future__ import annotations
 
+import math
 import queue
 import sys
 import threading
@@ -50,7 +51,7 @@ class BatchFeeder:
         self._batcher: Batcher[Job] = Batcher(limits)
         self._stopping = False
         self._slot = threading.Semaphore(1)
-        # when the executor wants the next batch: None = now (owned under _cond)
+        # when the executor wants the next batch: None = now, inf = when it asks (under _cond)
         self._wanted_at: float | None = None
         self._prepare_s = 0.0  # how long forming and padding a batch took, smoothed
         self.handoff: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)
@@ -73,11 +74,16 @@ class BatchFeeder:
                 )
             self._cond.notify()
 
-    def taken(self, busy_s: float | None = None) -> None:
+    def taken(self, busy_s: float | None = 0.0) -> None:
         """The executor took the prepared batch: the next one may be prepared, to be ready in
-        `busy_s` (how long the executor expects this one to keep the device; None: at once)."""
+        `busy_s` (how long the executor expects this one to keep the device; 0: at once). None:
+        no estimate yet (the first batch), so the next is formed when the executor asks: formed
+        at once, it would be cut from the first receives' few messages, with several times the
+        padding of any batch after it, for a device wait of one `prepare`, once."""
         with self._cond:
-            self._wanted_at = None if busy_s is None else self._clock() + EARLY * busy_s
+            self._wanted_at = (
+                math.inf if busy_s is None else self._clock() + EARLY * busy_s
+            )
             self._cond.notify()
         self._slot.release()
 
@@ -136,7 +142,7 @@ class BatchFeeder:
                 now = self._clock()
                 form_at = self._form_at()
                 if form_at > now:
-                    self._cond.wait(form_at - now)
+                    self._cond.wait(None if form_at == math.inf else form_at - now)
                     continue
                 jobs = self._batcher.take(now)
                 if jobs:

@@ -95,17 +95,24 @@ def test_requests_late_when_parsed_are_answered_and_never_encoded(
 def test_a_request_that_expires_waiting_for_its_batch_never_reaches_the_model(
     sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
 ) -> None:
-    """The model holds a first batch; the next one (a request with a deadline a few seconds out
-    and one without) is prepared meanwhile. The deadline passes before that batch runs: the
-    late request is answered, the batch is prepared again without it, the other one runs."""
+    """The model holds a batch; the next one (a request with a deadline a few seconds out and
+    one without) is prepared meanwhile. The deadline passes before that batch runs: the late
+    request is answered, the batch is prepared again without it, the other one runs."""
     queues = make_queues(sqs_client)
     gate = threading.Event()
+    gate.set()
     runner = RecordingRunner(gate)
     metrics = Metrics()
     worker = start_worker(
         sqs_server.endpoint_url, queues, runner, running_workers, metrics,
         max_batch_size=2, max_wait_ms=2000,
     )
+    # one batch timed first: before any, the next batch is formed only once the model is free
+    send_bodies(sqs_client, queues.input, [request("warm", id="warm")])
+    reader = ResultReader(sqs_client, queues.results)
+    reader.wait_for(1, timeout=60)
+    gate.clear()
+    runner.running.clear()
     send_bodies(sqs_client, queues.input, [request("first", id="first")])
     wait_for(runner.running.is_set, 30, "the first batch to reach the model")
     deadline = time.time() + 4.0
@@ -114,22 +121,23 @@ def test_a_request_that_expires_waiting_for_its_batch_never_reaches_the_model(
         queues.input,
         [request("doomed", id="doomed", deadline=deadline), request("survivor", id="survivor")],
     )
-    wait_for(lambda: len(runner.encoded_texts) == 3, 30, "both requests to pass the parse check")
+    wait_for(lambda: len(runner.encoded_texts) == 4, 30, "both requests to pass the parse check")
     wait_for(worker.feeder.handoff.full, 30, "the next batch to be prepared")
     [(prepared_jobs, _)] = list(worker.feeder.handoff.queue)
     assert len(prepared_jobs) == 2  # both in the one batch the deadline check must split
     wait_for(lambda: time.time() > deadline + 0.05, 10, "the deadline to pass")
     gate.set()
-    results = ResultReader(sqs_client, queues.results).wait_for(3, timeout=60)
+    results = reader.wait_for(4, timeout=60)
     assert outcome_by_id(results) == {
+        "warm": ("ok", None),
         "first": ("ok", None),
         "survivor": ("ok", None),
         "doomed": ("error", "DeadlineExceeded"),
     }
     doomed = next(r for r in results.values() if r["id"] == "doomed")
     assert "just before its batch ran" in doomed["error"]["message"]
-    assert runner.ran_texts == ["first", "survivor"]
-    assert runner.batches == [1, 1]  # the batch of two ran as one, without the late request
+    assert runner.ran_texts == ["warm", "first", "survivor"]
+    assert runner.batches == [1, 1, 1]  # the batch of two ran as one, without the late request
     assert expired(metrics, "pre_run") == 1 and expired(metrics, "parse") == 0
     wait_for(lambda: counts(sqs_client, queues.input) == (0, 0), 15, "input queue empty")
 

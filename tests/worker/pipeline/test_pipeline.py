@@ -261,7 +261,9 @@ def test_an_allowed_reply_to_that_does_not_exist_is_answered_on_the_result_queue
 
 
 class NextBatchReady(FakeRunner):
-    """The first batch returns once the second is prepared and waiting; the second is gated."""
+    """The first batch runs at once (and so times the model: before any batch is timed, the
+    next is formed only once the model is free); the second returns once the third is prepared
+    and waiting; the third is gated."""
 
     def __init__(self, gate: threading.Event) -> None:
         super().__init__()
@@ -273,9 +275,9 @@ class NextBatchReady(FakeRunner):
         return super().prepare(items)
 
     def run(self, prepared: Any) -> Any:
-        if not self.batches:
-            wait_for(lambda: self.prepared >= 2, 30, "the next batch prepared")
-        else:
+        if len(self.batches) == 1:
+            wait_for(lambda: self.prepared >= 3, 30, "the next batch prepared")
+        elif self.batches:
             assert self.gate2.wait(60)
         return super().run(prepared)
 
@@ -287,13 +289,16 @@ def test_finished_results_do_not_wait_for_the_next_batch(
     (before: held back to fill the next batch's SendMessageBatch, behind a long batch)."""
     queues = make_queues(sqs_client)
     gate = threading.Event()
-    send_bodies(sqs_client, queues.input, [request("one", id="1"), request("two", id="2")])
+    send_bodies(
+        sqs_client, queues.input,
+        [request("zero", id="0"), request("one", id="1"), request("two", id="2")],
+    )
     start_worker(
         sqs_server.endpoint_url, queues, NextBatchReady(gate), running_workers, max_batch_size=1,
         receivers=1,
     )
     try:
-        results = ResultReader(sqs_client, queues.results).wait_for(1, timeout=10)
-        assert len(results) == 1  # the second is still on the (gated) device
+        results = ResultReader(sqs_client, queues.results).wait_for(2, timeout=10)
+        assert len(results) == 2  # the third is still on the (gated) device
     finally:
         gate.set()
