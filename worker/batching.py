@@ -4,7 +4,8 @@ Requests are grouped by task and sorted by token length, so a batch holds reques
 length and carries little padding (measured here: unsorted batches carry 4x the padding and run
 5x slower). A batch closes when it reaches the size budget or the token budget, or when its
 oldest request has waited `max_wait_s`, whichever comes first. Which requests it takes: see
-`Batcher.take` (shortest first, within a reorder window after the oldest).
+`Batcher.take` (the run with the least padding, or shortest first once the oldest request has
+waited a reorder window).
 
 The token budget counts what the device computes: a padded batch costs
 `items x longest sequence`, so that is what `max_batch_tokens` bounds. A single request larger than
@@ -14,6 +15,7 @@ the budget still runs, alone.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -68,6 +70,12 @@ def _order(p: Pending[T]) -> tuple[int, int]:
     return (p.length, p.seq)
 
 
+def _padding(run: list[Pending[T]]) -> float:
+    """Padded / real tokens of a length-sorted run (its requests padded to its longest)."""
+    rows = sum(p.rows for p in run)
+    return padded_cost(rows, run[-1].length) / sum(p.rows * p.length for p in run)
+
+
 class Batcher(Generic[T]):
     """Holds pending requests and hands out batches. Not thread-safe: guard it with a lock.
 
@@ -113,13 +121,16 @@ class Batcher(Generic[T]):
     def take(self, now: float, *, force: bool = False) -> list[T] | None:
         """The next batch if one is due (or any pending work when `force`), else None.
 
-        The batch is a run of length-sorted requests that starts at the shortest request that
-        arrived within `max_reorder_s` of the group's oldest: from it up to longer ones while the
-        budgets allow, then down to shorter ones while they still fit. A held backlog so goes
-        shortest first, in runs of similar length, as a sort of the whole set would (building
-        every batch around the oldest request padded short ones to an outlier's length); and no
-        request waits behind an endless stream of shorter ones, only behind those that arrived
-        within the window after it."""
+        The batch is a run of length-sorted requests. While the group's oldest request has
+        waited less than `max_reorder_s`, it is the run with the least padding (`_tightest`):
+        a pool still filling (slow receives, a ramp) holds dense runs of one length, where the
+        shortest requests are few and far apart in length. Once the oldest has waited that long,
+        the run starts at the shortest request that arrived within `max_reorder_s` of it: from
+        it up to longer ones while the budgets allow, then down to shorter ones while they still
+        fit. A held backlog so goes in runs of similar length, as a sort of the whole set would
+        (building every batch around the oldest request padded short ones to an outlier's
+        length); and no request waits behind an endless stream of shorter ones, only behind
+        those that arrived within the window after it."""
         chosen: Hashable | None = None
         chosen_age = -1.0
         for key, pending in self._groups.items():
@@ -131,7 +142,9 @@ class Batcher(Generic[T]):
             return None
         pending = self._groups[chosen]
         items = pending.by_length
-        lo, hi = self._window(items, pending.oldest().arrived + self.limits.max_reorder_s)
+        cutoff = pending.oldest().arrived + self.limits.max_reorder_s
+        choice = now < cutoff and len(items) >= 2 * self.limits.max_batch_size
+        lo, hi = self._tightest(items) if choice else self._window(items, cutoff)
         batch = items[lo:hi]
         del items[lo:hi]
         for p in batch:
@@ -160,6 +173,34 @@ class Batcher(Generic[T]):
             lo -= 1
             rows += items[lo].rows
         return lo, hi
+
+    def _tightest(self, items: list[Pending[T]]) -> tuple[int, int]:
+        """[lo, hi) in the sorted list: the full run with the least padding (padded / real
+        tokens; the shortest on a tie). The runs: each that ends at the last request of some
+        length and goes down to shorter ones until the budgets stop it (one that runs out of
+        shorter requests first is no full batch), and the one from the shortest request up.
+        O(distinct lengths x max_batch_size)."""
+        size, budget = self.limits.max_batch_size, self.limits.max_batch_tokens
+        lo, hi = self._window(items, math.inf)  # from the shortest up
+        best, best_lo, best_hi = _padding(items[lo:hi]), lo, hi
+        end = len(items)
+        while end > 0:
+            longest = items[end - 1].length
+            start, rows = end - 1, items[end - 1].rows
+            real = rows * longest
+            while start > 0 and end - start < size:
+                below = items[start - 1]
+                if padded_cost(rows + below.rows, longest) > budget:
+                    break
+                start -= 1
+                rows += below.rows
+                real += below.rows * below.length
+            if start > 0 or end - start == size:  # a full batch
+                padding = padded_cost(rows, longest) / real
+                if padding < best or (padding == best and start < best_lo):
+                    best, best_lo, best_hi = padding, start, end
+            end = bisect.bisect_left(items, (longest, 0), key=_order)
+        return best_lo, best_hi
 
     def drain(self) -> list[T]:
         """Everything pending, in no particular order (used when shutting down)."""

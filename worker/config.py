@@ -153,8 +153,10 @@ class WorkerSettings(BaseSettings):
         default=1000,
         ge=0,
         le=600_000,
-        description="batches start at the shortest request that arrived within this long of the "
-        "oldest (less padding when a backlog is held); 0 = at the shortest of the oldest receive",
+        description="for this long after the oldest pending request arrived, a full batch is the "
+        "run of lengths held with the least padding; after, batches start at the shortest request "
+        "that arrived within this long of the oldest (so none waits longer behind shorter ones); "
+        "0 = at the shortest of the oldest receive",
     )
     receivers: int = Field(default=4, ge=1, le=64, description="concurrent long polls")
     max_receivers: int = Field(

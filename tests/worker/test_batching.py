@@ -7,6 +7,7 @@ import bisect
 import random
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Generic, TypeVar
 
 from hypothesis import given, settings
@@ -135,6 +136,34 @@ def test_a_held_backlog_goes_shortest_first_not_around_a_long_oldest_request() -
     assert batches[2] == ["long"]
 
 
+def test_within_the_reorder_window_the_batch_is_the_full_run_with_the_least_padding() -> None:
+    """A pool still filling: the shortest requests are few and far apart in length. Started at
+    the shortest (the rule after the window), the batch pads 1..8 to 8 (1.78 padded per real
+    token); within the window it is the dense run of one length, and the sparse ones wait for
+    more of their kind."""
+    batcher = make(size=8, tokens=1_000_000, wait=0.0, reorder=1.0)
+    for length in range(1, 9):
+        batcher.add(f"sparse{length}", group="embed", rows=1, length=length, now=0.0)
+    for i in range(8):
+        batcher.add(f"dense{i}", group="embed", rows=1, length=20, now=0.0)
+    assert batcher.take(0.5) == [f"dense{i}" for i in range(8)]
+    for i in range(8):
+        batcher.add(f"dense{i + 8}", group="embed", rows=1, length=20, now=0.6)
+    # the window has passed for the oldest: shortest first, whatever it pads
+    assert batcher.take(1.0) == [f"sparse{length}" for length in range(1, 9)]
+
+
+def test_a_full_group_always_gives_a_full_batch() -> None:
+    """The least-padding choice never takes a short run (one of one length pads nothing) while
+    a full batch is held."""
+    rng = random.Random(3)
+    batcher = make(size=8, tokens=1_000_000, wait=0.0, reorder=10.0)
+    for i in range(200):
+        batcher.add(f"r{i}", group="embed", rows=1, length=rng.randint(1, 60), now=0.0)
+    while len(batcher) >= 8:
+        assert len(batcher.take(1.0) or []) == 8
+
+
 def test_shorter_requests_pass_an_old_one_only_within_the_reorder_window() -> None:
     """A long request, then a stream of short ones: those that arrived within `max_reorder_s`
     of it may go first, those after may not, so it waits a bounded while, never forever."""
@@ -219,9 +248,9 @@ class ReferenceBatcher(Generic[T]):
     def take(self, now: float, *, force: bool = False) -> list[T] | None:
         """The next batch if one is due (or any pending work when `force`), else None.
 
-        The batch is a run of length-sorted requests that contains the group's oldest request (so
-        no request waits behind an endless stream of shorter ones): of the runs that contain it,
-        the largest within the budgets, and among those the one with the least padding."""
+        The batch is a run of length-sorted requests: while the oldest has waited less than the
+        reorder window, the tightest run (`_tightest`); after, the run from the shortest request
+        that arrived within the window of the oldest (`_window`)."""
         chosen_group: Hashable | None = None
         chosen_age = -1.0
         for group, items in self._groups.items():
@@ -234,7 +263,9 @@ class ReferenceBatcher(Generic[T]):
         if chosen_group is None:
             return None
         items = self._groups[chosen_group]
-        lo, hi = self._window(items, min(p.arrived for p in items) + self.limits.max_reorder_s)
+        cutoff = min(p.arrived for p in items) + self.limits.max_reorder_s
+        choice = len(items) >= 2 * self.limits.max_batch_size  # else the rest would be strays
+        lo, hi = self._tightest(items) if now < cutoff and choice else self._window(items, cutoff)
         batch = items[lo:hi]
         del items[lo:hi]
         if not items:
@@ -247,6 +278,30 @@ class ReferenceBatcher(Generic[T]):
         return padded_cost(sum(p.rows for p in batch), max(p.length for p in batch)) <= (
             self.limits.max_batch_tokens
         )
+
+    def _tightest(self, items: list[RefPending[T]]) -> tuple[int, int]:
+        """Of the full runs, the one with the least padding (padded / real tokens), the one of
+        the shortest requests on a tie. The runs: for each length pending, the one that ends at
+        its last request and goes down to shorter ones while the batch fits, if it is full (as
+        many as the size budget, or a shorter one below would not fit); and the one from the
+        shortest request up while it fits."""
+
+        def padding(lo: int, hi: int) -> Fraction:
+            run = items[lo:hi]
+            padded = padded_cost(sum(p.rows for p in run), max(p.length for p in run))
+            return Fraction(padded, sum(p.rows * p.length for p in run))
+
+        lo, hi = self._window(items, float("inf"))
+        runs = [(padding(lo, hi), lo, hi)]
+        for length in sorted({p.length for p in items}):
+            hi = max(i for i, p in enumerate(items) if p.length == length) + 1
+            lo = hi - 1
+            while lo > 0 and self._fits(items[lo - 1 : hi]):
+                lo -= 1
+            if hi - lo == self.limits.max_batch_size or lo > 0:
+                runs.append((padding(lo, hi), lo, hi))
+        _, lo, hi = min(runs)
+        return lo, hi
 
     def _window(self, items: list[RefPending[T]], cutoff: float) -> tuple[int, int]:
         """The shortest request that arrived by `cutoff`, the longer ones after it while the
