@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[float, WorkerRun] = {}
     per_round: dict[str, list[float]] = {
         "vs_st": [], "vs_raw": [], "latency_hidden": [], "cpu_vs_st": [], "cpu_raw_vs_st": [],
-        "latency_hidden_steady": [],
+        "latency_hidden_steady": [], "cpu_vs_raw": [],
     }
     server = devsqs.start_fauxqs()
     try:
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             worker_cpu = max(worker_cpu, round_cpu)
             per_round["cpu_vs_st"].append(round_cpu / st.cpu)
             per_round["cpu_raw_vs_st"].append(raw.cpu / st.cpu)
+            per_round["cpu_vs_raw"].append(round_cpu / raw.cpu)
             worker_cpu_with_server = max(worker_cpu_with_server, round_runs[0.0].msgs_per_cpu_s)
             plain_rate = round_runs[0.0].msgs_s
             per_round["vs_st"].append(plain_rate / st.wall)
@@ -324,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw_cpu_vs_sentence_transformers": round(raw_cpu / st_cpu, 3),
         "raw_cpu_vs_sentence_transformers_median_of_rounds": _median(per_round["cpu_raw_vs_st"]),
         "cpu_vs_raw": round(worker_cpu / raw_cpu, 3),
+        "cpu_vs_raw_median_of_rounds": _median(per_round["cpu_vs_raw"]),
         "cpu_vs_naive": round(worker_cpu / naive_cpu, 3),
         "cpu_vs_raw_with_sqs_server": round(worker_cpu_with_server / raw_cpu, 3),
         "pipeline_cpu_ms_per_msg": overhead["pipeline_cpu_ms_per_msg"],
