@@ -133,6 +133,12 @@ def parse_queue_address(
         arn = _ARN.match(text)
         if arn is None:
             raise AddressError("is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)")
+        if home_endpoint != AWS and arn["region"] != region:
+            # sent through the home endpoint, which serves one region: the ARN would name
+            # that region's queue of the same account and name, not the one it says
+            raise AddressError(
+                f"names region {arn['region']}, but this worker's SQS endpoint serves {region}"
+            )
         return QueueAddress(home_endpoint, arn["region"], arn["account"], arn["name"])
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -123,6 +123,25 @@ def test_an_arn_is_sent_to_its_queue_url_on_the_workers_endpoint() -> None:
                        input_queue_url=LOCAL + "in")
 
 
+VPC_ENDPOINT = "https://vpce-0abc-def.sqs.us-east-1.vpce.amazonaws.com/123456789012/"
+
+
+@pytest.mark.parametrize("name", ["requests", "requests-dlq", "billing"])
+def test_an_arn_of_another_region_is_refused_on_an_endpoint_that_serves_one_region(
+    name: str,
+) -> None:
+    # Sent through a VPC endpoint (or an emulator), an ARN of another region would name this
+    # region's queue of that account and name: the worker's own input queue and its DLQ
+    # slipped past their refusal, and a region in the allow-list meant nothing.
+    vpc = policy(
+        ("arn:aws:sqs:*:123456789012:*",), input_queue_url=VPC_ENDPOINT + "requests",
+        result_queue_url=VPC_ENDPOINT + "results",
+    )
+    with pytest.raises(ReplyToRefused, match="names region eu-west-1, but this worker's SQS"):
+        vpc.resolve(f"arn:aws:sqs:eu-west-1:123456789012:{name}")
+    assert vpc.resolve("arn:aws:sqs:us-east-1:123456789012:billing") == VPC_ENDPOINT + "billing"
+
+
 @pytest.mark.parametrize(
     "pattern",
     ["file:", "arn:aws:sqs:us-east-1", "arn:aws:sns:us-east-1:123456789012", "https://h/x/y",
