@@ -31,6 +31,11 @@ from worker.tasks import TASKS, is_image_task
 CONTRACT_VERSION = 1
 MAX_INPUTS_PER_REQUEST = 1024
 MAX_ID_CHARS = 256
+# Finite bounds far past any real use (SQS keeps a message 14 days at most; epoch 1e11 s is the
+# year 5138): a JSON integer too large for a float would overflow the deadline's arithmetic.
+MAX_TTL_S = 1e9
+MAX_DEADLINE = 1e11
+MAX_MESSAGE_CHARS = 500  # an error message never echoes more of the request than this
 
 
 class RequestV1(BaseModel):
@@ -66,12 +71,14 @@ class RequestV1(BaseModel):
     ttl_s: StrictFloat | StrictInt | None = Field(
         None,
         gt=0,
+        le=MAX_TTL_S,
         description="seconds after the message reached SQS (SentTimestamp) past which the "
         "request is answered DeadlineExceeded instead of being run",
     )
     deadline: StrictFloat | StrictInt | None = Field(
         None,
         gt=0,
+        le=MAX_DEADLINE,
         description="epoch seconds (UTC) past which the request is answered DeadlineExceeded; "
         "with ttl_s too, the earlier of the two applies",
     )
@@ -102,10 +109,12 @@ class BadRequest:
 
 
 def _first_error(error: ValidationError) -> str:
+    """The first schema error, named by where it is. Cut short: a field's name is the caller's
+    text, and a 200 KB one echoed whole would make an error result too large to send."""
     item = error.errors()[0]
-    loc = ".".join(str(part) for part in item["loc"]) or "body"
+    loc = ".".join(str(part)[:100] for part in item["loc"]) or "body"
     extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{loc}: {item['msg']}{extra}"
+    return f"{loc}: {item['msg']}"[:MAX_MESSAGE_CHARS] + extra
 
 
 def parse_request(
@@ -230,12 +239,25 @@ def _rules(
                 )
             if not value.strip():
                 return bad("EmptyInputs", f"input {index} is empty")
+            if not value.isascii() and not _encodable(value):
+                # legal as a JSON escape ("\ud800"), but no tokenizer takes it
+                return bad(
+                    "InvalidRequest", f"input {index} holds a lone surrogate (not Unicode text)"
+                )
             texts.append(value)
         inputs = texts
     return Request(
         parsed.id, task, inputs, dict(parsed.parameters), destination,
         ttl_s=parsed.ttl_s, deadline=parsed.deadline,
     )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

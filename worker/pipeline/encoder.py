@@ -141,8 +141,8 @@ class Encoders:
         if encode_many is not None:
             try:
                 return list(encode_many(requests))
-            except Exception as exc:  # the encoder itself failed: every request comes back
-                return [exc] * len(jobs)
+            except Exception:
+                pass  # one at a time below: an input the tokenizer refuses fails its request alone
         out: list[Any] = []
         for inputs, parameters in requests:
             try:

@@ -189,3 +189,35 @@ def test_the_fast_path_gives_what_the_slow_path_gives(body: str) -> None:
     finally:
         RequestV1.model_validate_json = original  # type: ignore[method-assign]
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        # integers too large for a float: they overflowed the deadline's arithmetic
+        ('{"inputs": "x", "ttl_s": 1' + "0" * 400 + "}", "ttl_s"),
+        ('{"inputs": "x", "deadline": 1' + "0" * 400 + "}", "deadline"),
+        ('{"inputs": "x", "ttl_s": 1e308}', "ttl_s"),
+        # legal JSON, but no tokenizer takes it
+        ('{"inputs": ["fine", "ok \\ud800 text"]}', "input 1 holds a lone surrogate"),
+    ],
+)
+def test_values_json_allows_but_nothing_downstream_can_take_are_refused(
+    body: str, where: str
+) -> None:
+    parsed = parse(body)
+    assert isinstance(parsed, BadRequest) and parsed.type == "InvalidRequest", parsed
+    assert where in parsed.message
+
+
+def test_an_error_message_never_echoes_a_huge_field_name_whole() -> None:
+    """A 240 KB field name, echoed whole, made a 720 KB error result: too large to send."""
+    key = "\U0001f600" * 60_000
+    body = json.dumps({"inputs": "x", key: 1}, ensure_ascii=False)
+    parsed = parse(body)
+    assert isinstance(parsed, BadRequest) and parsed.type == "InvalidRequest"
+    assert len(parsed.message) <= 600
+    message = result_message(build_result(
+        message_id="m", request_id=None, model="m", error=(parsed.type, parsed.message)
+    ))
+    assert message.size < 4096

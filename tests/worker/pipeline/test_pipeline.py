@@ -40,6 +40,10 @@ def test_bad_input_gets_error_results_and_the_rest_of_the_batch_is_unaffected(
         "params": request("x", id="params", parameters={"bad_param": 1}),
         "reply": request("x", id="reply", reply_to=elsewhere),
         "big": request("x" * 3000, id="big"),
+        # an integer too large for a float: it overflowed the deadline and killed the encoder
+        "huge-ttl": request("x", id="huge-ttl", ttl_s=10**400),
+        # legal JSON ("\ud800"), but no tokenizer takes it
+        "surrogate": request("ok \ud800 text", id="surrogate"),
     }
     ids = send_bodies(sqs_client, queues.input, list(bodies.values()))
     by_message = dict(zip(ids, bodies, strict=True))
@@ -60,6 +64,8 @@ def test_bad_input_gets_error_results_and_the_rest_of_the_batch_is_unaffected(
         "params": "InvalidParameters",
         "reply": "ReplyToNotAllowed",
         "big": "BodyTooLarge",
+        "huge-ttl": "InvalidRequest",
+        "surrogate": "InvalidRequest",
     }
     for name, error_type in expected_errors.items():
         assert outcome[name]["status"] == "error", name
