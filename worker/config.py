@@ -263,8 +263,9 @@ class WorkerSettings(BaseSettings):
         default=10.0,
         gt=0,
         le=300,
-        description="image tasks: connect and read timeout of one image fetch; past it the "
-        "request is left for redelivery (ImageFetchFailed)",
+        description="image tasks: the time one image fetch may take, redirects included "
+        "(connecting and each read wait only what is left of it); past it the request is left "
+        "for redelivery (ImageFetchFailed)",
     )
     image_s3_buckets: str = Field(
         default="",

@@ -40,6 +40,10 @@ def parse_s3_uri(uri: str) -> tuple[str, str] | None:
     bucket, _, key = uri[5:].partition("/")
     if not bucket or not key:
         return None
+    if any(segment in (".", "..") for segment in key.split("/")):
+        # S3 keeps them as they are, but a proxy or an S3-compatible store that normalises the
+        # path would read `allowed/../other-bucket/key` from another bucket
+        return None
     return bucket, key
 
 
@@ -62,7 +66,7 @@ def parse_image_input(value: Any, index: int) -> ImageRef | str:
     if not text.strip():
         return f"{where}: {kind} is empty"
     if kind == "s3" and parse_s3_uri(text) is None:
-        return f"{where}: s3 must be s3://bucket/key, not {text[:200]!r}"
+        return f"{where}: s3 must be s3://bucket/key (no . or .. segments), not {text[:200]!r}"
     if kind == "url":
         if len(text) > MAX_URL_CHARS:
             return f"{where}: url is longer than {MAX_URL_CHARS} characters"

@@ -80,7 +80,9 @@ class HttpImageFetcher:
             target = self.policy.check_url(url)
             try:
                 addresses = self._resolve(target.host, target.port)
-            except (OSError, UnicodeError) as exc:
+            except UnicodeError as exc:  # the name itself: the same at every redelivery
+                raise ImageRejected(FAILED, f"{target.host}: cannot resolve: {exc}") from None
+            except OSError as exc:
                 raise RequestDeferred(FAILED, f"{target.host}: cannot resolve: {exc}") from None
             address = self.policy.pick_address(target.host, addresses)
             location = self._get(url, target, address, deadline)
@@ -89,20 +91,27 @@ class HttpImageFetcher:
             url = urljoin(url, location)
         raise ImageRejected(FAILED, f"more than {MAX_REDIRECTS} redirects")
 
-    def _connection(self, target: Target, address: str) -> http.client.HTTPConnection:
+    def _connection(
+        self, target: Target, address: str, timeout_s: float
+    ) -> http.client.HTTPConnection:
         if target.scheme == "https":
-            return _PinnedHTTPS(target, address, self.timeout_s, self._tls)
-        return _PinnedHTTP(target, address, self.timeout_s)
+            return _PinnedHTTPS(target, address, timeout_s, self._tls)
+        return _PinnedHTTP(target, address, timeout_s)
 
     def _get(self, url: str, target: Target, address: str, deadline: float) -> bytes | str:
         """The body, or the Location of a redirect."""
         shown = url[:300]
-        connection = self._connection(target, address)
+        left = deadline - time.monotonic()
+        if left <= 0:  # the redirects before took it all
+            raise RequestDeferred(FAILED, f"{shown}: timed out")
+        connection = self._connection(target, address, left)
         try:
             connection.request(
                 "GET", target.path,
                 headers={"User-Agent": "gpuqueue-worker", "Accept": "image/*"},
             )
+            if connection.sock is not None:  # the status line and headers: the time left too
+                connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             response = connection.getresponse()
             status = response.status
             if status in REDIRECTS:
@@ -117,9 +126,13 @@ class HttpImageFetcher:
             declared = response.getheader("Content-Length")
             if declared and declared.isdigit() and int(declared) > self.max_bytes:
                 raise _too_large(shown, int(declared), self.max_bytes)
-            return self._read(response, shown, deadline)
+            return self._read(connection, response, shown, deadline)
         except ssl.SSLCertVerificationError as exc:
             raise ImageRejected(FAILED, f"{shown}: TLS certificate refused: {exc}") from None
+        except (http.client.InvalidURL, UnicodeError) as exc:  # the URL: final, not transient
+            raise ImageRejected(
+                FAILED, f"{shown}: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
         except TimeoutError:
             raise RequestDeferred(FAILED, f"{shown}: timed out") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -129,13 +142,25 @@ class HttpImageFetcher:
         finally:
             connection.close()
 
-    def _read(self, response: http.client.HTTPResponse, shown: str, deadline: float) -> bytes:
+    def _read(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        shown: str,
+        deadline: float,
+    ) -> bytes:
+        """The body, within the fetch's deadline: each read takes what has arrived (`read1`)
+        and may wait only the time left, so a server that sends a byte at a time cannot hold
+        the fetch past WORKER_IMAGE_FETCH_TIMEOUT_S (each full-chunk read got a fresh one)."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise RequestDeferred(FAILED, f"{shown}: timed out reading the body")
-            chunk = response.read(CHUNK)
+            if connection.sock is not None:
+                connection.sock.settimeout(left)
+            chunk = response.read1(CHUNK)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)

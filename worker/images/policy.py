@@ -14,13 +14,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from worker.errors import ImageRejected
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# IPv6 prefixes whose low 32 bits (NAT64; RFC 6052, RFC 8215) carry an IPv4 address the packet
+# reaches: on an IPv6-only cluster, 64:ff9b::10.0.0.5 is the private 10.0.0.5
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# what a path or query may hold as it is (RFC 3986's unreserved, sub-delims, ":", "@", "/", and
+# "%" of an escape already made); anything else, a space or a non-ASCII letter, is escaped, as a
+# browser does: http.client refuses such a URL, and the same bytes come back every redelivery
+_SAFE_PATH = "/%:@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -68,12 +75,25 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (IPv4-mapped, NAT64, 6to4), else None."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: IPAddress) -> bool:
     """A globally routable unicast address: not private, loopback, link-local, shared
-    (100.64/10), reserved, unspecified or multicast; an IPv4-mapped IPv6 address as its IPv4."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+    (100.64/10), reserved (IPv4-compatible ::a.b.c.d among them), unspecified or multicast; an
+    IPv6 address that carries an IPv4 one (IPv4-mapped, NAT64, 6to4) as that IPv4."""
+    address = embedded_ipv4(address) or address
+    return address.is_global and not address.is_multicast and not address.is_reserved
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,7 @@ class ImageSourcePolicy:
         if parts.username or parts.password:
             raise ImageRejected("ImageSourceNotAllowed", "URLs with credentials are refused")
         port = port or DEFAULT_PORTS[scheme]
+        _check_host(host)
         if not any(p.matches(scheme, host, port) for p in self.url_patterns):
             where = "no URL hosts are allowed" if not self.url_patterns else (
                 "not on WORKER_IMAGE_URL_ALLOW"
@@ -120,14 +141,13 @@ class ImageSourcePolicy:
             raise ImageRejected(
                 "ImageSourceNotAllowed", f"{scheme}://{host}:{port} may not be read ({where})"
             )
-        path = parts.path or "/"
+        path = quote(parts.path or "/", safe=_SAFE_PATH)
         if parts.query:
-            path += "?" + parts.query
+            path += "?" + quote(parts.query, safe=_SAFE_PATH + "?")
         return Target(scheme, host, port, path)
 
     def address_allowed(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = embedded_ipv4(address) or address
         if any(address in network for network in self.allowed_networks):
             return True
         return is_public(address)
@@ -151,3 +171,13 @@ class ImageSourcePolicy:
                 "(not on WORKER_IMAGE_ALLOW_NETWORKS)",
             )
         return str(parsed[0])
+
+
+def _check_host(host: str) -> None:
+    """A host no resolver can ever take (an empty label, one over 63 characters) is final."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ImageRejected(
+            "ImageFetchFailed", f"{host[:100]!r} is not a valid host name"
+        ) from None

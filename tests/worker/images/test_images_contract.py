@@ -48,6 +48,9 @@ def test_image_task_takes_one_object_per_image() -> None:
         ([{"file": "/etc/passwd"}], "image-embed", "exactly one of the keys s3, url, base64"),
         ([{"s3": "s3://b/k", "url": "https://h/x"}], "image-embed", "exactly one"),
         ([{"s3": "b/k"}], "image-embed", "s3://bucket/key"),
+        # a proxy that normalises the path would read another bucket
+        ([{"s3": "s3://allowed/../secret/k.jpg"}], "image-embed", "s3://bucket/key"),
+        ([{"s3": "s3://allowed/a/./k.jpg"}], "image-embed", "s3://bucket/key"),
         ([{"url": "file:///etc/passwd"}], "image-embed", "http(s) URL"),
         ([{"base64": 5}], "image-embed", "base64 must be a string"),
         ([{"url": ""}], "image-embed", "url is empty"),

@@ -6,6 +6,8 @@ moto (403/404 final, 5xx transient), the byte limits."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -213,3 +215,82 @@ def test_s3_answering_5xx_is_transient(image_server: Any) -> None:
     with pytest.raises(RequestDeferred) as info:
         s3_fetcher(client, "failing-bucket").fetch("s3://failing-bucket/a.png")
     assert "503" in str(info.value)
+
+
+def test_a_path_with_a_space_or_a_non_ascii_letter_is_fetched_escaped(image_server: Any) -> None:
+    """http.client refuses such a path (InvalidURL, UnicodeEncodeError): it was retried as
+    transient, the same at every redelivery, until the DLQ. Escaped as a browser would, it is
+    fetched; what the server was asked for is the escaped path."""
+    image_server.files["/my%20photo.png"] = image_bytes()
+    image_server.files["/caf%C3%A9.png"] = image_bytes(seed=1)
+    fetch = fetcher(image_server.origin, "127.0.0.0/8")
+    assert fetch.fetch(image_server.url("/my photo.png")) == image_bytes()
+    assert fetch.fetch(image_server.url("/café.png?v=é 1")) == image_bytes(seed=1)
+    assert image_server.hits["/caf%C3%A9.png"] == 1
+    # an escape already made stays as it is
+    assert fetch.fetch(image_server.url("/my%20photo.png")) == image_bytes()
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".cdn.example.com", "bad..cdn.example.com"])
+def test_a_host_name_no_resolver_can_take_is_final(host: str) -> None:
+    fetch = fetcher("https://*.cdn.example.com")
+    assert "is not a valid host name" in refused(
+        lambda: fetch.fetch(f"https://{host}/x.jpg"), "ImageFetchFailed"
+    )
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::7f00:1",  # IPv4-compatible ::127.0.0.1 (reserved)
+        "::a9fe:a9fe",  # ::169.254.169.254, the metadata server
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254: reaches it on an IPv6-only cluster
+        "64:ff9b::a00:5",  # NAT64 of 10.0.0.5
+        "2002:a00:5::1",  # 6to4 of 10.0.0.5
+    ],
+)
+def test_an_ipv6_address_that_carries_a_private_ipv4_one_is_refused(address: str) -> None:
+    policy = ImageSourcePolicy.from_settings("", "https://img.example.com", "")
+    with pytest.raises(ImageRejected, match="a private, loopback or link-local address"):
+        policy.pick_address("img.example.com", [address])
+    # NAT64 of a public address is how an IPv6-only pod reaches it: allowed
+    assert policy.pick_address("img.example.com", ["64:ff9b::808:808"]) == "64:ff9b::808:808"
+
+
+@pytest.fixture
+def dripping_port() -> Iterator[int]:
+    """A server that sends the headers, then the body a byte every 0.3 s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n")
+        for _ in range(20):
+            if stop.wait(0.3):
+                break
+            try:
+                connection.sendall(b"x")
+            except OSError:
+                break
+        connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_the_fetch_timeout_bounds_a_body_sent_a_byte_at_a_time(dripping_port: int) -> None:
+    """Each 256 KiB read waited for a whole chunk with a fresh timeout: 20 bytes at 0.3 s held
+    a 1 s fetch for 6 s."""
+    fetch = fetcher(f"http://127.0.0.1:{dripping_port}", "127.0.0.0/8", timeout_s=1.0)
+    began = time.monotonic()
+    with pytest.raises(RequestDeferred, match="timed out"):
+        fetch.fetch(f"http://127.0.0.1:{dripping_port}/slow.png")
+    assert time.monotonic() - began < 1.5
