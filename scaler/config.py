@@ -36,7 +36,8 @@ class ConfigError(ValueError):
 class TargetConfig(BaseModel):
     """One (queue, Deployment) pair and its policy knobs (defaults = PolicyConfig's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: json.loads reads `Infinity`, and a knob of inf or nan broke the decision
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     queue_url: str = Field(
         default="",
@@ -69,6 +70,11 @@ class TargetConfig(BaseModel):
     keep_warm_fraction: float = Field(default=PolicyConfig.keep_warm_fraction, ge=0, le=1)
     keep_warm_s: float = Field(default=PolicyConfig.keep_warm_s, ge=0)
     prometheus_query: str | None = None
+
+    @field_validator("prometheus_query")
+    @classmethod
+    def _target_query(cls, value: str | None) -> str | None:
+        return value if value is None else checked_query(value)
 
     @field_validator("deployment")
     @classmethod
@@ -181,7 +187,9 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="per call to Kubernetes, GKE or Prometheus"
     )
     dry_run: bool = Field(default=False, description="decide and log, patch nothing")
-    log_level: str = Field(default="INFO", description="the logs' level")
+    log_level: str = Field(
+        default="INFO", description="the logs' level: DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
     #: Lambda only: decide this many times per invocation, run_interval_s apart. EventBridge fires
     #: at most once a minute; 3 × 20 s sees a burst up to 40 s sooner. A run is skipped when less
     #: than 8 s of the invocation would be left (function timeout 50 s: runs at 0, 20, 40 s).
@@ -195,6 +203,18 @@ class Settings(BaseSettings):
     run_interval_s: float = Field(
         default=20.0, ge=0, le=300, description="Lambda: seconds between those decisions"
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"not a log level: {value!r} (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+        return value.upper()
+
+    @field_validator("prometheus_query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        return checked_query(value)
 
     @field_validator("gke_cluster")
     @classmethod
@@ -220,6 +240,7 @@ class Settings(BaseSettings):
             raise ValueError("SCALER_GOOGLE_AUTH=secret needs SCALER_SA_KEY_SECRET_ID")
         if self.drain_rate_source == "prometheus" and not self.prometheus_url:
             raise ValueError("SCALER_DRAIN_RATE_SOURCE=prometheus needs SCALER_PROMETHEUS_URL")
+        self.wif_info()  # read at start: a bad one failed every target, naming no variable
         return self
 
     def wif_info(self) -> dict[str, Any] | None:
@@ -227,27 +248,59 @@ class Settings(BaseSettings):
         if not self.wif_config:
             return None
         text = self.wif_config.strip()
-        if not text.startswith("{"):
-            text = Path(text).read_text()
-        info = json.loads(text)
+        try:
+            if not text.startswith("{"):
+                text = Path(text).read_text()
+            info = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"SCALER_WIF_CONFIG: {exc}") from None
         if not isinstance(info, dict) or info.get("type") != "external_account":
             raise ConfigError("SCALER_WIF_CONFIG: not an external_account credential config")
         return info
 
 
 def load_targets_file(path: Path) -> list[TargetConfig]:
+    """The targets in a YAML or JSON file; ConfigError names the file and the entry."""
     text = Path(path).read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"SCALER_TARGETS_FILE: {path}: not valid JSON: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError, imported only for YAML files
+        raise ConfigError(
+            f"SCALER_TARGETS_FILE: {path}: not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
     if isinstance(data, dict) and "targets" in data:
         data = data["targets"]
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of targets (or {{targets: [...]}})")
-    return [TargetConfig.model_validate(item) for item in data]
+        raise ConfigError(f"SCALER_TARGETS_FILE: {path}: expected a list of targets (or targets:)")
+    targets = []
+    for index, item in enumerate(data):
+        try:
+            targets.append(TargetConfig.model_validate(item))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in err["loc"])
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            raise ConfigError(f"SCALER_TARGETS_FILE[{index}]{where}: {msg}") from None
+    return targets
+
+
+def checked_query(query: str) -> str:
+    """A Prometheus query template that str.format can fill: PromQL's own braces doubled."""
+    try:
+        query.format(namespace="ns", deployment="deploy", queue="queue")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"cannot fill in {{namespace}}, {{deployment}}, {{queue}} ({type(exc).__name__}: "
+            f"{exc}): double PromQL's own braces, as in {{{{job=\"embed\"}}}}"
+        ) from None
+    return query
 
 
 def _variable(loc: tuple[Any, ...]) -> str:
@@ -272,5 +325,7 @@ def load_settings(**overrides: Any) -> Settings:
         field = re.search(r'field "(\w+)"', str(exc))
         name = f"SCALER_{field.group(1).upper()}" if field else "SCALER_*"
         raise ConfigError(f"{name}: not valid JSON") from None
+    except ConfigError:
+        raise
     except (OSError, ValueError) as exc:
         raise ConfigError(f"SCALER_TARGETS_FILE: {exc}") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,10 +51,18 @@ def total_rate(
 ) -> float | None:
     """Messages deleted per second from all of a target's queues (None: no figure at all)."""
     if not source.per_queue:
-        return source.rate(queue_urls[0], namespace, deployment)
-    rates = [source.rate(url, namespace, deployment) for url in queue_urls]
+        return _finite(source.rate(queue_urls[0], namespace, deployment))
+    rates = [_finite(source.rate(url, namespace, deployment)) for url in queue_urls]
     known = [r for r in rates if r is not None]
     return sum(known) if known else None
+
+
+def _finite(rate: float | None) -> float | None:
+    """A rate the policy can use: Prometheus answers NaN (0/0) and +Inf as readily as a number,
+    and either broke the decision (NaN) or the state's JSON (inf), run after run."""
+    if rate is not None and not (math.isfinite(rate) and rate >= 0):
+        raise DrainError(f"the drain rate source returned {rate!r}, not a rate")
+    return rate
 
 
 class CloudWatchDrain:
@@ -125,7 +134,12 @@ class PrometheusDrain:
         self._timeout = timeout_s
 
     def rate(self, queue_url: str, namespace: str, deployment: str) -> float | None:
-        query = self._query.format(namespace=namespace, deployment=deployment, queue=queue_url)
+        try:
+            query = self._query.format(
+                namespace=namespace, deployment=deployment, queue=queue_url
+            )
+        except (KeyError, IndexError, ValueError) as exc:  # settings check it; a caller may not
+            raise DrainError(f"Prometheus query template: {type(exc).__name__}: {exc}") from None
         url = f"{self._url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         try:
             with urllib.request.urlopen(url, timeout=self._timeout) as resp:

@@ -141,7 +141,9 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     steady = math.ceil(min(held * (1.0 + cfg.headroom) / mu, MAX_EXACT) - EPS) if active else 0
     peaks, peak = update_peaks(state.peaks, obs.now, clamp(steady, cfg), cfg)
     floor = floor_of(peak, cfg)
-    idle_for = obs.now - (last_active if last_active is not None else since)
+    # a trusted skew (up to FUTURE_SLACK_S ahead) counts as now, as for the recommendations:
+    # a negative idle time would keep an idle queue warm for that lead past its bound
+    idle_for = max(0.0, obs.now - (last_active if last_active is not None else since))
     hold = hold_s(gaps, cfg)
     need, why = _floor_and_idle(
         need, why, busy, active, current, floor, peak, idle_for, hold

@@ -150,9 +150,14 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
             except ClusterError as exc:
                 if exc.status != 409:
                     raise
-                # someone changed the scale since we read it: re-read, re-decide, retry once
+                # someone changed the scale since we read it: re-read, re-decide, retry once;
+                # from the state read again too (another run may have scaled and recorded why:
+                # deciding from ours undid its scale-up and erased its recommendations)
                 view = deps.cluster.read(ns, name)
                 out.current, out.ready = view.replicas, view.ready
+                state, problem = decode(view.annotation, now)
+                if problem:
+                    out.warnings.append(problem)
                 decision = _decide_safely(_observe(snap, view, now, drained), state, cfg)
                 out.desired, out.reason = decision.desired, decision.reason + " (after 409)"
                 if decision.desired != view.replicas:

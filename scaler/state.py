@@ -59,7 +59,7 @@ class StateError(ValueError):
 def encode(state: State) -> str:
     body: dict[str, Any] = {
         "v": VERSION,
-        "recs": [[round(t, 3), n] for t, n in state.recommendations[-MAX_RECOMMENDATIONS:]],
+        "recs": [[round(t, 3), n] for t, n in staircase(state.recommendations)],
         "last_active": state.last_active,
         "drain_rate": state.drain_rate,
         "arrival_rate": state.arrival_rate,
@@ -75,6 +75,25 @@ def encode(state: State) -> str:
         "waiting_since": state.waiting_since,
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def staircase(
+    recommendations: tuple[tuple[float, int], ...], limit: int = MAX_RECOMMENDATIONS
+) -> list[tuple[float, int]]:
+    """The recommendations the policy can still use, at most `limit`. It reads only their max
+    over the scale-down window, so one with a later one at least as large never decides
+    anything: what is left has counts falling with time, one per count at most. Past `limit`
+    (a window over more than `limit` distinct counts), the oldest two merge into the larger
+    count at the later time: the window then holds that count a little longer, never shorter.
+    (Keeping the last 64 cut a 1800 s window to 21 minutes at a run every 20 s.)"""
+    kept: list[tuple[float, int]] = []
+    for t, n in reversed(recommendations):
+        if not kept or n > kept[-1][1]:
+            kept.append((t, n))
+    kept.reverse()
+    while len(kept) > limit:
+        kept[0:2] = [(kept[1][0], kept[0][1])]
+    return kept
 
 
 def _where(exc: ValidationError) -> str:

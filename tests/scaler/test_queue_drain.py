@@ -15,7 +15,7 @@ import boto3
 import pytest
 from http_stub import send_json
 
-from scaler.drain import CloudWatchDrain, DrainError, PrometheusDrain
+from scaler.drain import CloudWatchDrain, DrainError, PrometheusDrain, total_rate
 from scaler.queue import QueueError, SqsQueues, queue_name
 
 REGION = "us-east-1"
@@ -104,3 +104,20 @@ def test_prometheus_drain_rate(prometheus: str) -> None:
 def test_prometheus_unreachable_is_a_drain_error() -> None:
     with pytest.raises(DrainError, match="Prometheus"):
         PrometheusDrain("http://127.0.0.1:9", "up", timeout_s=2).rate("q", "ml", "w")
+
+
+@pytest.mark.parametrize("value", ["NaN", "+Inf", "-3"])
+def test_a_drain_rate_that_is_not_a_rate_is_a_drain_error(prometheus: str, value: str) -> None:
+    """Prometheus answers NaN (0/0) and +Inf as readily as a number: NaN broke the decision
+    (math.ceil), inf scaled to max and then the state's JSON, at every run. A DrainError is what
+    the runner falls back from (to the learned rate, or the prior)."""
+    _Prom.answer = {"status": "success",
+                    "data": {"resultType": "vector", "result": [{"value": [0, value]}]}}
+    source = PrometheusDrain(prometheus, "up")
+    with pytest.raises(DrainError, match="not a rate"):
+        total_rate(source, ["q"], "ml", "worker")
+
+
+def test_a_query_template_str_format_cannot_fill_is_a_drain_error() -> None:
+    with pytest.raises(DrainError, match="query template"):
+        PrometheusDrain("http://127.0.0.1:9", 'x{job="a"}').rate("q", "ml", "w")

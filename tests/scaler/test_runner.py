@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from kubeapi_stub import FakeDeployment, KubeApiStub, self_signed_cert
 
 from scaler.cluster import KubeCluster
 from scaler.config import Settings, TargetConfig, load_settings
+from scaler.policy_types import State
 from scaler.queue import SqsQueues
 from scaler.runner import Deps, RunFailed, build_deps, raise_if_failed, run_once
-from scaler.state import ANNOTATION
+from scaler.state import ANNOTATION, decode, encode
 
 CLUSTER = "projects/proj/locations/europe-west4/clusters/gpu"
 NOW = 1_800_000_000.0
@@ -100,6 +102,36 @@ def test_conflict_rereads_and_retries_once(
     assert first.body["metadata"]["resourceVersion"] == "100"
     assert second.body["metadata"]["resourceVersion"] == "101"
     assert kube.deployments[("ml", "a")].replicas == out.desired == second.body["spec"]["replicas"]
+
+
+def test_after_a_conflict_the_decision_is_made_again_from_the_state_read_again(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    """Our read: 3 replicas, idle for long, so scale to 0. Meanwhile another run (a CLI `once`)
+    saw a burst, scaled to 5 and recorded why. Deciding again from our first read undid its
+    scale-up (5 -> 0) and erased its recommendation; from its state, 5 holds."""
+    url = queue_with(sqs, 0)
+    idle = State(history_since=NOW - 10_000, last_active=NOW - 5_000, prev_time=NOW - 20,
+                 prev_backlog=0, prev_visible=0, prev_ready=3, ready_since=NOW - 5_000)
+    theirs = replace(idle, last_active=NOW - 1, prev_time=NOW - 1,
+                     recommendations=((NOW - 1, 5),), last_scale_up=NOW - 1)
+    kube.deployments[("ml", "a")] = FakeDeployment(
+        replicas=3, ready=3, annotations={ANNOTATION: encode(idle)}
+    )
+
+    def another_run_scales_up(dep: FakeDeployment) -> None:
+        dep.replicas, dep.resource_version = 5, dep.resource_version + 1
+        dep.annotations[ANNOTATION] = encode(theirs)
+
+    kube.before_scale_patch = another_run_scales_up
+    settings = settings_for({"queue_url": url, "deployment": "ml/a", "cooldown_to_zero_s": 0,
+                             "scale_down_stabilization_s": 300})
+    [out] = run_once(settings, deps_for(sqs, kubeconfig))
+    assert out.error is None
+    assert [p.body["spec"]["replicas"] for p in kube.patches("scale")] == [0]  # the 409'd one
+    assert kube.deployments[("ml", "a")].replicas == out.desired == 5
+    written, _ = decode(kube.deployments[("ml", "a")].annotations[ANNOTATION], NOW)
+    assert (NOW - 1, 5) in written.recommendations
 
 
 def test_conflict_twice_is_an_error_without_a_third_patch(

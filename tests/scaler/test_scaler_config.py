@@ -64,3 +64,45 @@ def test_errors_are_one_line_naming_the_variable(
         load_settings()
     message = str(info.value)
     assert needle in message and "\n" not in message
+
+
+ONE = json.dumps([TARGET])
+
+
+@pytest.mark.parametrize(
+    "env, files, needle",
+    [
+        # each of these was a traceback, or a message that named no variable or a wrong one
+        ({"SCALER_TARGETS": ONE, "SCALER_LOG_LEVEL": "verbose"}, {}, "SCALER_LOG_LEVEL"),
+        ({"SCALER_TARGETS_FILE": "{dir}/t.yaml"}, {"t.yaml": "targets: [a: b"},
+         "SCALER_TARGETS_FILE: {dir}/t.yaml: not valid YAML"),
+        ({"SCALER_TARGETS_FILE": "{dir}/t.json"}, {"t.json": "[{"},
+         "SCALER_TARGETS_FILE: {dir}/t.json: not valid JSON"),
+        ({"SCALER_TARGETS_FILE": "{dir}/t.json"},
+         {"t.json": json.dumps([TARGET, {**TARGET, "deployment": "ml/b", "max_replicas": 0}])},
+         "SCALER_TARGETS_FILE[1].max_replicas"),
+        ({"SCALER_TARGETS": ONE, "SCALER_WIF_CONFIG": "{not json"}, {}, "SCALER_WIF_CONFIG"),
+        ({"SCALER_TARGETS": ONE, "SCALER_WIF_CONFIG": "/nonexistent/wif.json"}, {},
+         "SCALER_WIF_CONFIG"),
+        # json.loads reads Infinity; a knob of inf made the decision's arithmetic NaN
+        ({"SCALER_TARGETS": '[{"queue_url": "q", "deployment": "ml/a", "headroom": Infinity}]'},
+         {}, "SCALER_TARGETS[0].headroom"),
+        # PromQL's own braces, not doubled: KeyError in str.format, every run, every target
+        ({"SCALER_TARGETS": ONE, "SCALER_PROMETHEUS_QUERY": 'sum(x{job="embed"})'}, {},
+         "SCALER_PROMETHEUS_QUERY: cannot fill in"),
+        ({"SCALER_TARGETS": json.dumps([{**TARGET, "prometheus_query": "rate(x{a='b'}[1m])"}])},
+         {}, "SCALER_TARGETS[0].prometheus_query"),
+    ],
+)
+def test_more_errors_are_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str],
+    files: dict[str, str], needle: str,
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.replace("{dir}", str(tmp_path)))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert needle.replace("{dir}", str(tmp_path)) in message and "\n" not in message, message

@@ -60,6 +60,15 @@ class AddressError(ValueError):
     """Not a queue address this worker can write to; str() says why."""
 
 
+def partition_of(region: str) -> str:
+    """The AWS partition a region is in (China and GovCloud have their own)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
 @dataclass(frozen=True)
 class QueueAddress:
     endpoint: str  # AWS, or scheme://host[:port] of another SQS endpoint
@@ -69,12 +78,13 @@ class QueueAddress:
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:sqs:{self.region}:{self.account}:{self.name}"
+        return f"arn:{partition_of(self.region)}:sqs:{self.region}:{self.account}:{self.name}"
 
     @property
     def url(self) -> str:
         if self.endpoint == AWS:
-            return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.name}"
+            domain = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+            return f"https://sqs.{self.region}.{domain}/{self.account}/{self.name}"
         return f"{self.endpoint}/{self.account}/{self.name}"
 
     def same_queue(self, other: QueueAddress) -> bool:

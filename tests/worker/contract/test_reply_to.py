@@ -123,6 +123,19 @@ def test_an_arn_is_sent_to_its_queue_url_on_the_workers_endpoint() -> None:
                        input_queue_url=LOCAL + "in")
 
 
+def test_an_arn_in_china_or_govcloud_is_sent_to_that_partitions_queue_url() -> None:
+    china = "arn:aws-cn:sqs:cn-north-1:123456789012:res-1"
+    assert policy(("arn:aws-cn:sqs:cn-north-1:123456789012:res-*",)).resolve(china) == (
+        "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/res-1"
+    )
+    address = parse_queue_address(
+        china, region="cn-north-1", home_endpoint=AWS, known_endpoints=()
+    )
+    assert address.arn == china
+    gov = "arn:aws-us-gov:sqs:us-gov-west-1:123456789012:res-1"
+    assert parse_queue_address(gov, region="x", home_endpoint=AWS, known_endpoints=()).arn == gov
+
+
 VPC_ENDPOINT = "https://vpce-0abc-def.sqs.us-east-1.vpce.amazonaws.com/123456789012/"
 
 
