@@ -91,6 +91,9 @@ QUEUE_UNREACHABLE_CODES = frozenset(
         "KMS.AccessDeniedException",
         "KMS.DisabledException",
         "KMS.NotFoundException",
+        # a queue URL of another region sent to this region's endpoint ("The address ... is
+        # not valid for this endpoint"): the same at every retry
+        "InvalidAddress",
     }
 )
 

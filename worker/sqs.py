@@ -20,6 +20,7 @@ request cannot help, and the caller decides what that means (for a reply_to: an 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ PERMANENT_CODES = QUEUE_UNREACHABLE_CODES
 CONTROL = {"read_timeout_s": 5.0, "connect_timeout_s": 2.0, "max_attempts": 3}
 # Sends and deletes: a timed-out send may have landed (a retry duplicates it), so wait longer.
 WRITE = {"read_timeout_s": 15.0, "connect_timeout_s": 2.0, "max_attempts": 3}
+# a queue URL on AWS's public SQS host: its region
+_AWS_QUEUE_URL = re.compile(r"^https://sqs\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
 LONG_POLL = {
     "read_timeout_s": RECEIVE_MAX_WAIT_S + 15.0,
     "connect_timeout_s": 5.0,
@@ -65,6 +68,7 @@ class SqsAdapter:
         write: SqsTransport | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        regional: Callable[[str], SqsAdapter] | None = None,
     ) -> None:
         self.control = control
         self.poll = poll if poll is not None else control
@@ -72,6 +76,10 @@ class SqsAdapter:
         self._sleep = sleep
         self._calls = 0
         self._calls_lock = threading.Lock()
+        # region -> the adapter for a queue there (a reply_to in another region): SQS refuses a
+        # queue URL of another region ("InvalidAddress"); None: everything goes to this endpoint
+        self._regional = regional
+        self._regions: dict[str, SqsAdapter] = {}
 
     @classmethod
     def from_environment(
@@ -80,16 +88,45 @@ class SqsAdapter:
         """The three transports from boto3's standard chain (botocore.exceptions.NoRegionError
         without a region); `endpoint_url` / `region_name` override it."""
         session = session or boto3.Session()
+        control = SignedJsonTransport.from_session(session, **overrides, **CONTROL)
+        regional = None
+        if _AWS_QUEUE_URL.match(control.endpoint_url.rstrip("/") + "/"):
+            # on AWS's public endpoint: a queue of another region through that region's
+            # (an emulator or a VPC endpoint serves its one region: reply_to refuses others)
+            def regional(region: str) -> SqsAdapter:
+                return SqsAdapter.from_environment(
+                    session, **{**overrides, "region_name": region, "endpoint_url": None}
+                )
         return cls(
-            SignedJsonTransport.from_session(session, **overrides, **CONTROL),
+            control,
             SignedJsonTransport.from_session(session, **overrides, **LONG_POLL),
             SignedJsonTransport.from_session(session, **overrides, **WRITE),
+            regional=regional,
         )
+
+    def for_queue(self, queue_url: str) -> SqsAdapter:
+        """The adapter that can reach `queue_url`: this one, or for a queue on AWS's public
+        host in another region, one for that region (made once)."""
+        if self._regional is None:
+            return self
+        match = _AWS_QUEUE_URL.match(queue_url)
+        if match is None or match["region"] == self.region:
+            return self
+        region = match["region"]
+        with self._calls_lock:
+            adapter = self._regions.get(region)
+        if adapter is None:
+            adapter = self._regional(region)
+            with self._calls_lock:
+                adapter = self._regions.setdefault(region, adapter)
+        return adapter
 
     @property
     def calls(self) -> int:
         """API calls made so far (batch calls and single retries), for calls-per-message."""
-        return self._calls
+        with self._calls_lock:
+            others = list(self._regions.values())
+        return self._calls + sum(adapter.calls for adapter in others)
 
     def _call(self, transport: SqsTransport, operation: str, **params: Any) -> dict[str, Any]:
         with self._calls_lock:
@@ -106,6 +143,8 @@ class SqsAdapter:
         return int(self.queue_attributes(queue_url, ["MaximumMessageSize"])["MaximumMessageSize"])
 
     def queue_attributes(self, queue_url: str, names: Sequence[str] = ("All",)) -> dict[str, str]:
+        if (there := self.for_queue(queue_url)) is not self:
+            return there.queue_attributes(queue_url, names)
         result = self._call(
             self.control, "GetQueueAttributes", QueueUrl=queue_url, AttributeNames=list(names)
         )
@@ -197,6 +236,8 @@ class SqsAdapter:
 
     def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
         """SendMessageBatch for up to 10 messages (the caller keeps within the byte limit)."""
+        if (there := self.for_queue(queue_url)) is not self:
+            return there.send_batch(queue_url, messages)
         entries = [_send_entry(m) for m in messages]
         return self._batched(self.write, "SendMessageBatch", "SendMessage", queue_url, entries)
 

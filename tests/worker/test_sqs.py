@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from worker_test_helpers import counts, make_queues, send_bodies, wait_for
 
+from worker.errors import DestinationUnreachable
 from worker.seams import OutgoingMessage
 from worker.sqs import SqsAdapter
 
@@ -147,3 +148,38 @@ def test_sends_and_deletes_wait_longer_than_heartbeats(sqs_server: Any, sqs_clie
         "control:ChangeMessageVisibilityBatch",
         "write:DeleteMessageBatch",
     ]
+
+
+def test_a_queue_in_another_region_is_sent_to_through_that_regions_endpoint(
+    moto_server: Any,
+) -> None:
+    """SQS answers a queue URL of another region with InvalidAddress ("not valid for this
+    endpoint"): a reply_to in eu-west-1 from a worker in us-east-1 never arrived. moto keeps a
+    queue per region (the signing region), so it shows which region a call went to."""
+    import boto3
+
+    eu = boto3.client("sqs", endpoint_url=moto_server.endpoint_url, region_name="eu-west-1")
+    eu.create_queue(QueueName="results-eu")
+    account = eu.get_queue_url(QueueName="results-eu")["QueueUrl"].rstrip("/").split("/")[-2]
+    reply_to = f"https://sqs.eu-west-1.amazonaws.com/{account}/results-eu"
+    made: list[str] = []
+
+    def regional(region: str) -> SqsAdapter:
+        made.append(region)
+        return SqsAdapter.from_environment(endpoint_url=moto_server.endpoint_url,
+                                           region_name=region)
+
+    home = SqsAdapter.from_environment(endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    routed = SqsAdapter(home.control, home.poll, home.write, regional=regional)
+    for _ in range(2):
+        outcome = routed.send_batch(reply_to, [OutgoingMessage("hello", {})])
+        assert outcome.succeeded == [0] and not outcome.failed
+    assert made == ["eu-west-1"]  # one adapter per region, made once
+    assert routed.queue_attributes(reply_to, ["QueueArn"])["QueueArn"].startswith(
+        "arn:aws:sqs:eu-west-1:"
+    )
+    assert counts(eu, eu.get_queue_url(QueueName="results-eu")["QueueUrl"]) == (2, 0)
+    # without the routing, the same call goes to us-east-1, where there is no such queue
+    with pytest.raises(DestinationUnreachable):
+        home.send_batch(reply_to, [OutgoingMessage("hello", {})])
+    assert routed.calls >= 3
