@@ -58,6 +58,11 @@ class OraclePolicy(BasePolicy):
         backlog = obs.visible + obs.in_flight
         drain = math.ceil(backlog / (self.rate * self.interval_s) - 1e-9)
         desired = max(self.cfg.min_replicas, min(self.cfg.max_replicas, max(planned, drain)))
+        if backlog > 0:
+            # never shed a replica while work waits: with arrivals above the most replicas
+            # can serve, the plan fell while the backlog lasted, and a policy that only ever
+            # held the maximum beat the bound
+            desired = max(desired, min(obs.current, self.cfg.max_replicas))
         return desired, f"oracle: {planned} planned, {drain} for the backlog", None
 
 
