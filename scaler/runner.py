@@ -168,6 +168,10 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
         deps.cluster.write_state(ns, name, encode(decision.state))
     except (QueueError, ClusterError) as exc:
         out.error = str(exc)
+        if isinstance(exc, ClusterError) and exc.status == 401:
+            # the cached GKE token was refused (revoked, a rotated key): the next run asks
+            # for a new one instead of failing until close to the old one's expiry
+            _GKE_CACHE.clear()
     return out
 
 

@@ -292,6 +292,31 @@ def test_warm_container_reuses_gke_access_until_near_expiry(
     assert len([r for r in google.requests if r[1] == "/sts/v1/token"]) == 2
 
 
+def test_a_refused_gke_token_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
+    tls_kube: tuple[KubeApiStub, bytes],
+) -> None:
+    """A 401 (the token revoked, the key rotated): the warm container kept the refused token
+    until 5 minutes before its expiry, and every run failed meanwhile."""
+    from scaler import runner
+
+    kube, ca_pem = tls_kube
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+    google.cluster = {
+        "selfName": CLUSTER, "name": "gpu", "status": "RUNNING", "endpoint": kube.address,
+        "masterAuth": {"clusterCaCertificate": base64.b64encode(ca_pem).decode()},
+    }
+    gke_env(monkeypatch, google, queue_with(sqs, 1), fauxqs_server.endpoint_url)
+    monkeypatch.setattr(runner, "_GKE_CACHE", {})
+    settings = load_settings()
+    kube.faults[("GET", "deployment", "ml/a")] = [401]
+    [out] = run_once(settings, build_deps(settings))
+    assert out.error and "HTTP 401" in out.error
+    [out] = run_once(settings, build_deps(settings))
+    assert out.error is None, out.error
+    assert len([r for r in google.requests if r[1] == "/sts/v1/token"]) == 2
+
+
 class PerQueueRates:
     """A drain source that answers per queue, as CloudWatch's per-queue metric does."""
 
