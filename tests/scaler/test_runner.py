@@ -264,10 +264,11 @@ def test_gke_or_token_failure_fails_every_target_by_name(
         raise_if_failed(outcomes)
 
 
-def test_warm_container_reuses_gke_access_until_near_expiry(
+def warm_gke(
     monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
     tls_kube: tuple[KubeApiStub, bytes],
-) -> None:
+) -> tuple[KubeApiStub, Settings]:
+    """One Deployment on the TLS API stub behind the GKE stand-ins, the access cache empty."""
     from scaler import runner
 
     kube, ca_pem = tls_kube
@@ -278,7 +279,16 @@ def test_warm_container_reuses_gke_access_until_near_expiry(
     }
     gke_env(monkeypatch, google, queue_with(sqs, 1), fauxqs_server.endpoint_url)
     monkeypatch.setattr(runner, "_GKE_CACHE", {})
-    settings = load_settings()
+    return kube, load_settings()
+
+
+def test_warm_container_reuses_gke_access_until_near_expiry(
+    monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
+    tls_kube: tuple[KubeApiStub, bytes],
+) -> None:
+    from scaler import runner
+
+    _, settings = warm_gke(monkeypatch, sqs, fauxqs_server, google, tls_kube)
     for _ in range(2):
         [out] = run_once(settings, build_deps(settings))
         assert out.error is None
@@ -298,17 +308,7 @@ def test_a_refused_gke_token_is_not_reused(
 ) -> None:
     """A 401 (the token revoked, the key rotated): the warm container kept the refused token
     until 5 minutes before its expiry, and every run failed meanwhile."""
-    from scaler import runner
-
-    kube, ca_pem = tls_kube
-    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
-    google.cluster = {
-        "selfName": CLUSTER, "name": "gpu", "status": "RUNNING", "endpoint": kube.address,
-        "masterAuth": {"clusterCaCertificate": base64.b64encode(ca_pem).decode()},
-    }
-    gke_env(monkeypatch, google, queue_with(sqs, 1), fauxqs_server.endpoint_url)
-    monkeypatch.setattr(runner, "_GKE_CACHE", {})
-    settings = load_settings()
+    kube, settings = warm_gke(monkeypatch, sqs, fauxqs_server, google, tls_kube)
     kube.faults[("GET", "deployment", "ml/a")] = [401]
     [out] = run_once(settings, build_deps(settings))
     assert out.error and "HTTP 401" in out.error
