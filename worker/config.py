@@ -264,8 +264,8 @@ class WorkerSettings(BaseSettings):
         gt=0,
         le=300,
         description="image tasks: the time one image fetch may take, redirects included "
-        "(connecting and each read wait only what is left of it); past it the request is left "
-        "for redelivery (ImageFetchFailed)",
+        "(resolving, connecting and each read wait only what is left of it); past it the "
+        "request is left for redelivery (ImageFetchFailed)",
     )
     image_s3_buckets: str = Field(
         default="",

@@ -33,7 +33,8 @@ def build_loader(
 
         http = HttpImageFetcher(
             policy, max_bytes=settings.image_max_bytes,
-            timeout_s=settings.image_fetch_timeout_s, **http_options,
+            timeout_s=settings.image_fetch_timeout_s,
+            resolver_threads=settings.image_fetch_threads, **http_options,
         )
     return ImageLoader(
         s3=s3, http=http, max_bytes=settings.image_max_bytes,

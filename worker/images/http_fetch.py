@@ -1,15 +1,16 @@
 """The URL adapter: GET one image over HTTP(S), with no way through it to what the worker's
 network can reach but the callers' cannot (SSRF).
 
-The host is resolved once, every address it resolves to is checked against the policy, and the
-connection goes to the checked address (the name is not resolved again by the HTTP library: no
-DNS rebinding between check and connect); TLS still verifies the certificate against the host
-name (SNI). Redirects are followed by hand, at most MAX_REDIRECTS, each hop checked like the
-first. No proxy, no cookies, no credentials.
+The host is resolved once (within the fetch's deadline), every address it resolves to is checked
+against the policy, and the connection goes to the checked address (the name is not resolved
+again by the HTTP library: no DNS rebinding between check and connect); TLS still verifies the
+certificate against the host name (SNI). Redirects are followed by hand, at most MAX_REDIRECTS,
+each hop checked like the first. No proxy, no cookies, no credentials.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import socket
 import ssl
@@ -66,30 +67,48 @@ class HttpImageFetcher:
         max_bytes: int,
         timeout_s: float,
         resolver: Resolver = resolve,
+        resolver_threads: int = 4,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.policy = policy
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self._resolve = resolver
+        # getaddrinfo takes no timeout (the system resolver's retries can last 30 s): lookups
+        # run here and are waited for until the fetch's deadline. A lookup still hung then
+        # keeps its thread until the resolver gives up; with every thread hung, later fetches
+        # wait in this pool's queue and time out the same way (deferred, not stalled).
+        self._lookups = concurrent.futures.ThreadPoolExecutor(
+            max_workers=resolver_threads, thread_name_prefix="image-dns"
+        )
         self._tls = tls or ssl.create_default_context()
 
     def fetch(self, url: str) -> bytes:
         deadline = time.monotonic() + self.timeout_s
         for _ in range(MAX_REDIRECTS + 1):
             target = self.policy.check_url(url)
-            try:
-                addresses = self._resolve(target.host, target.port)
-            except UnicodeError as exc:  # the name itself: the same at every redelivery
-                raise ImageRejected(FAILED, f"{target.host}: cannot resolve: {exc}") from None
-            except OSError as exc:
-                raise RequestDeferred(FAILED, f"{target.host}: cannot resolve: {exc}") from None
+            addresses = self._addresses(target, deadline)
             address = self.policy.pick_address(target.host, addresses)
             location = self._get(url, target, address, deadline)
             if isinstance(location, bytes):
                 return location
             url = urljoin(url, location)
         raise ImageRejected(FAILED, f"more than {MAX_REDIRECTS} redirects")
+
+    def _addresses(self, target: Target, deadline: float) -> list[str]:
+        lookup = self._lookups.submit(self._resolve, target.host, target.port)
+        try:
+            return lookup.result(timeout=max(deadline - time.monotonic(), 0.0))
+        except concurrent.futures.TimeoutError:
+            lookup.cancel()
+            raise RequestDeferred(
+                FAILED, f"{target.host}: cannot resolve within the fetch's {self.timeout_s} s "
+                "(WORKER_IMAGE_FETCH_TIMEOUT_S)",
+            ) from None
+        except UnicodeError as exc:  # the name itself: the same at every redelivery
+            raise ImageRejected(FAILED, f"{target.host}: cannot resolve: {exc}") from None
+        except OSError as exc:
+            raise RequestDeferred(FAILED, f"{target.host}: cannot resolve: {exc}") from None
 
     def _connection(
         self, target: Target, address: str, timeout_s: float

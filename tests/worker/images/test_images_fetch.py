@@ -294,3 +294,22 @@ def test_the_fetch_timeout_bounds_a_body_sent_a_byte_at_a_time(dripping_port: in
     with pytest.raises(RequestDeferred, match="timed out"):
         fetch.fetch(f"http://127.0.0.1:{dripping_port}/slow.png")
     assert time.monotonic() - began < 1.5
+
+
+def test_the_fetch_timeout_bounds_a_name_that_takes_long_to_resolve() -> None:
+    """getaddrinfo has no timeout of its own (the system resolver's retries can take 30 s): a
+    lookup that never answered held the encoder thread past WORKER_IMAGE_FETCH_TIMEOUT_S."""
+    answered = threading.Event()
+
+    def hung_resolver(host: str, port: int) -> list[str]:
+        answered.wait(10)  # released below, once the fetch has given up
+        return ["127.0.0.1"]
+
+    fetch = fetcher("http://images.test", "127.0.0.0/8", timeout_s=0.5, resolver=hung_resolver)
+    began = time.monotonic()
+    try:
+        with pytest.raises(RequestDeferred, match="resolve"):
+            fetch.fetch("http://images.test/ok.png")
+        assert time.monotonic() - began < 1.5
+    finally:
+        answered.set()
