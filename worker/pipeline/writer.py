@@ -136,6 +136,7 @@ class ResultWriter:
             except Exception as exc:  # S3 unreachable: this request comes back later
                 failed.append(self._write_failed(outcome, f"claim-check: {exc}"))
         sent: list[Outcome] = []
+        returned: set[int] = set()  # indexes into fitted of calls that returned (sent or failed)
         try:
             for indexes in pack_send_batches([m.size for _, m in fitted], limit):
                 result = self.destinations.send_batch(
@@ -146,10 +147,11 @@ class ResultWriter:
                     self._write_failed(fitted[indexes[i]][0], reason)
                     for i, reason in result.failed.items()
                 ]
+                returned.update(indexes)
         except DestinationUnreachable as exc:
-            done = {id(o) for o in sent}
-            unsent = [o for o, _ in fitted if id(o) not in done]
-            self._unreachable(unsent, exc)
+            # only those no call returned for: an entry an earlier call failed is released
+            # below, and must not also be answered (and deleted) as unreachable
+            self._unreachable([o for i, (o, _) in enumerate(fitted) if i not in returned], exc)
         if failed:
             self._release(failed)
         if sent:

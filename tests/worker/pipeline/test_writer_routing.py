@@ -1,0 +1,108 @@
+"""Each outcome the writer carries out ends on exactly one path: sent then deleted, released, or
+answered as unreachable. Pure unit tests of that routing, with a seam that records every call
+(the end-to-end paths run against fauxqs in test_pipeline.py and test_sns_destination.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from worker_test_helpers import wait_for
+
+from worker.contract.result import build_result
+from worker.errors import DestinationUnreachable
+from worker.pipeline.capacity import CapacityEstimator
+from worker.pipeline.ledger import Job, JobState, Ledger
+from worker.pipeline.observer import NullObserver
+from worker.pipeline.outcomes import Action, Answering, Outcome
+from worker.pipeline.writer import ResultWriter
+from worker.seams import BatchOutcome, OutgoingMessage, ReceivedMessage
+
+INPUT = "https://sqs.us-east-1.amazonaws.com/123456789012/input"
+RESULTS = "https://sqs.us-east-1.amazonaws.com/123456789012/results"
+REPLY = "https://sqs.us-east-1.amazonaws.com/123456789012/reply"
+
+
+class Recorded:
+    """The queue seam: every call recorded. The reply queue takes 1,000 bytes a message (one
+    result per call here); its first call fails entry 0, and every later one is refused whole
+    (the queue was deleted or its policy changed while the group was being written)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent: dict[str, list[str]] = {}  # queue -> gpuqueue-message-id of each sent
+        self.released: list[str] = []
+        self.deleted: list[str] = []
+        self.reply_calls = 0
+
+    def max_message_size(self, queue_url: str) -> int:
+        return 1000
+
+    def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
+        with self._lock:
+            ids = [m.attributes["gpuqueue-message-id"]["StringValue"] for m in messages]
+            if queue_url == REPLY:
+                self.reply_calls += 1
+                if self.reply_calls > 1:
+                    raise DestinationUnreachable(queue_url, "AccessDenied")
+                self.sent.setdefault(queue_url, []).extend(ids[1:])
+                return BatchOutcome(
+                    succeeded=list(range(1, len(ids))), failed={0: "InternalError: later"}
+                )
+            self.sent.setdefault(queue_url, []).extend(ids)
+            return BatchOutcome(succeeded=list(range(len(ids))))
+
+    def delete_batch(self, queue_url: str, receipt_handles: Sequence[str]) -> BatchOutcome:
+        with self._lock:
+            self.deleted += receipt_handles
+        return BatchOutcome(succeeded=list(range(len(receipt_handles))))
+
+    def change_visibility_batch(
+        self, queue_url: str, changes: Sequence[tuple[str, int]]
+    ) -> BatchOutcome:
+        with self._lock:
+            self.released += [handle for handle, _ in changes]
+        return BatchOutcome(succeeded=list(range(len(changes))))
+
+
+def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def result_for(job: Job) -> Outcome:
+    result = build_result(
+        message_id=job.message.message_id, request_id=job.message.message_id, model="m",
+        outputs=["x" * 300],
+    )
+    return Outcome(job, Action.SEND, "ok", result=result, destination=REPLY)
+
+
+def test_an_entry_failed_before_the_destination_turned_unreachable_is_only_released() -> None:
+    """A group to a reply_to, split into calls by bytes: call 1 failed entry 0, call 2 was
+    refused (AccessDenied). Entry 0 was released *and* answered ReplyToUnreachable on the result
+    queue and deleted: re-run by another replica if it came back before the delete."""
+    sqs = Recorded()
+    ledger = Ledger()
+    capacity = CapacityEstimator(
+        configured=10, visibility_timeout_s=60, max_batch_size=4, receivers=1
+    )
+    writer = ResultWriter(
+        sqs, ledger, capacity, NullObserver(), Answering("m", RESULTS, 60),
+        claim_check=None, threads=1, linger_s=0.0,
+    )
+    messages = [ReceivedMessage(INPUT, f"m{i}", f"h{i}", "{}", 1, None) for i in range(3)]
+    jobs = ledger.admit(messages, reserved=0, visibility_s=60)
+    writer.start(spawn)
+    writer.accept([result_for(job) for job in jobs], JobState.RECEIVED)
+    wait_for(lambda: ledger.held == 0, 10, "every outcome carried out")
+    writer.close()
+    for thread in writer.threads:
+        thread.join(5)
+
+    assert sqs.reply_calls == 2  # one result per call: the third was never tried
+    assert sqs.released == ["h0"]  # comes back, and is answered then
+    # m1 and m2 unreachable: answered on the result queue, and deleted
+    assert sqs.sent == {REPLY: [], RESULTS: ["m1", "m2"]}
+    assert sorted(sqs.deleted) == ["h1", "h2"]
