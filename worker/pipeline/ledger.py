@@ -13,8 +13,9 @@ FINISHING: its outcome is decided and a writer sends, deletes or releases it.
 
 The ledger also owns the room to hold more (receivers reserve before they poll: back-pressure)
 and the heartbeat bookkeeping: a job whose visibility extension is in flight is marked, and a
-release waits for that call to return, so a stale extension can never re-hide a message that was
-just released. Stages keep their own per-job data (`request`, `encoded`) on the job while they
+release waits for that call to return and then marks the job as being released, so that no
+extension starts for it after: a stale extension can never re-hide a message that was just
+released. Stages keep their own per-job data (`request`, `encoded`) on the job while they
 own it; state, visibility and the extension mark are the ledger's alone.
 """
 
@@ -49,6 +50,7 @@ class Job:
     visible_at: float  # monotonic deadline of the current visibility timeout
     state: JobState = JobState.RECEIVED
     extending: bool = False  # a heartbeat call for it is in flight
+    releasing: bool = False  # a writer is making it visible again: no extension may start
     # the encoder's, while the job is RECEIVED:
     request: Any = None
     encoded: Any = None
@@ -169,7 +171,11 @@ class Ledger:
     def begin_extensions(self, now: float, visibility_s: int) -> list[tuple[Job, Extension]]:
         """The extensions due now, each job marked as having one in flight."""
         with self._cond:
-            jobs = {job.key: job for job in self._jobs.values() if not job.extending}
+            jobs = {
+                job.key: job
+                for job in self._jobs.values()
+                if not (job.extending or job.releasing)
+            }
             plan = plan_heartbeats(
                 (Held(k, j.received_mono, j.visible_at) for k, j in jobs.items()),
                 now,
@@ -193,10 +199,13 @@ class Ledger:
             self._cond.notify_all()
 
     def settle(self, jobs: Sequence[Job], timeout_s: float = 30.0) -> None:
-        """Wait until no visibility extension for these jobs is in flight (before a release, so
-        the extension cannot land after it and hide the message again)."""
+        """Before a release: wait until no visibility extension for these jobs is in flight,
+        and mark them so that none starts until they are forgotten (either would land after
+        the release and hide the message again for a whole visibility timeout)."""
         deadline = self._clock() + timeout_s
         with self._cond:
+            for job in jobs:
+                job.releasing = True
             while any(job.extending for job in jobs):
                 left = deadline - self._clock()
                 if left <= 0:

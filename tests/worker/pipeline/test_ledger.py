@@ -84,6 +84,25 @@ def test_an_extension_in_flight_holds_back_a_release_of_the_same_job() -> None:
     assert settled.wait(5)
     assert job.visible_at == 16.0 and not job.extending
 
+    # and once settled, no extension starts for it while its release is on the wire
+    clock.now = 12.0  # past half the extended timeout: it would be due
+    assert ledger.begin_extensions(clock.now, visibility_s=10) == []
+
+
+def test_no_extension_starts_between_a_release_and_forgetting_the_job() -> None:
+    """settle() waited only for an extension already in flight: a heartbeat tick while the
+    release call was on the wire started a new one, which landed after it and hid the released
+    message for a whole visibility timeout (a drain's or a back-off's release delayed)."""
+    clock = Clock()
+    ledger = Ledger(clock)
+    released, kept = ledger.admit(messages(2), reserved=0, visibility_s=10)
+    clock.now = 6.0
+    ledger.settle([released])  # the writer is about to make it visible
+    due = ledger.begin_extensions(clock.now, visibility_s=10)
+    assert [job for job, _ in due] == [kept]
+    ledger.forget([released])
+    assert ledger.held == 1
+
 
 def test_wait_for_polls_returns_once_every_reservation_is_admitted_or_cancelled() -> None:
     """How the circuit breaker knows the last long polls have ended: each holds a reservation
