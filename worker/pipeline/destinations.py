@@ -1,7 +1,8 @@
 """Where a result goes: an SQS queue (its URL) or an SNS topic (its ARN, from a reply_to on the
 allow-list), each through its own adapter, each with its size limit. The writers see one seam.
 
-A queue's limit is its MaximumMessageSize, asked once; a topic's is SNS's fixed 256 KiB per
+A queue's limit is its MaximumMessageSize, asked once (a failed read is asked again after a
+minute); a topic's is SNS's fixed 256 KiB per
 message and per PublishBatch call. Beyond it the same S3 claim-check applies to both.
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from worker import sqs_limits
 from worker.contract.reply_to import is_topic
@@ -22,32 +24,47 @@ log = logging.getLogger("worker.pipeline")
 
 
 class MessageSizes:
-    """MaximumMessageSize per destination queue, asked once (a queue that cannot be asked is
-    taken to have SQS's historical 256 KiB)."""
+    """MaximumMessageSize per destination queue, asked once. A queue that cannot be asked is
+    taken to have SQS's historical 256 KiB, and asked again after RETRY_S: a read that failed
+    once (throttled at start, a moment's outage) must not cap that queue's results for the
+    worker's life (results over 256 KiB would be final ResultTooLarge errors). A queue whose
+    policy never allows the read (a producer's reply_to that grants SendMessage only) costs one
+    call a minute, and is logged once."""
 
-    def __init__(self, sqs: QueueSeam) -> None:
+    RETRY_S = 60.0
+
+    def __init__(self, sqs: QueueSeam, clock: Callable[[], float] = time.monotonic) -> None:
         self._sqs = sqs
+        self._clock = clock
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
+        self._assumed: dict[str, float] = {}  # queue -> when to ask again
 
     def of(self, queue_url: str) -> int:
         with self._lock:
             known = self._sizes.get(queue_url)
+            retry_at = self._assumed.get(queue_url)
         if known is not None:
             return known
+        if retry_at is not None and self._clock() < retry_at:
+            return sqs_limits.HISTORICAL_MAX_MESSAGE_SIZE
         try:
             size = self._sqs.max_message_size(queue_url)
         except Exception as exc:
-            event(
-                log,
-                "cannot read MaximumMessageSize; assuming 256 KiB",
-                logging.WARNING,
-                queue_url=queue_url,
-                error=str(exc)[:300],
-            )
-            size = sqs_limits.HISTORICAL_MAX_MESSAGE_SIZE
+            if retry_at is None:
+                event(
+                    log,
+                    "cannot read MaximumMessageSize; assuming 256 KiB, asking again each minute",
+                    logging.WARNING,
+                    queue_url=queue_url,
+                    error=str(exc)[:300],
+                )
+            with self._lock:
+                self._assumed[queue_url] = self._clock() + self.RETRY_S
+            return sqs_limits.HISTORICAL_MAX_MESSAGE_SIZE
         with self._lock:
             self._sizes[queue_url] = size
+            self._assumed.pop(queue_url, None)
         return size
 
 
