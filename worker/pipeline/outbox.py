@@ -45,7 +45,8 @@ class Outbox:
         return (Action.RELEASE, outcome.job.message.queue_url)
 
     def put(self, outcomes: Sequence[Outcome]) -> bool:
-        """False once closed: the drain's deadline passed and the writers are gone."""
+        """False once closed: the drain began, and the writers write what is queued, then stop
+        (an outcome offered now is the caller's to carry out or to leave for redelivery)."""
         with self._cond:
             if self._closed:
                 return False

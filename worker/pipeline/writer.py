@@ -213,8 +213,8 @@ class ResultWriter:
             )
             for o in outcomes
         ]
-        if not self.outbox.put(errors):  # the drain ended meanwhile: the requests come back
-            self._done(errors, deleted=0)
+        if not self.outbox.put(errors):  # the drain began: the writers take no more groups
+            self._send(errors)
 
     def _delete(self, sent: list[Outcome]) -> None:
         deleted = 0

@@ -65,6 +65,22 @@ class Recorded:
         return BatchOutcome(succeeded=list(range(len(changes))))
 
 
+def make_writer(sqs: Recorded) -> tuple[Ledger, ResultWriter]:
+    ledger = Ledger()
+    capacity = CapacityEstimator(
+        configured=10, visibility_timeout_s=60, max_batch_size=4, receivers=1
+    )
+    writer = ResultWriter(
+        sqs, ledger, capacity, NullObserver(), Answering("m", RESULTS, 60),
+        claim_check=None, threads=1, linger_s=0.0,
+    )
+    return ledger, writer
+
+
+def messages(n: int) -> list[ReceivedMessage]:
+    return [ReceivedMessage(INPUT, f"m{i}", f"h{i}", "{}", 1, None) for i in range(n)]
+
+
 def spawn(name: str, target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
@@ -84,16 +100,8 @@ def test_an_entry_failed_before_the_destination_turned_unreachable_is_only_relea
     refused (AccessDenied). Entry 0 was released *and* answered ReplyToUnreachable on the result
     queue and deleted: re-run by another replica if it came back before the delete."""
     sqs = Recorded()
-    ledger = Ledger()
-    capacity = CapacityEstimator(
-        configured=10, visibility_timeout_s=60, max_batch_size=4, receivers=1
-    )
-    writer = ResultWriter(
-        sqs, ledger, capacity, NullObserver(), Answering("m", RESULTS, 60),
-        claim_check=None, threads=1, linger_s=0.0,
-    )
-    messages = [ReceivedMessage(INPUT, f"m{i}", f"h{i}", "{}", 1, None) for i in range(3)]
-    jobs = ledger.admit(messages, reserved=0, visibility_s=60)
+    ledger, writer = make_writer(sqs)
+    jobs = ledger.admit(messages(3), reserved=0, visibility_s=60)
     writer.start(spawn)
     writer.accept([result_for(job) for job in jobs], JobState.RECEIVED)
     wait_for(lambda: ledger.held == 0, 10, "every outcome carried out")
@@ -106,3 +114,38 @@ def test_an_entry_failed_before_the_destination_turned_unreachable_is_only_relea
     # m1 and m2 unreachable: answered on the result queue, and deleted
     assert sqs.sent == {REPLY: [], RESULTS: ["m1", "m2"]}
     assert sorted(sqs.deleted) == ["h1", "h2"]
+
+
+class RefusedDuringTheDrain(Recorded):
+    """The reply queue's first call waits until the drain has begun, then is refused whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_the_wire = threading.Event()
+        self.drain_began = threading.Event()
+
+    def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
+        if queue_url == REPLY:
+            self.on_the_wire.set()
+            assert self.drain_began.wait(10)
+            raise DestinationUnreachable(queue_url, "QueueDoesNotExist")
+        return super().send_batch(queue_url, messages)
+
+
+def test_a_reply_to_found_unreachable_during_the_drain_is_still_answered() -> None:
+    """The drain closes the outbox first, then lets the writers finish: the ReplyToUnreachable
+    errors of a group they were writing could not be queued, and were dropped (the requests,
+    neither answered nor released, waited out their visibility timeout)."""
+    sqs = RefusedDuringTheDrain()
+    ledger, writer = make_writer(sqs)
+    jobs = ledger.admit(messages(2), reserved=0, visibility_s=60)
+    writer.start(spawn)
+    writer.accept([result_for(job) for job in jobs], JobState.RECEIVED)
+    assert sqs.on_the_wire.wait(10)
+    writer.close()
+    sqs.drain_began.set()
+    for thread in writer.threads:
+        thread.join(10)
+    assert sqs.sent == {RESULTS: ["m0", "m1"]}
+    assert sorted(sqs.deleted) == ["h0", "h1"] and sqs.released == []
+    assert ledger.held == 0
