@@ -147,7 +147,12 @@ class Receivers:
             queue_url, max_messages=n, wait_s=wait_s, visibility_timeout_s=self._visibility_s
         )
         if len(messages) == RECEIVE_MAX_MESSAGES:  # it did not wait: its time is a round trip
-            self._timed_full_receive(time.monotonic() - began)
+            try:
+                self._timed_full_receive(time.monotonic() - began)
+            except Exception as exc:  # e.g. "can't start new thread" under a pids limit
+                # SQS has handed these over: they must reach the ledger whatever growth does
+                event(log, "receiver not added", logging.WARNING,
+                      error=f"{type(exc).__name__}: {exc}"[:300])
         return messages
 
     def _failed(self, exc: BaseException) -> None:

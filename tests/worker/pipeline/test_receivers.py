@@ -24,6 +24,9 @@ from worker_test_helpers import (
 
 from worker.pipeline import Worker
 from worker.pipeline.capacity import RECEIVE_HEADROOM, CapacityEstimator, receivers_for
+from worker.pipeline.ledger import Ledger
+from worker.pipeline.observer import NullObserver
+from worker.pipeline.receiver import Receivers
 from worker.seams import Encoded, ReceivedMessage
 from worker.sqs import SqsAdapter
 
@@ -153,3 +156,56 @@ def test_added_receivers_end_at_their_first_failed_receive(
     sqs.failing.clear()
     wait_for(lambda: len(worker.receivers.threads) == 3, 30, "receivers added again")
     answered_all(worker, sqs_client, queues)
+
+
+class HandsOverTen:
+    """The queue seam: one receive brings 10 messages in 50 ms, later ones wait until `done`,
+    empty."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        self.handed = 0
+        self.done = threading.Event()
+
+    def receive(self, queue_url: str, **options: Any) -> list[ReceivedMessage]:
+        if self.handed:
+            self.done.wait(10)
+            return []
+        time.sleep(0.05)  # the round trip (the growth is asked for by a slow one)
+        self.handed = 10
+        return [ReceivedMessage(queue_url, f"m{i}", f"h{i}", "{}", 1, None) for i in range(10)]
+
+
+def test_messages_a_receive_brought_are_held_even_when_no_receiver_can_be_added() -> None:
+    """A full receive may start another receiver; when that failed (can't start new thread,
+    under a pids limit) it was taken for a failed receive: the reservation was cancelled and
+    the 10 messages SQS had handed over were never held (invisible until their timeout)."""
+    sqs, ledger = HandsOverTen(), Ledger()
+    capacity = CapacityEstimator(
+        configured=0, visibility_timeout_s=60, max_batch_size=8, receivers=1
+    )
+    capacity.record_batch(8, 0.001)  # a fast model: another receiver is wanted
+    capacity.record_departures([0.001])
+    handed: list[Any] = []
+    receivers = Receivers(
+        sqs, ledger, capacity, NullObserver(), handed.extend, queue_url="q", wait_s=20,
+        visibility_s=60, count=1, max_count=4,
+    )
+    started: list[threading.Thread] = []
+
+    def spawn(name: str, body: Any) -> threading.Thread:
+        if started:
+            raise RuntimeError("can't start new thread")
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        started.append(thread)
+        return thread
+
+    receivers.start(spawn)
+    try:
+        wait_for(lambda: ledger.held == 10 and len(handed) == 10, 10, "the 10 messages held")
+    finally:
+        ledger.close()
+        sqs.done.set()
+        started[0].join(10)
