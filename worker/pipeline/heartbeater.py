@@ -1,7 +1,8 @@
 """The heartbeater: extends the visibility of messages held past half their timeout, on its own
 thread and through the control client (short timeouts), so a slow batch or a long wait for one
 never makes SQS hand a message to another replica. A failed extension is logged and counted; the
-ledger marks each job with an extension in flight, so a release waits for it to return."""
+ledger marks each job with an extension in flight (call by call), so a release waits for that
+call to return, and no extension starts for a job being released."""
 
 from __future__ import annotations
 
@@ -55,9 +56,12 @@ class Heartbeater:
 
     def beat(self) -> int:
         """Extend what is due now; returns how many were extended."""
-        due = self._ledger.begin_extensions(self._clock(), self._visibility_s)
+        due = self._ledger.due_extensions(self._clock(), self._visibility_s)
         extended = failed = 0
-        for chunk in _by_queue_chunks(due):
+        for planned in _by_queue_chunks(due):
+            chunk = self._ledger.begin_extensions(planned)
+            if not chunk:
+                continue
             outcome = self._extend(chunk)
             self._ledger.end_extensions(chunk, outcome.succeeded)
             extended += len(outcome.succeeded)

@@ -168,8 +168,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ heartbeats
 
-    def begin_extensions(self, now: float, visibility_s: int) -> list[tuple[Job, Extension]]:
-        """The extensions due now, each job marked as having one in flight."""
+    def due_extensions(self, now: float, visibility_s: int) -> list[tuple[Job, Extension]]:
+        """The extensions due now (none for a job being extended or released). A plan only:
+        `begin_extensions` claims each call's share just before it goes out."""
         with self._cond:
             jobs = {
                 job.key: job
@@ -181,10 +182,24 @@ class Ledger:
                 now,
                 visibility_s,
             )
-            due = [(jobs[e.key], e) for e in plan]
-            for job, _ in due:
+            return [(jobs[e.key], e) for e in plan]
+
+    def begin_extensions(
+        self, planned: Sequence[tuple[Job, Extension]]
+    ) -> list[tuple[Job, Extension]]:
+        """Those of one call's planned extensions still wanted (the job held, not being
+        released, none in flight), each marked in flight. Claimed call by call, not for a
+        whole round: a release waits for at most the one call on the wire, not for every call
+        ahead of its job's (which, on a slow endpoint, outlasted its wait)."""
+        with self._cond:
+            claimed = [
+                (job, extension)
+                for job, extension in planned
+                if self._jobs.get(job.key) is job and not (job.extending or job.releasing)
+            ]
+            for job, _ in claimed:
                 job.extending = True
-            return due
+            return claimed
 
     def end_extensions(
         self, done: Sequence[tuple[Job, Extension]], succeeded: Iterable[int]

@@ -140,3 +140,60 @@ def test_a_release_waits_for_the_extension_in_flight_so_it_is_not_undone(
     )
     assert got[0]["MessageId"] == poisoned
     assert time.monotonic() - let_go < 5  # its 2 s back-off, not another 6 s timeout
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FirstCallHeld:
+    """The queue seam: the first ChangeMessageVisibilityBatch waits until `let_go` (a slow
+    endpoint); every call's receipt handles are recorded."""
+
+    calls = 0
+
+    def __init__(self) -> None:
+        self.on_the_wire = threading.Event()
+        self.let_go = threading.Event()
+        self.extended: list[list[str]] = []
+
+    def change_visibility_batch(
+        self, queue_url: str, changes: Sequence[tuple[str, int]]
+    ) -> BatchOutcome:
+        self.extended.append([handle for handle, _ in changes])
+        if len(self.extended) == 1:
+            self.on_the_wire.set()
+            assert self.let_go.wait(10)
+        return BatchOutcome(succeeded=list(range(len(changes))))
+
+
+def test_a_release_waits_only_for_its_own_call_and_no_later_call_extends_it() -> None:
+    """A round marked all its due jobs in flight at once, then sent them 10 a call: a release
+    of a job in a later call waited for every call ahead (on a slow endpoint past settle's
+    30 s), and then that call still extended the released message: hidden a whole timeout."""
+    sqs, clock = FirstCallHeld(), Clock()
+    ledger = Ledger(clock)
+    jobs = ledger.admit(
+        [ReceivedMessage("q", f"m{i}", f"h{i}", "{}", 1, None) for i in range(15)],
+        reserved=0, visibility_s=60,
+    )
+    clock.now = 40.0  # past half: all 15 due, in two calls
+    beater = Heartbeater(sqs, ledger, StatsObserver(), visibility_s=60, enabled=True,
+                         clock=clock)
+    beat = threading.Thread(target=beater.beat)
+    beat.start()
+    assert sqs.on_the_wire.wait(10)
+    released = jobs[14]  # in the second call
+    began = time.monotonic()
+    ledger.settle([released], timeout_s=5)
+    waited = time.monotonic() - began
+    ledger.forget([released])  # the writer released it
+    sqs.let_go.set()
+    beat.join(10)
+    assert waited < 1.0, f"the release waited {waited:.1f} s for another message's call"
+    assert sqs.extended[0] == [f"h{i}" for i in range(10)]
+    assert sqs.extended[1] == [f"h{i}" for i in range(10, 14)]  # not h14

@@ -68,9 +68,9 @@ def test_an_extension_in_flight_holds_back_a_release_of_the_same_job() -> None:
     ledger = Ledger(clock)
     [job] = ledger.admit(messages(1), reserved=0, visibility_s=10)
     clock.now = 6.0  # past half its timeout
-    due = ledger.begin_extensions(clock.now, visibility_s=10)
+    due = ledger.begin_extensions(ledger.due_extensions(clock.now, visibility_s=10))
     assert [j for j, _ in due] == [job] and job.extending
-    assert ledger.begin_extensions(clock.now, visibility_s=10) == []  # not twice at once
+    assert ledger.due_extensions(clock.now, visibility_s=10) == []  # not twice at once
     settled = threading.Event()
 
     def release() -> None:
@@ -86,7 +86,7 @@ def test_an_extension_in_flight_holds_back_a_release_of_the_same_job() -> None:
 
     # and once settled, no extension starts for it while its release is on the wire
     clock.now = 12.0  # past half the extended timeout: it would be due
-    assert ledger.begin_extensions(clock.now, visibility_s=10) == []
+    assert ledger.due_extensions(clock.now, visibility_s=10) == []
 
 
 def test_no_extension_starts_between_a_release_and_forgetting_the_job() -> None:
@@ -98,7 +98,7 @@ def test_no_extension_starts_between_a_release_and_forgetting_the_job() -> None:
     released, kept = ledger.admit(messages(2), reserved=0, visibility_s=10)
     clock.now = 6.0
     ledger.settle([released])  # the writer is about to make it visible
-    due = ledger.begin_extensions(clock.now, visibility_s=10)
+    due = ledger.due_extensions(clock.now, visibility_s=10)
     assert [job for job, _ in due] == [kept]
     ledger.forget([released])
     assert ledger.held == 1
