@@ -260,6 +260,7 @@ def _start_queue_monitor(
             QueueMonitor(
                 adapter, url, metrics, settings.queue_metrics_interval_s,
                 labels=("input", "dlq") if i == 0 else (f"input-{i}", f"dlq-{i}"),
+                publishes_age=i == 0,
             ).start()
             for i, url in enumerate(settings.input_queue_urls)
         ]

@@ -93,6 +93,7 @@ class QueueMonitor:
         metrics: Metrics,
         interval_s: float,
         labels: tuple[str, str] = ("input", "dlq"),
+        publishes_age: bool = True,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0 (0 disables the monitor: do not start it)")
@@ -101,6 +102,9 @@ class QueueMonitor:
         self.metrics = metrics
         self.interval_s = interval_s
         self.labels = labels  # the `queue` label values of this queue and of its DLQ
+        # the oldest-message age is the worker's, over all its queues: one monitor takes it
+        # (each round empties the window; a second monitor would set the gauge to 0 at once)
+        self.publishes_age = publishes_age
         self.dlq_url: str | None = None
         self._dlq_arn: str | None = None
         self._stop = threading.Event()
@@ -128,8 +132,9 @@ class QueueMonitor:
             self._stop.wait(self.interval_s)
 
     def poll_once(self) -> None:
-        age = self.metrics.take_oldest_received_age()
-        self.metrics.oldest_message_age_seconds.set(age if age is not None else 0.0)
+        if self.publishes_age:
+            age = self.metrics.take_oldest_received_age()
+            self.metrics.oldest_message_age_seconds.set(age if age is not None else 0.0)
         names = [*STATE_ATTRIBUTES.values(), "RedrivePolicy"]
         try:
             attributes = self.sqs.queue_attributes(self.queue_url, names)

@@ -274,3 +274,30 @@ def test_interval_zero_is_refused_by_the_monitor() -> None:
         QueueMonitor(SqsAdapter(control=None),  # type: ignore[arg-type]
                       "https://q.example/1/q", Metrics(), interval_s=0)
     assert WorkerSettings(**QUEUES).queue_metrics_interval_s == 30
+
+
+def test_with_several_input_queues_the_age_is_the_oldest_received_from_any(
+    adapter: SqsAdapter, sqs_client: Any
+) -> None:
+    """One monitor per input queue, on one Metrics: each round emptied the age window, so the
+    second monitor set the gauge to 0 milliseconds after the first set the real age (the
+    backlog-age alert fired only when a scrape fell between the two)."""
+    from worker.cli import _start_queue_monitor
+
+    high, low = make_queues(sqs_client), make_queues(sqs_client)
+    settings = WorkerSettings(
+        queue_urls=f"{high.input},{low.input}", result_queue_url=high.results,
+        queue_metrics_interval_s=3600, http_port=0,
+    )
+    metrics = Metrics()
+    started = _start_queue_monitor(settings, adapter, metrics)
+    assert started is not None and len(started.monitors) == 2
+    try:
+        wait_for(lambda: all(m.rounds for m in started.monitors), 10, "each first round")
+        metrics.observe_queue_wait(1800.0)
+        for monitor in started.monitors:  # a round each, as their threads would
+            monitor.poll_once()
+        age = metrics.registry.get_sample_value("gpuqueue_oldest_message_age_seconds")
+        assert age == 1800.0
+    finally:
+        started.stop(timeout_s=5)
