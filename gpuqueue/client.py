@@ -207,7 +207,8 @@ class Client:
             finally:  # also when the consumer stops early (GeneratorExit at the yield)
                 if yielded:
                     reader.done(yielded)
-                if rest:
+                if rest:  # not handed over: the next receive of them is no duplicate
+                    reader.forget(rest)
                     reader.release(rest)
 
     # ------------------------------------------------------------------ submit and wait

@@ -44,6 +44,7 @@ class Received:
     result: Result
     receipt_handle: str
     s3_object: tuple[str, str] | None  # (bucket, key) of a claim-check payload
+    key: str  # what duplicates share: the request's SQS message id
 
 
 class Bounded:
@@ -61,6 +62,9 @@ class Bounded:
         self._items.move_to_end(key)
         while len(self._items) > self.limit:
             self._items.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._items.pop(key, None)
 
 
 class ResultReader:
@@ -92,24 +96,54 @@ class ResultReader:
         )
         out: list[Received] = []
         for message in response.get("Messages", ()):
-            received = self._read(message)
+            key = _attribute_key(message)
+            if key is not None and self.seen(key):
+                # known by its attribute: dropped unread (a duplicate claim-check's payload may
+                # be gone already, deleted with the first copy)
+                self._drop_duplicate(message)
+                continue
+            try:
+                received = self._read(message)
+            except Exception as exc:  # one unreadable result must not cost its batch-mates
+                log.warning(
+                    "result %s on %s cannot be read; left for redelivery: %s",
+                    message.get("MessageId"), self.queue_url, f"{type(exc).__name__}: {exc}"[:300],
+                )
+                continue
             if received is None:
                 continue
-            if dedup and not self.first_time(message, received.result):
+            if dedup and not self.first_time(received.key):
                 self.duplicates += 1
                 self.done([received])  # a duplicate: delete it (and its payload) and drop it
                 continue
             out.append(received)
         return out
 
-    def first_time(self, message: dict[str, Any], result: Result) -> bool:
-        attribute = message.get("MessageAttributes", {}).get(ATTR_MESSAGE_ID, {})
-        key = attribute.get("StringValue") or result.message_id
+    def seen(self, key: str) -> bool:
+        with self._seen_lock:
+            return key in self._seen
+
+    def first_time(self, key: str) -> bool:
+        """Whether `key` is new, remembering it."""
         with self._seen_lock:
             if key in self._seen:
                 return False
             self._seen.add(key)
             return True
+
+    def forget(self, items: Iterable[Received]) -> None:
+        """These were not handed over after all (put back): their next delivery is no
+        duplicate."""
+        with self._seen_lock:
+            for item in items:
+                self._seen.discard(item.key)
+
+    def _drop_duplicate(self, message: dict[str, Any]) -> None:
+        self.duplicates += 1
+        pointer = parse_s3_pointer(message.get("Body", ""))
+        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if pointer is not None and self.delete_s3_objects and self._s3 is not None:
+            self._s3.delete_object(Bucket=pointer[0], Key=pointer[1])
 
     def _read(self, message: dict[str, Any]) -> Received | None:
         body = message.get("Body", "")
@@ -125,7 +159,8 @@ class ResultReader:
             # not a result of this contract: left on the queue for whoever put it there
             log.warning("not a gpuqueue result on %s: %s", self.queue_url, str(exc)[:200])
             return None
-        return Received(result, message["ReceiptHandle"], pointer)
+        key = _attribute_key(message) or result.message_id
+        return Received(result, message["ReceiptHandle"], pointer, key)
 
     def done(self, items: Iterable[Received]) -> None:
         """Delete these messages, then their S3 payloads (in that order: a message never points
@@ -236,8 +271,14 @@ class Inbox:
             self.reader.release(foreign, FOREIGN_RELEASE_S)
 
     def _first_time(self, item: Received) -> bool:
-        if self.reader.first_time({}, item.result):
+        if self.reader.first_time(item.key):
             return True
         self.reader.duplicates += 1
         self.reader.done([item])
         return False
+
+
+def _attribute_key(message: dict[str, Any]) -> str | None:
+    attribute = message.get("MessageAttributes", {}).get(ATTR_MESSAGE_ID, {})
+    value = attribute.get("StringValue")
+    return str(value) if value else None

@@ -137,6 +137,57 @@ def test_stopping_early_puts_the_unread_results_back(sqs_client: Any, client_for
     assert len(left) >= 1 and first.id not in {json.loads(m["Body"])["id"] for m in left}
 
 
+
+def test_results_put_back_are_yielded_by_the_next_call(sqs_client: Any, client_for: Any) -> None:
+    """Every result of a receive was marked seen before any was yielded: the rest, put back
+    when the caller stopped early, came to the next results() call as "duplicates" and was
+    deleted unread (results(max_results=1) ten times yielded one of ten)."""
+    results_q = sqs_client.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    for i in range(10):
+        put_result(sqs_client, results_q, f"m{i}", f"r{i}", outputs=[i])
+    client = client_for(results_q, results_q)
+    got: list[str] = []
+    for _ in range(30):
+        got += [r.id or "" for r in client.results(wait_s=1, max_results=1)]
+        if len(got) == 10:
+            break
+    assert sorted(got) == sorted(f"r{i}" for i in range(10))
+    assert client._reader(results_q).duplicates == 0
+
+
+def test_a_duplicate_claim_check_whose_payload_is_gone_is_dropped_not_raised(
+    sqs_client: Any, s3_client: Any, moto_server: Any, sqs_server: Any
+) -> None:
+    """A pointer delivered twice: the first copy was read and its payload deleted. The second
+    raised NoSuchKey out of every receive, for ever, and the results read with it were lost."""
+    results_q = sqs_client.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    bucket = name("gq-big")
+    s3_client.create_bucket(Bucket=bucket)
+    big = result_message(build_result(message_id="m1", request_id="big", model="m",
+                                      outputs=["y" * 5000]))
+    s3_client.put_object(Bucket=bucket, Key="k1", Body=big.body.encode())
+    pointer = s3_pointer_message(big, bucket, "k1")
+    client = Client(results_q, results_q, endpoint_url=sqs_server.endpoint_url)
+    client.s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name=REGION)
+
+    def send_pointer() -> None:
+        sqs_client.send_message(QueueUrl=results_q, MessageBody=pointer.body,
+                                MessageAttributes=pointer.attributes)
+
+    send_pointer()
+    assert [r.id for r in client.results(wait_s=1)] == ["big"]  # read; its payload deleted
+    send_pointer()  # the duplicate, with a result beside it
+    put_result(sqs_client, results_q, "m2", "other", outputs=[2])
+    assert [r.id for r in client.results(wait_s=1)] == ["other"]
+    assert drain(sqs_client, results_q) == []  # the duplicate deleted unread
+    # a pointer nobody has read whose payload is gone: logged, left, and the rest still read
+    gone = s3_pointer_message(result_message(build_result(
+        message_id="m3", request_id="lost", model="m", outputs=["z" * 5000])), bucket, "nope")
+    sqs_client.send_message(QueueUrl=results_q, MessageBody=gone.body,
+                            MessageAttributes=gone.attributes)
+    put_result(sqs_client, results_q, "m4", "fine", outputs=[4])
+    assert [r.id for r in client.results(wait_s=1)] == ["fine"]
+
 def test_the_temporary_reply_queue_is_tagged_deleted_on_close_and_swept_when_left(
     sqs_client: Any, client_for: Any
 ) -> None:
