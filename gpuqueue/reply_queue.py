@@ -9,6 +9,7 @@ The expiry is pushed forward while the client uses the queue (when less than hal
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -36,9 +37,15 @@ class ReplyQueue:
         self._clock = clock
         self.url: str | None = None
         self.expires_at = 0.0
+        # waiting calls of several threads ensure() at once: one queue, made once
+        self._lock = threading.Lock()
 
     def ensure(self) -> str:
         """The queue's URL, created on first call; its expiry renewed when half gone."""
+        with self._lock:
+            return self._ensure()
+
+    def _ensure(self) -> str:
         now = self._clock()
         if self.url is None:
             self.expires_at = now + self._ttl_s
@@ -56,9 +63,10 @@ class ReplyQueue:
         return self.url
 
     def delete(self) -> None:
-        if self.url is not None:
-            self._sqs.delete_queue(QueueUrl=self.url)
-            self.url = None
+        with self._lock:
+            if self.url is not None:
+                self._sqs.delete_queue(QueueUrl=self.url)
+                self.url = None
 
 
 @dataclass(frozen=True)

@@ -235,3 +235,29 @@ def test_waiters_share_one_queue_and_results_for_strangers_go_back(
     while not left and time.monotonic() < deadline:
         left = drain(sqs_client, results_q)
     assert [json.loads(m["Body"])["id"] for m in left] == ["stranger"]
+
+
+def test_threads_waiting_at_once_share_one_reply_queue(sqs_client: Any, client_for: Any) -> None:
+    """ensure() had no lock: four threads' first waits made four reply queues, and close()
+    deleted the last one only (the others were left for the sweep, a day later)."""
+    from gpuqueue import ResultTimeout
+
+    queue = sqs_client.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    prefix = name("gq-reply") + "-"
+    client = client_for(queue, reply_queue_prefix=prefix)
+    barrier = threading.Barrier(4)
+
+    def wait() -> None:
+        barrier.wait()
+        with pytest.raises(ResultTimeout):
+            client.embed("hello", timeout_s=1)
+
+    threads = [threading.Thread(target=wait) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    made = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    client.close()
+    left = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    assert len(made) == 1 and left == []
