@@ -115,7 +115,7 @@ class Client:
         if not prepared:
             return []
         limit = self.max_message_size()
-        messages = [OutgoingMessage(r.model_dump_json(exclude_none=True)) for r in prepared]
+        messages = [OutgoingMessage(_body(r, n)) for n, r in enumerate(prepared)]
         for n, message in enumerate(messages):
             if message.size > limit:
                 raise ValueError(
@@ -274,3 +274,17 @@ class Client:
                 _INBOXES[queue_url] = inbox
             return inbox
 
+
+
+def _body(request: RequestV1, n: int) -> str:
+    """The request as JSON SQS takes: U+FFFE and U+FFFF, legal in JSON and Unicode but refused
+    by SQS (InvalidMessageContents), are sent escaped; they can stand only inside strings, so
+    the escape reads back as the same text. A lone surrogate cannot be sent at all."""
+    try:
+        body = request.model_dump_json(exclude_none=True)
+    except ValueError as exc:  # pydantic's serialisation error: UnicodeEncodeError inside
+        raise ValueError(
+            f"request {n} (id {request.id}): cannot be written as UTF-8 JSON (a text holds a "
+            f"lone surrogate?): {str(exc)[:200]}"
+        ) from None
+    return body.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")

@@ -261,3 +261,19 @@ def test_threads_waiting_at_once_share_one_reply_queue(sqs_client: Any, client_f
     client.close()
     left = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
     assert len(made) == 1 and left == []
+
+
+def test_text_sqs_would_refuse_raw_is_sent_escaped(sqs_client: Any, client_for: Any) -> None:
+    """U+FFFE and U+FFFF are legal JSON but outside what SQS takes (fauxqs refuses them as SQS
+    documents: InvalidMessageContents): they were sent raw and refused. A lone surrogate cannot
+    be sent at all: refused before anything is sent, naming the request."""
+    queue = sqs_client.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    client = client_for(queue)
+    text = "before \ufffe between \uffff after"
+    [request_id] = client.submit_many([text])
+    [message] = drain(sqs_client, queue)
+    body = RequestV1.model_validate_json(message["Body"])
+    assert (body.id, body.inputs) == (request_id, text)
+    with pytest.raises(ValueError, match=r"request 1 .*lone surrogate"):
+        client.submit_many(["fine", "broken \ud800"])
+    assert drain(sqs_client, queue) == []
