@@ -61,7 +61,10 @@ def test_equal_parameters_give_equal_hashable_options() -> None:
         ("embed", {"normalize": 1}, "'normalize' must be true or false, not 1"),
         ("classify", {"top_k": 2}, r"for task 'classify': top_k \(allowed: none\)"),
         ("generate", {"top_k": -1}, "'top_k' must be between 0 and 1000000, not -1"),
-        ("generate", {"repetition_penalty": 0}, "'repetition_penalty' must be > 0.0"),
+        ("generate", {"repetition_penalty": 0}, "'repetition_penalty' must be >= 0.01"),
+        # these two passed, then made sampling's logits +-inf: a ModelError retried to the DLQ
+        ("generate", {"repetition_penalty": 1e-40, "do_sample": True}, "must be >= 0.01"),
+        ("generate", {"temperature": 1e-40}, r"'temperature' must be 0 \(greedy\) or >= 0.01"),
         ("generate", {"temperature": 101}, r"'temperature' must be >= 0.0 and <= 100.0"),
         ("generate", {"max_new_tokens": 2.0}, "'max_new_tokens' must be an integer, not 2.0"),
     ],

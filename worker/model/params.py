@@ -17,6 +17,9 @@ from worker.tasks import Task
 
 # Generation parameters a request may set, with their defaults.
 DEFAULT_MAX_NEW_TOKENS = 64
+#: below these, sampling's logits overflow to +-inf (softmax NaN: the forward raises)
+MIN_TEMPERATURE = 0.01
+MIN_REPETITION_PENALTY = 0.01
 MAX_NEW_TOKENS_CAP = 4096
 GENERATE_PARAMS = (
     "max_new_tokens",
@@ -113,6 +116,12 @@ def parse_generate_options(params: Mapping[str, Any]) -> GenerateOptions:
     do_sample = _bool_param(params, "do_sample", do_sample_default)
     if do_sample and temperature == 0.0:
         raise InvalidParameters("parameter 'temperature' must be > 0 when do_sample is true")
+    if 0.0 < temperature < MIN_TEMPERATURE:
+        # logits / 1e-40 are +-inf: softmax gives NaN and sampling raises (a ModelError,
+        # retried to the DLQ, instead of an answer naming the parameter)
+        raise InvalidParameters(
+            f"parameter 'temperature' must be 0 (greedy) or >= {MIN_TEMPERATURE}, not {temperature}"
+        )
     return GenerateOptions(
         max_new_tokens=_int_param(
             params, "max_new_tokens", DEFAULT_MAX_NEW_TOKENS, 1, MAX_NEW_TOKENS_CAP
@@ -121,7 +130,9 @@ def parse_generate_options(params: Mapping[str, Any]) -> GenerateOptions:
         temperature=temperature,
         top_p=_float_param(params, "top_p", 1.0, 0.0, 1.0, lo_open=True),
         top_k=_int_param(params, "top_k", 0, 0, 1_000_000),
-        repetition_penalty=_float_param(params, "repetition_penalty", 1.0, 0.0, 100.0, True),
+        repetition_penalty=_float_param(
+            params, "repetition_penalty", 1.0, MIN_REPETITION_PENALTY, 100.0, lo_open=False
+        ),
         max_time_s=(
             _float_param(params, "max_time_s", 0.0, 0.0, MAX_TIME_CAP_S, lo_open=True)
             if "max_time_s" in params
