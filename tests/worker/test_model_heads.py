@@ -62,3 +62,33 @@ def test_a_new_head_needs_no_runner_change(
     with torch.inference_mode():
         expected = model(**tokenizer(texts, padding=True, return_tensors="pt"))[0][:, 0]
     assert torch.allclose(torch.tensor(vectors), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_pad", [None, 3])
+def test_a_decoder_classifier_answers_a_text_the_same_whatever_shares_its_batch(
+    tmp_path: Path, config_pad: int | None
+) -> None:
+    """HF's decoder sequence classifiers (GPT-2, Llama, ...) classify each row's last token
+    that is not `config.pad_token_id`. With none set (GPT-2's default) every request of two
+    inputs failed (ValueError, retried to the DLQ); with one other than the tokenizer's pad,
+    the padding was taken for text and a label changed with a longer neighbour."""
+    from conftest import _bpe_tokenizer
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer = _bpe_tokenizer(with_chat_template=False)
+    torch.manual_seed(5)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=0, eos_token_id=0, pad_token_id=config_pad, num_labels=3,
+    )
+    GPT2ForSequenceClassification(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    runner = ModelRunner.load(str(tmp_path), "classify", device="cpu")
+    short = runner.encode(["Hello world"], {})
+    longer = runner.encode(["The quick brown fox jumps over the lazy dog, and again."], {})
+    [alone] = runner.run(runner.prepare([(short, {})]))
+    [batched, _] = runner.run(runner.prepare([(short, {}), (longer, {})]))
+    [both] = runner.run(runner.prepare([(runner.encode(["Hello world", "x y z w v"], {}), {})]))
+    assert isinstance(alone, list) and isinstance(batched, list) and isinstance(both, list)
+    assert batched[0]["label"] == alone[0]["label"] == both[0]["label"]
+    assert batched[0]["score"] == pytest.approx(alone[0]["score"], abs=1e-5)

@@ -116,6 +116,13 @@ class ClassifyHead(Head):
     auto_model = AutoModelForSequenceClassification
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, pad_id: int) -> None:
+        # decoder classifiers (GPT-2, Llama, ...) classify each row's last token that is not
+        # config.pad_token_id: padding must be that id, and there must be one (GPT-2 has none)
+        configured = getattr(model.config, "pad_token_id", None)
+        if isinstance(configured, int):
+            pad_id = configured
+        else:
+            model.config.pad_token_id = pad_id
         super().__init__(model, tokenizer, pad_id)
         id2label = getattr(model.config, "id2label", None) or {}
         n = int(getattr(model.config, "num_labels", len(id2label)))
