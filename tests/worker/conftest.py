@@ -134,6 +134,13 @@ def _bpe_tokenizer(with_chat_template: bool) -> Any:
 
 
 @pytest.fixture(scope="session")
+def bpe_tokenizer() -> Any:
+    """The tiny byte-level BPE tokenizer of the decoder fixtures (no chat template), for tests
+    that build a model of their own around it."""
+    return _bpe_tokenizer(with_chat_template=False)
+
+
+@pytest.fixture(scope="session")
 def tiny_generate_model(tiny_models_dir: Path) -> Path:
     """A tiny GPT-2 causal LM with a byte-level BPE tokenizer and no chat template."""
     import torch

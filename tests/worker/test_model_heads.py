@@ -66,16 +66,15 @@ def test_a_new_head_needs_no_runner_change(
 
 @pytest.mark.parametrize("config_pad", [None, 3])
 def test_a_decoder_classifier_answers_a_text_the_same_whatever_shares_its_batch(
-    tmp_path: Path, config_pad: int | None
+    tmp_path: Path, bpe_tokenizer: Any, config_pad: int | None
 ) -> None:
     """HF's decoder sequence classifiers (GPT-2, Llama, ...) classify each row's last token
     that is not `config.pad_token_id`. With none set (GPT-2's default) every request of two
     inputs failed (ValueError, retried to the DLQ); with one other than the tokenizer's pad,
     the padding was taken for text and a label changed with a longer neighbour."""
-    from conftest import _bpe_tokenizer
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    tokenizer = _bpe_tokenizer(with_chat_template=False)
+    tokenizer = bpe_tokenizer
     torch.manual_seed(5)
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
@@ -92,3 +91,38 @@ def test_a_decoder_classifier_answers_a_text_the_same_whatever_shares_its_batch(
     assert isinstance(alone, list) and isinstance(batched, list) and isinstance(both, list)
     assert batched[0]["label"] == alone[0]["label"] == both[0]["label"]
     assert batched[0]["score"] == pytest.approx(alone[0]["score"], abs=1e-5)
+
+
+def test_siglip_text_is_embedded_as_trained_whatever_shares_its_batch(
+    tmp_path: Path, bpe_tokenizer: Any
+) -> None:
+    """SigLIP's text tower pools the last position and was trained on text padded to its full
+    length, unmasked. Padded to the batch's longest, a text's vector changed with its
+    neighbours (cosine 0.73 alone vs beside a longer text): a retrieval index built from it
+    would depend on what happened to share each batch."""
+    from transformers import SiglipConfig, SiglipModel
+
+    tokenizer = bpe_tokenizer
+    torch.manual_seed(7)
+    config = SiglipConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "max_position_embeddings": 64},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32,
+                       "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    )
+    SiglipModel(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    runner = ModelRunner.load(str(tmp_path), "embed", device="cpu")
+    text = runner.encode(["a photo of a cat"], {})
+    longer = runner.encode(["The quick brown fox jumps over the lazy dog, and again."], {})
+    [[alone]] = runner.run(runner.prepare([(text, {})]))
+    [[batched], _] = runner.run(runner.prepare([(text, {}), (longer, {})]))
+    assert batched == pytest.approx(alone, abs=1e-5)
+    # and it is the reference's: the text padded to the full 64 positions, no mask
+    ids = torch.tensor([text.token_ids[0] + [runner.head.pad_id] * (64 - len(text.token_ids[0]))])
+    with torch.inference_mode():
+        out = runner.model.get_text_features(input_ids=ids)
+    features = out if isinstance(out, torch.Tensor) else out.pooler_output  # by version
+    reference = torch.nn.functional.normalize(features, dim=-1)[0].tolist()
+    assert alone == pytest.approx(reference, abs=1e-5)

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from worker.model.params import GenerateOptions, cut_at_stop, parse_generate_options
+from worker.model.tokenize import model_position_limit
 from worker.model.vectors import NON_FINITE, pooled_features, unit_rows
 from worker.tasks import Task
 
@@ -69,6 +70,9 @@ class Head(ABC):
         self.tokenizer = tokenizer
         self.pad_id = pad_id
         self.labels: list[str] = []
+        #: every row padded to this width, its padding attended (None: to the batch's longest,
+        #: padding masked out)
+        self.fixed_width: int | None = None
 
     @classmethod
     def load_model(
@@ -96,6 +100,15 @@ class EmbedHead(Head):
 
     task = "embed"
     auto_model = AutoModel
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, pad_id: int) -> None:
+        super().__init__(model, tokenizer, pad_id)
+        config = getattr(model.config, "text_config", None) or model.config
+        if str(getattr(config, "model_type", "")).startswith("siglip"):
+            # SigLIP's text tower pools the last position and was trained on text padded to
+            # its full length with no mask: padded to the batch's longest, a text's vector
+            # changed with its neighbours (cosine 0.73 alone vs beside a longer one)
+            self.fixed_width = model_position_limit(config)
 
     def forward(self, batch: HeadInput) -> list[Any]:
         text_features = getattr(self.model, "get_text_features", None)
