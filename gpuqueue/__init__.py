@@ -8,12 +8,19 @@ results (boto3 and pydantic only; no torch).
 """
 
 from gpuqueue.client import Client
-from gpuqueue.errors import GpuqueueError, RequestFailed, ResultTimeout, SubmitFailed
+from gpuqueue.errors import (
+    GpuqueueError,
+    InvalidRequest,
+    RequestFailed,
+    ResultTimeout,
+    SubmitFailed,
+)
 from gpuqueue.results import Result
 
 __all__ = [
     "Client",
     "GpuqueueError",
+    "InvalidRequest",
     "RequestFailed",
     "Result",
     "ResultTimeout",

@@ -38,43 +38,72 @@ from gpuqueue.cli_common import (
 # ---------------------------------------------------------------------------------- commands
 
 
-def _read_requests(args: argparse.Namespace) -> list[Any]:
+def _read_requests(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """The requests, and where each came from ("FILE:LINE", or "" for a TEXT argument), so an
+    invalid one is named by the line an editor shows, not by its index among the requests."""
     if args.file and args.texts:
         raise UsageError("give TEXT arguments or --file, not both")
     if not args.file and not args.texts:
         raise UsageError("nothing to submit: give TEXT arguments or --file requests.jsonl")
+    parameters = _json(args.parameters, "--parameters") if args.parameters else None
+    if parameters is not None and not isinstance(parameters, dict):
+        raise UsageError(f"--parameters: a JSON object, not {type(parameters).__name__}")
     common = {"task": args.task, "ttl_s": args.ttl_s, "reply_to": args.reply_to,
-              "parameters": json.loads(args.parameters) if args.parameters else None}
+              "parameters": parameters}
     if args.texts:
-        return [{**common, "inputs": text} for text in args.texts]
-    try:
-        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UsageError(f"--file: {exc}") from None
-    requests = []
-    for number, line in enumerate(lines, 1):
+        return [{**common, "inputs": text} for text in args.texts], [""] * len(args.texts)
+    requests, origins = [], []
+    for number, line in _lines(args.file):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{args.file}:{number}: not JSON: {exc}") from None
+        item = _json(line, f"{args.file}:{number}")
         if not isinstance(item, dict | str):
             raise UsageError(f"{args.file}:{number}: a request object or a text, not {item!r}")
         fields = {"inputs": item} if isinstance(item, str) else item
         requests.append({**{k: v for k, v in common.items() if v is not None}, **fields})
-    return requests
+        origins.append(f"{args.file}:{number}")
+    return requests, origins
+
+
+def _lines(file: str) -> list[tuple[int, str]]:
+    """The file's lines, numbered from 1. Split at "\n" only, as JSON lines are: a U+2028 or a
+    form feed inside a JSON string is text, not the end of a line."""
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--file: {exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(
+            f"{file}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}): {exc.reason}"
+        ) from None
+    return list(enumerate(text.split("\n"), 1))
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: not JSON: {exc}") from None
+    except RecursionError:  # json's parser recurses once per level: "[[[[..." runs out
+        raise UsageError(f"{where}: JSON nested too deeply to read") from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gpuqueue.errors import SubmitFailed
+    from gpuqueue.errors import InvalidRequest, SubmitFailed
     from gpuqueue.progress import progress
 
-    requests = _read_requests(args)
+    requests, origins = _read_requests(args)
     client = _client(args, args.queue)
     with progress(len(requests), "submitting", len(requests) > 50 and not args.no_progress) as up:
         try:
             ids = client.submit_many(requests, on_sent=lambda n: up(advance=n))
+        except InvalidRequest as exc:
+            if not origins[exc.index]:
+                raise UsageError(str(exc)) from None
+            raise UsageError(f"{origins[exc.index]}: {exc.reason}") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         except SubmitFailed as exc:
@@ -198,20 +227,31 @@ def _failure(exc: Exception) -> int:
     """Map what went wrong to an exit code, with one line on stderr."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from gpuqueue.errors import RequestFailed, ResultTimeout
+    from gpuqueue.errors import GpuqueueError, RequestFailed, ResultTimeout, SubmitFailed
 
     if isinstance(exc, ResultTimeout):
         code = EXIT_TIMEOUT
-    elif isinstance(exc, RequestFailed):
+    elif isinstance(exc, SubmitFailed):  # embed's requests: a missing queue is AWS refusing us
+        code = EXIT_AWS if _queue_refused(exc) else EXIT_FAILED
+    elif isinstance(exc, ValueError):  # InvalidRequest too (a GpuqueueError as well)
+        code = EXIT_USAGE
+    elif isinstance(exc, RequestFailed | GpuqueueError):
         code = EXIT_FAILED
     elif isinstance(exc, ClientError | BotoCoreError):
         code = EXIT_AWS
-    elif isinstance(exc, ValueError):
-        code = EXIT_USAGE
     else:
         raise exc
     print(f"gpuqueue: {exc}", file=sys.stderr)
     return code
+
+
+def _queue_refused(exc: Any) -> bool:
+    """Whether every request failed because the queue refused us for good (no such queue,
+    access denied): each reason is "CODE: message", as gpuqueue.sending writes it."""
+    from gpuqueue.sending import PERMANENT_CODES
+
+    codes = {reason.split(":", 1)[0] for reason in exc.failed.values()}
+    return not exc.sent and codes <= PERMANENT_CODES
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ sent, so a bad field fails here, naming it, and not as an error result later.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 import boto3
 from pydantic import ValidationError
 
-from gpuqueue.errors import RequestFailed, ResultTimeout, SubmitFailed
+from gpuqueue.errors import InvalidRequest, RequestFailed, ResultTimeout, SubmitFailed
 from gpuqueue.reply_queue import PREFIX, TTL_S, ReplyQueue
 from gpuqueue.results import DEDUP_WINDOW, Inbox, Result, ResultReader
 from gpuqueue.sending import send_all
@@ -35,7 +36,9 @@ RequestLike = str | Mapping[str, Any] | RequestV1
 #: of a worker's batch; smaller ones spread over batches and replicas)
 INPUTS_PER_REQUEST = 32
 
-_INBOXES: dict[str, Inbox] = {}  # one per result queue in this process: waiters share it
+# one per result queue in this process, waiters share it; and per reader options too: an
+# inbox's reader deletes (or keeps) S3 payloads and drops duplicates for every waiter on it
+_INBOXES: dict[tuple[str, bool, int], Inbox] = {}
 _INBOXES_LOCK = threading.Lock()
 
 
@@ -78,7 +81,7 @@ class Client:
         url = self._reply_queue.url
         if url is not None:
             with _INBOXES_LOCK:
-                _INBOXES.pop(url, None)
+                _INBOXES.pop(self._inbox_key(url), None)
             self._reply_queue.delete()
 
     @property
@@ -118,9 +121,9 @@ class Client:
         messages = [OutgoingMessage(_body(r, n)) for n, r in enumerate(prepared)]
         for n, message in enumerate(messages):
             if message.size > limit:
-                raise ValueError(
-                    f"request {n} (id {prepared[n].id}) is {message.size} bytes; the queue takes "
-                    f"{limit}: split its inputs over several requests"
+                raise InvalidRequest(
+                    n, f"{message.size} bytes; the queue takes {limit}: split its inputs over "
+                    "several requests", prepared[n].id,
                 )
         report = send_all(
             lambda entries: self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries),
@@ -153,7 +156,7 @@ class Client:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "request"
-            raise ValueError(f"request {n}: {where}: {first['msg']}") from None
+            raise InvalidRequest(n, f"{where}: {first['msg']}") from None
 
     def max_message_size(self) -> int:
         """The input queue's MaximumMessageSize (asked once; 256 KiB when it cannot be read)."""
@@ -205,11 +208,11 @@ class Client:
                     count += 1
                     yield item.result
             finally:  # also when the consumer stops early (GeneratorExit at the yield)
+                if rest:  # not handed over: the next receive of them is no duplicate
+                    reader.forget(rest)  # first: a failing call below must not keep them seen
+                    reader.release(rest)
                 if yielded:
                     reader.done(yielded)
-                if rest:  # not handed over: the next receive of them is no duplicate
-                    reader.forget(rest)
-                    reader.release(rest)
 
     # ------------------------------------------------------------------ submit and wait
 
@@ -267,24 +270,58 @@ class Client:
         return outputs
 
     def _inbox(self, queue_url: str) -> Inbox:
+        key = self._inbox_key(queue_url)
         with _INBOXES_LOCK:
-            inbox = _INBOXES.get(queue_url)
+            inbox = _INBOXES.get(key)
             if inbox is None:
                 inbox = Inbox(self._reader(queue_url))
-                _INBOXES[queue_url] = inbox
+                _INBOXES[key] = inbox
             return inbox
+
+    def _inbox_key(self, queue_url: str) -> tuple[str, bool, int]:
+        """Clients share an inbox only when their readers would act alike (a later
+        Client(delete_s3_objects=False) had its payloads deleted by the first one's)."""
+        return queue_url, self._delete_s3, self._dedup_window
 
 
 
 def _body(request: RequestV1, n: int) -> str:
     """The request as JSON SQS takes: U+FFFE and U+FFFF, legal in JSON and Unicode but refused
     by SQS (InvalidMessageContents), are sent escaped; they can stand only inside strings, so
-    the escape reads back as the same text. A lone surrogate cannot be sent at all."""
+    the escape reads back as the same text. A lone surrogate cannot be sent at all: looked for
+    first, as pydantic writes one in a key as U+FFFD without a word (and names no field when
+    one in a value makes it fail)."""
     try:
-        body = request.model_dump_json(exclude_none=True)
-    except ValueError as exc:  # pydantic's serialisation error: UnicodeEncodeError inside
-        raise ValueError(
-            f"request {n} (id {request.id}): cannot be written as UTF-8 JSON (a text holds a "
-            f"lone surrogate?): {str(exc)[:200]}"
-        ) from None
+        where = _surrogate_at(request.model_dump(exclude_none=True))
+        body = "" if where else request.model_dump_json(exclude_none=True)
+    except (ValueError, RecursionError) as exc:  # nested too deeply for pydantic (or for us)
+        reason = f"cannot be written as JSON: {str(exc)[:200]}"
+        raise InvalidRequest(n, reason, request.id) from None
+    if where is not None:
+        raise InvalidRequest(
+            n, f"{where}: a lone surrogate (half of a UTF-16 pair, as a \\ud800 escape gives) "
+            "cannot be written as UTF-8 JSON", request.id,
+        )
     return body.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_at(value: Any, path: str = "") -> str | None:
+    """Where in a request's fields a string or a key holds a lone surrogate, as a field path
+    ("inputs.1", "parameters.stop.0"); None when none does."""
+    if isinstance(value, str):
+        return (path or "request") if _SURROGATE.search(value) else None
+    items: Iterable[tuple[Any, Any]] = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    for key, item in items:
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return f"{path or 'request'} (a key)"
+        found = _surrogate_at(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None

@@ -3,8 +3,10 @@
     GpuqueueError
     ├── RequestFailed    a result came back with status "error" (its type and message kept)
     ├── ResultTimeout    not every awaited result arrived in time (the missing ids kept)
-    └── SubmitFailed     some requests could not be put on the queue (ids and reasons kept;
-                         the ids that were sent too)
+    ├── SubmitFailed     some requests could not be put on the queue (ids and reasons kept;
+    │                    the ids that were sent too)
+    └── InvalidRequest   a request is invalid or too large; nothing was sent (also a
+                         ValueError; its index among the requests kept)
 """
 
 from __future__ import annotations
@@ -55,3 +57,16 @@ class SubmitFailed(GpuqueueError):
             f"{len(self.failed)} request(s) not sent ({len(self.sent)} sent); "
             f"{first_id}: {first_reason}"
         )
+
+
+class InvalidRequest(GpuqueueError, ValueError):
+    """Request `index` (0-based, in the order given) cannot be sent: invalid (`reason` names the
+    field) or over the queue's size limit. Nothing was sent. A ValueError too, as before; the
+    index lets a caller name where the request came from (the CLI: its file and line)."""
+
+    def __init__(self, index: int, reason: str, request_id: str | None = None) -> None:
+        self.index = index
+        self.reason = reason
+        self.request_id = request_id
+        named = f"request {index}" + (f" (id {request_id})" if request_id else "")
+        super().__init__(f"{named}: {reason}")
