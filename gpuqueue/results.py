@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +100,7 @@ class ResultReader:
             if key is not None and self.seen(key):
                 # known by its attribute: dropped unread (a duplicate claim-check's payload may
                 # be gone already, deleted with the first copy)
-                self._drop_duplicate(message)
+                self._quietly(self._drop_duplicate, message)
                 continue
             try:
                 received = self._read(message)
@@ -114,10 +114,19 @@ class ResultReader:
                 continue
             if dedup and not self.first_time(received.key):
                 self.duplicates += 1
-                self.done([received])  # a duplicate: delete it (and its payload) and drop it
+                self._quietly(self.done, [received])  # a duplicate: delete it and drop it
                 continue
             out.append(received)
         return out
+
+    def _quietly(self, delete: Callable[[Any], None], what: Any) -> None:
+        """Delete a duplicate; a failure is logged, not raised: the results of this receive
+        marked seen already must still be returned (it comes back, and goes then)."""
+        try:
+            delete(what)
+        except Exception as exc:
+            log.warning("a duplicate result on %s could not be deleted: %s", self.queue_url,
+                        f"{type(exc).__name__}: {exc}"[:300])
 
     def seen(self, key: str) -> bool:
         with self._seen_lock:

@@ -277,3 +277,38 @@ def test_text_sqs_would_refuse_raw_is_sent_escaped(sqs_client: Any, client_for: 
     with pytest.raises(ValueError, match=r"request 1 .*lone surrogate"):
         client.submit_many(["fine", "broken \ud800"])
     assert drain(sqs_client, queue) == []
+
+
+class DeletesFail:
+    """The SQS seam, plain: one receive's messages as given; every delete fails (throttled)."""
+
+    def __init__(self, messages: list[dict[str, Any]]) -> None:
+        self.messages = messages
+
+    def receive_message(self, **_: Any) -> dict[str, Any]:
+        return {"Messages": self.messages}
+
+    def delete_message(self, **_: Any) -> None:
+        raise ConnectionError("throttled")
+
+    def delete_message_batch(self, **_: Any) -> None:
+        raise ConnectionError("throttled")
+
+
+def test_a_duplicate_that_cannot_be_deleted_does_not_cost_its_batch_mates() -> None:
+    """A failed delete of a duplicate raised out of receive(): the results before it in the
+    receive, already marked seen, were never returned, and were dropped as duplicates when
+    they came back (a pure unit test of the reader's loop: the seam is a plain object)."""
+    from gpuqueue.results import ResultReader
+
+    def message(message_id: str, request_id: str, handle: str) -> dict[str, Any]:
+        out = result_message(build_result(message_id=message_id, request_id=request_id,
+                                          model="m", outputs=[1]))
+        return {"MessageId": handle, "ReceiptHandle": handle, "Body": out.body,
+                "MessageAttributes": dict(out.attributes)}
+
+    sqs = DeletesFail([message("m2", "fresh", "h2"), message("m1", "again", "h1")])
+    reader = ResultReader(sqs, None, "q")
+    assert reader.first_time("m1")  # m1's result was handed over before
+    assert [r.result.id for r in reader.receive(0)] == ["fresh"]
+    assert reader.duplicates == 1
