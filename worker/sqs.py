@@ -80,6 +80,7 @@ class SqsAdapter:
         # queue URL of another region ("InvalidAddress"); None: everything goes to this endpoint
         self._regional = regional
         self._regions: dict[str, SqsAdapter] = {}
+        self._making_lock = threading.Lock()
 
     @classmethod
     def from_environment(
@@ -115,10 +116,17 @@ class SqsAdapter:
         region = match["region"]
         with self._calls_lock:
             adapter = self._regions.get(region)
-        if adapter is None:
-            adapter = self._regional(region)
+        if adapter is not None:
+            return adapter
+        # one made at a time: boto3 sessions are not safe to make clients from in two threads
+        # at once (and two writers meeting a new region would make two)
+        with self._making_lock:
             with self._calls_lock:
-                adapter = self._regions.setdefault(region, adapter)
+                adapter = self._regions.get(region)
+            if adapter is None:
+                adapter = self._regional(region)
+                with self._calls_lock:
+                    self._regions[region] = adapter
         return adapter
 
     @property

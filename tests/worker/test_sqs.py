@@ -3,6 +3,7 @@ that half-fail with HTTP 200 (`Failed` entries), per-entry retries, visibility c
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -183,3 +184,38 @@ def test_a_queue_in_another_region_is_sent_to_through_that_regions_endpoint(
     with pytest.raises(DestinationUnreachable):
         home.send_batch(reply_to, [OutgoingMessage("hello", {})])
     assert routed.calls >= 3
+
+
+def test_writers_meeting_a_new_region_at_once_make_one_adapter(moto_server: Any) -> None:
+    """Two writers whose first reply_to in a region arrived together each made an adapter,
+    from one boto3 session in two threads at once (which boto3 does not support)."""
+    home = SqsAdapter.from_environment(endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    lock, both_in = threading.Lock(), threading.Event()
+    made: list[str] = []
+    inside = most_inside = 0
+
+    def regional(region: str) -> SqsAdapter:
+        nonlocal inside, most_inside
+        with lock:
+            inside += 1
+            most_inside = max(most_inside, inside)
+            if inside == 2:
+                both_in.set()
+        # a second maker, if one is let in, arrives within this wait (making an adapter takes
+        # a session's client set-up: tens of ms)
+        both_in.wait(0.5)
+        made.append(region)
+        adapter = SqsAdapter.from_environment(endpoint_url=moto_server.endpoint_url,
+                                              region_name=region)
+        with lock:
+            inside -= 1
+        return adapter
+
+    routed = SqsAdapter(home.control, home.poll, home.write, regional=regional)
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/results-eu"
+    threads = [threading.Thread(target=routed.for_queue, args=(url,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert made == ["eu-west-1"] and most_inside == 1
