@@ -35,12 +35,6 @@ def name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def fauxqs(fauxqs_server: Any) -> tuple[str, Any]:
-    endpoint = fauxqs_server.endpoint_url
-    return endpoint, boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
-
-
 def with_dlq(sqs: Any) -> tuple[str, str]:
     dlq = sqs.create_queue(QueueName=name("gq-dlq"))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][

@@ -4,23 +4,11 @@ traceback, and nothing is sent."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from test_gpuqueue_cli import REGION, gq, visible
-
-
-def name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def fauxqs(fauxqs_server: Any) -> tuple[str, Any]:
-    endpoint = fauxqs_server.endpoint_url
-    return endpoint, boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
+from test_gpuqueue_cli import gq, name, visible
 
 
 def one_line(stderr: str) -> str:

@@ -40,6 +40,16 @@ def wait_for(
         time.sleep(interval)
 
 
+class Clock:
+    """A monotonic clock the test moves by hand (`clock.now = ...`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class Queues:
     input: str

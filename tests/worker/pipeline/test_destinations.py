@@ -3,6 +3,8 @@ GetQueueAttributes runs against fauxqs in tests/worker/test_sqs.py)."""
 
 from __future__ import annotations
 
+from worker_test_helpers import Clock
+
 from worker.pipeline.destinations import MessageSizes
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/results"
@@ -20,14 +22,6 @@ class FlakyAttributes:
         if not self.healthy:
             raise ConnectionError("endpoint unreachable")
         return 1_048_576
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_size_read_that_failed_is_asked_again_later() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from worker_test_helpers import (
+    Clock,
     FakeRunner,
     make_queues,
     request,
@@ -140,14 +141,6 @@ def test_a_release_waits_for_the_extension_in_flight_so_it_is_not_undone(
     )
     assert got[0]["MessageId"] == poisoned
     assert time.monotonic() - let_go < 5  # its 2 s back-off, not another 6 s timeout
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FirstCallHeld:

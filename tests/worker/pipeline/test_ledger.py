@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import threading
 
+from worker_test_helpers import Clock
+
 from worker.pipeline.ledger import JobState, Ledger
 from worker.seams import ReceivedMessage
 
 
 def messages(n: int) -> list[ReceivedMessage]:
     return [ReceivedMessage("q", f"m{i}", f"r{i}", "{}", 1, None) for i in range(n)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_each_job_is_acted_on_by_exactly_one_stage() -> None:
