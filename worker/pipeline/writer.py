@@ -132,9 +132,16 @@ class ResultWriter:
         failed: list[Outcome] = []
         for outcome in group:
             try:
-                fitted.append(self._fit(outcome, limit))
+                fit = self._fit(outcome, limit)
             except Exception as exc:  # S3 unreachable: this request comes back later
                 failed.append(self._write_failed(outcome, f"claim-check: {exc}"))
+                continue
+            if fit[1].size > limit:  # even as a pointer or an error (a 1 KiB queue)
+                # failed alone: in the group's packing it had failed every result beside it
+                reason = f"{fit[1].size} bytes even so, over the {limit}-byte limit"
+                failed.append(self._write_failed(outcome, reason))
+                continue
+            fitted.append(fit)
         sent: list[Outcome] = []
         returned: set[int] = set()  # indexes into fitted of calls that returned (sent or failed)
         try:

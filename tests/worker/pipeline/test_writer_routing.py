@@ -149,3 +149,37 @@ def test_a_reply_to_found_unreachable_during_the_drain_is_still_answered() -> No
     assert sqs.sent == {RESULTS: ["m0", "m1"]}
     assert sorted(sqs.deleted) == ["h0", "h1"] and sqs.released == []
     assert ledger.held == 0
+
+
+class TinyQueue(Recorded):
+    """A reply queue that takes 600 bytes a message: too small even for a ResultTooLarge error
+    of a request with a long id."""
+
+    def max_message_size(self, queue_url: str) -> int:
+        return 600
+
+    def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
+        with self._lock:
+            ids = [m.attributes["gpuqueue-message-id"]["StringValue"] for m in messages]
+            self.sent.setdefault(queue_url, []).extend(ids)
+        return BatchOutcome(succeeded=list(range(len(ids))))
+
+
+def test_a_result_that_fits_in_no_form_fails_alone() -> None:
+    """A result over the limit even as its ResultTooLarge error made the group's packing raise:
+    the writer gave up on the whole group, which was neither sent, deleted nor released (every
+    result in it came back after its visibility timeout, to the DLQ)."""
+    sqs = TinyQueue()
+    ledger, writer = make_writer(sqs)
+    small, huge = ledger.admit(messages(2), reserved=0, visibility_s=60)
+    fits = Outcome(small, Action.SEND, "ok", destination=REPLY, result=build_result(
+        message_id="m0", request_id="a", model="m", outputs=[1]))
+    too_big = Outcome(huge, Action.SEND, "ok", destination=REPLY, result=build_result(
+        message_id="m1", request_id="x" * 256, model="m", outputs=["y" * 5000]))
+    writer.start(spawn)
+    writer.accept([fits, too_big], JobState.RECEIVED)
+    wait_for(lambda: ledger.held == 0, 10, "both outcomes carried out")
+    writer.close()
+    for thread in writer.threads:
+        thread.join(5)
+    assert sqs.sent == {REPLY: ["m0"]} and sqs.deleted == ["h0"] and sqs.released == ["h1"]
