@@ -284,7 +284,6 @@ class Client:
         return queue_url, self._delete_s3, self._dedup_window
 
 
-
 def _body(request: RequestV1, n: int) -> str:
     """The request as JSON SQS takes: U+FFFE and U+FFFF, legal in JSON and Unicode but refused
     by SQS (InvalidMessageContents), are sent escaped; they can stand only inside strings, so

@@ -100,6 +100,7 @@ class ResultReader:
             if key is not None and self.seen(key):
                 # known by its attribute: dropped unread (a duplicate claim-check's payload may
                 # be gone already, deleted with the first copy)
+                self.duplicates += 1
                 self._quietly(self._drop_duplicate, message)
                 continue
             try:
@@ -148,7 +149,6 @@ class ResultReader:
                 self._seen.discard(item.key)
 
     def _drop_duplicate(self, message: dict[str, Any]) -> None:
-        self.duplicates += 1
         pointer = parse_s3_pointer(message.get("Body", ""))
         self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         if pointer is not None and self.delete_s3_objects and self._s3 is not None:

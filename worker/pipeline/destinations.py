@@ -2,8 +2,8 @@
 allow-list), each through its own adapter, each with its size limit. The writers see one seam.
 
 A queue's limit is its MaximumMessageSize, asked once (a failed read is asked again after a
-minute); a topic's is SNS's fixed 256 KiB per
-message and per PublishBatch call. Beyond it the same S3 claim-check applies to both.
+minute); a topic's is SNS's fixed 256 KiB per message and per PublishBatch call. Beyond it the
+same S3 claim-check applies to both.
 """
 
 from __future__ import annotations

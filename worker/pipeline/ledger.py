@@ -13,8 +13,8 @@ FINISHING: its outcome is decided and a writer sends, deletes or releases it.
 
 The ledger also owns the room to hold more (receivers reserve before they poll: back-pressure)
 and the heartbeat bookkeeping: a job whose visibility extension is in flight is marked, and a
-release waits for that call to return and then marks the job as being released, so that no
-extension starts for it after: a stale extension can never re-hide a message that was just
+release marks its jobs as being released (no extension starts for them after) and waits for a
+call in flight to return: a stale extension can never re-hide a message that was just
 released. Stages keep their own per-job data (`request`, `encoded`) on the job while they
 own it; state, visibility and the extension mark are the ledger's alone.
 """
