@@ -7,7 +7,9 @@ Lambda raises it); no traceback for a typo.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -192,7 +194,8 @@ class Settings(BaseSettings):
     )
     #: Lambda only: decide this many times per invocation, run_interval_s apart. EventBridge fires
     #: at most once a minute; 3 × 20 s sees a burst up to 40 s sooner. A run is skipped when less
-    #: than 8 s of the invocation would be left (function timeout 50 s: runs at 0, 20, 40 s).
+    #: than 8 s of the invocation would be left (the template's function timeout is 55 s: runs at
+    #: 0, 20, 40 s).
     runs_per_invocation: int = Field(
         default=3,
         ge=1,
@@ -311,8 +314,28 @@ def _variable(loc: tuple[Any, ...]) -> str:
     return head + rest
 
 
+def misspelt_variable() -> str | None:
+    """The first `SCALER_*` environment variable that is no setting (pydantic-settings would
+    ignore it and leave the default in force), as a ConfigError line naming the nearest one.
+
+    A Service named `scaler` gives a pod SCALER_SERVICE_HOST, SCALER_PORT… (Kubernetes service
+    links): with SCALER_SERVICE_HOST set, those names pass."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    linked = ("SCALER_SERVICE_", "SCALER_PORT") if "SCALER_SERVICE_HOST" in os.environ else ()
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known and not upper.startswith(linked):
+            bare = {k.removeprefix(ENV_PREFIX): k for k in known}
+            near = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), bare, cutoff=0.75)
+            hint = f" (did you mean {bare[near[0]]}?)" if near else ""
+            return f"{name}: not a scaler setting{hint}"
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment; any problem → ConfigError, one line naming the variable."""
+    if (misspelt := misspelt_variable()) is not None:
+        raise ConfigError(misspelt)
     try:
         return Settings(**overrides)
     except ValidationError as exc:

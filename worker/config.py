@@ -8,7 +8,10 @@ AWS access is not configured here on purpose: region, credentials (web identity 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -482,8 +485,45 @@ def _one_line(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def unknown_variable(environ: Mapping[str, str]) -> str | None:
+    """The first `WORKER_*` variable that is no setting, as one ConfigError line, else None.
+
+    pydantic-settings ignores unknown names, so `WORKER_MAX_BATCH=64` would leave the default
+    in force without a word; a misspelt setting fails at start instead, naming the nearest one.
+    """
+    known = {ENV_PREFIX + name.upper() for name in WorkerSettings.model_fields}
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known and not service_link(upper, environ):
+            hint = nearest_name(upper, known)
+            return f"{name}: not a worker setting{hint}"
+    return None
+
+
+def nearest_name(name: str, known: set[str]) -> str:
+    """` (did you mean WORKER_X?)` for the closest known name, else "". Compared without the
+    shared prefix, which would make any two names look alike."""
+    strip = len(ENV_PREFIX)
+    bare = {k[strip:]: k for k in known}
+    nearest = difflib.get_close_matches(name[strip:], list(bare), n=1, cutoff=0.75)
+    return f" (did you mean {bare[nearest[0]]}?)" if nearest else ""
+
+
+def service_link(name: str, environ: Mapping[str, str]) -> bool:
+    """Whether `name` is one of the variables Kubernetes gives a pod for each Service in its
+    namespace (`<S>_SERVICE_HOST`, `<S>_SERVICE_PORT…`, `<S>_PORT…`; unless enableServiceLinks
+    is false, as deploy/ sets): a Service named "worker" is no misspelt setting. Kubernetes sets
+    `<S>_SERVICE_HOST` with every one of them, so that is what marks a Service's name."""
+    suffix = "_SERVICE_HOST"
+    services = [key.upper()[: -len(suffix)] for key in environ if key.upper().endswith(suffix)]
+    return any(name.startswith((f"{s}_SERVICE_", f"{s}_PORT")) for s in services)
+
+
 def load_settings(**overrides: object) -> WorkerSettings:
     """Read the settings from the environment (plus `overrides`), or raise ConfigError."""
+    unknown = unknown_variable(os.environ)
+    if unknown is not None:
+        raise ConfigError(unknown)
     try:
         return WorkerSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

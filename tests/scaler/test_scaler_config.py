@@ -53,6 +53,9 @@ def test_targets_from_yaml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
           "SCALER_GOOGLE_AUTH": "secret"}, "SCALER_SA_KEY_SECRET_ID"),
         ({"SCALER_TARGETS_FILE": "/nonexistent/targets.yaml"}, "SCALER_TARGETS_FILE"),
         ({}, "SCALER_TARGETS"),
+        # pydantic-settings ignored unknown names: the dry run asked for did not happen
+        ({"SCALER_TARGETS": json.dumps([TARGET]), "SCALER_DRYRUN": "true"},
+         "SCALER_DRYRUN: not a scaler setting (did you mean SCALER_DRY_RUN?)"),
     ],
 )
 def test_errors_are_one_line_naming_the_variable(
@@ -67,6 +70,18 @@ def test_errors_are_one_line_naming_the_variable(
 
 
 ONE = json.dumps([TARGET])
+
+
+def test_service_links_of_a_service_named_scaler_are_not_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCALER_TARGETS", ONE)
+    monkeypatch.setenv("SCALER_PORT", "tcp://10.0.0.9:80")
+    with pytest.raises(ConfigError, match=r"^SCALER_PORT: not a scaler setting"):
+        load_settings()
+    monkeypatch.setenv("SCALER_SERVICE_HOST", "10.0.0.9")
+    monkeypatch.setenv("SCALER_PORT_80_TCP_ADDR", "10.0.0.9")
+    assert load_settings().targets[0].deployment == "ml/worker"
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,53 @@ def test_no_result_queue_is_allowed_only_when_every_request_must_name_a_reply_to
     assert settings.result_queue_url is None and settings.require_reply_to
 
 
+def test_a_misspelt_setting_fails_at_start_naming_it_and_the_nearest(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """pydantic-settings ignores names it does not know: WORKER_MAX_BATCH=64 left the default of
+    32 in force, silently. Now it is refused, with the setting that was probably meant."""
+    clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    clean_env.setenv("WORKER_RESULT_QUEUE_URL", RESULTS)
+    clean_env.setenv("WORKER_MAX_BATCH", "64")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "WORKER_MAX_BATCH: not a worker setting (did you mean WORKER_MAX_BATCH_SIZE?)"
+    )
+    clean_env.delenv("WORKER_MAX_BATCH")
+    clean_env.setenv("WORKER_COMPLETELY_UNRELATED_THING", "1")
+    with pytest.raises(ConfigError, match=r"^WORKER_COMPLETELY_UNRELATED_THING: not a worker "
+                       r"setting$"):
+        load_settings()
+
+
+def test_kubernetes_service_links_for_a_service_named_worker_are_not_settings(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """A Service named `worker` in the namespace gives every pod WORKER_SERVICE_HOST,
+    WORKER_PORT, WORKER_PORT_8080_TCP_ADDR…; those are not misspelt settings. A `_PORT` name with
+    no `<S>_SERVICE_HOST` beside it is still refused."""
+    clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    clean_env.setenv("WORKER_RESULT_QUEUE_URL", RESULTS)
+    clean_env.setenv("WORKER_METRICS_PORT", "9090")
+    with pytest.raises(ConfigError, match=r"^WORKER_METRICS_PORT: not a worker setting"):
+        load_settings()
+    clean_env.delenv("WORKER_METRICS_PORT")
+    links = {
+        "WORKER_SERVICE_HOST": "10.0.0.7",
+        "WORKER_SERVICE_PORT": "8080",
+        "WORKER_SERVICE_PORT_HTTP": "8080",
+        "WORKER_PORT": "tcp://10.0.0.7:8080",
+        "WORKER_PORT_8080_TCP": "tcp://10.0.0.7:8080",
+        "WORKER_PORT_8080_TCP_ADDR": "10.0.0.7",
+        "WORKER_GPU_SERVICE_HOST": "10.0.0.8",
+        "WORKER_GPU_PORT_80_TCP_PROTO": "tcp",
+    }
+    for key, value in links.items():
+        clean_env.setenv(key, value)
+    assert load_settings().max_batch_size == 32
+
+
 def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     return subprocess.run(
@@ -122,6 +169,7 @@ def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     [
         ({}, "WORKER_QUEUE_URL"),
         ({**Q, "WORKER_MAX_WAIT_MS": "soon"}, "WORKER_MAX_WAIT_MS"),
+        ({**Q, "WORKER_RECIEVERS": "8"}, "WORKER_RECIEVERS: not a worker setting"),
     ],
 )
 def test_process_exits_2_with_one_line_and_no_traceback(env: dict[str, str], variable: str) -> None:
@@ -173,15 +221,18 @@ def test_settings_are_immutable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "variable"),
+    ("env", "variable", "needle"),
     [
-        ({"WORKER_MODEL": "/nonexistent/model-dir"}, "WORKER_MODEL"),
-        ({"WORKER_DEVICE": "cuda"}, "WORKER_DEVICE"),
-        ({"WORKER_MAX_INPUT_TOKENS": "100000"}, "WORKER_MAX_INPUT_TOKENS"),
+        ({"WORKER_MODEL": "/nonexistent/model-dir"}, "WORKER_MODEL", ""),
+        ({"WORKER_DEVICE": "cuda"}, "WORKER_DEVICE", ""),
+        ({"WORKER_MAX_INPUT_TOKENS": "100000"}, "WORKER_MAX_INPUT_TOKENS", ""),
+        # the bundled MiniLM has no classification layer: transformers made a random one and
+        # only warned, and the worker answered every request with a random label
+        ({"WORKER_TASK": "classify"}, "WORKER_MODEL", "classifier.weight"),
     ],
 )
 def test_process_names_a_model_setting_that_cannot_work(
-    fauxqs_server: Any, env: dict[str, str], variable: str
+    fauxqs_server: Any, env: dict[str, str], variable: str, needle: str
 ) -> None:
     if variable == "WORKER_DEVICE" and _cuda_available():
         pytest.skip("this machine has CUDA, so WORKER_DEVICE=cuda is valid")
@@ -203,6 +254,7 @@ def test_process_names_a_model_setting_that_cannot_work(
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"gpuqueue-worker: configuration error: {variable}"), last
+    assert needle in last
     assert "Traceback" not in done.stderr
 
 
