@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from deploy_helpers import EXAMPLES, FAKE_DIGEST, OVERLAYS, REPO, env_of, find, one
 
-from worker.config import WorkerSettings
+from worker.config import WorkerSettings, unknown_variable
 
 GPU_OVERLAYS = {
     "gke-l4": "nvidia-l4",
@@ -149,6 +149,27 @@ def test_every_worker_variable_is_a_worker_setting(render) -> None:
         names = {k for k in env_of(render(variant)) if k.startswith("WORKER_")}
         assert names - known == set(), variant
         assert "WORKER_QUEUE_URL" in names
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_a_worker_that_can_start(render, variant: str) -> None:
+    """What the worker itself checks at start (unknown names, values), plus what only shows in
+    production: a Hub id under the image's HF_HUB_OFFLINE=1 cannot load (team-c named SigLIP
+    with the Hub off); a classify task on the default MiniLM has no trained classifier (team-b
+    set none); a reply_to prefix in another account than the queues (team-b inherited the
+    base's placeholder account)."""
+    env = env_of(render(variant))
+    assert unknown_variable(env) is None
+    settings = WorkerSettings(
+        **{k.removeprefix("WORKER_").lower(): v for k, v in env.items() if k.startswith("WORKER_")}
+    )
+    if settings.task in ("classify", "image-classify") or "WORKER_MODEL" in env:
+        assert env.get("WORKER_MODEL"), f"{variant}: {settings.task} needs WORKER_MODEL"
+        if not env["WORKER_MODEL"].startswith("/"):  # a Hub id, not a baked or mounted folder
+            assert env.get("HF_HUB_OFFLINE") == "0", f"{variant}: {env['WORKER_MODEL']} offline"
+    queue_account = settings.queue_url.split("/")[3]
+    for pattern in settings.reply_to_patterns:
+        assert f"/{queue_account}/" in pattern or f":{queue_account}:" in pattern, variant
 
 
 @pytest.mark.parametrize("variant", ["overlays/gke-l4", "examples/team-a-l4"])

@@ -126,3 +126,16 @@ def test_siglip_text_is_embedded_as_trained_whatever_shares_its_batch(
     features = out if isinstance(out, torch.Tensor) else out.pooler_output  # by version
     reference = torch.nn.functional.normalize(features, dim=-1)[0].tolist()
     assert alone == pytest.approx(reference, abs=1e-5)
+
+
+def test_a_classify_model_without_its_trained_classifier_is_refused(
+    tiny_embed_model: Path, tiny_classify_model: Path
+) -> None:
+    """An embedding checkpoint loaded for classify: transformers made the classifier up (random
+    weights, a warning on stderr) and every request got a random label. Refused instead,
+    naming what the checkpoint lacks; a real classification checkpoint still loads, and an
+    embedding model (no head of its own to miss) loads for embed."""
+    with pytest.raises(ValueError, match=r"classifier\.weight.*missing from it"):
+        ModelRunner.load(str(tiny_embed_model), "classify", device="cpu")
+    assert ModelRunner.load(str(tiny_classify_model), "classify", device="cpu").task == "classify"
+    assert ModelRunner.load(str(tiny_embed_model), "embed", device="cpu").task == "embed"

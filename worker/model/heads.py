@@ -35,11 +35,33 @@ _DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") e
 
 
 def load_eval_model(
-    auto_model: Any, path: str, config: Any, dtype: torch.dtype, device: str
+    auto_model: Any,
+    path: str,
+    config: Any,
+    dtype: torch.dtype,
+    device: str,
+    *,
+    trained_head: bool = False,
 ) -> PreTrainedModel:
     """A model by its Auto class from a folder (or hub id), on `device`, in eval mode (every
-    head, text or image, loads this way)."""
-    model = auto_model.from_pretrained(path, config=config, **{_DTYPE_KWARG: dtype})
+    head, text or image, loads this way).
+
+    `trained_head`: every weight must come from the checkpoint. transformers fills what it lacks
+    with random values and only warns: a classify worker given an embedding model (MiniLM has no
+    `classifier.weight`) answered every request with a random label. ValueError instead, naming
+    what is missing (the CLI turns it into one WORKER_MODEL line).
+    """
+    model, info = auto_model.from_pretrained(
+        path, config=config, output_loading_info=True, **{_DTYPE_KWARG: dtype}
+    )
+    missing = sorted(info.get("missing_keys") or ())
+    if trained_head and missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
+        raise ValueError(
+            f"not a trained {auto_model.__name__} checkpoint: {shown} missing from it (they "
+            "would be random)"
+        )
     model.to(device)
     model.eval()
     return model
@@ -61,6 +83,8 @@ class Head(ABC):
     task: ClassVar[Task]
     auto_model: ClassVar[Any]  # the transformers Auto class that loads this task's model
     pad_left: ClassVar[bool] = False
+    #: the task's output layer must come from the checkpoint (see `load_eval_model`)
+    trained_head: ClassVar[bool] = False
     chat_template: ClassVar[bool] = False  # wrap each input in the tokenizer's chat template
     #: the cheapest valid parameters: warm-up and the device probe run one input with them
     smallest_params: ClassVar[Mapping[str, Any]] = {}
@@ -79,7 +103,9 @@ class Head(ABC):
         cls, path: str, config: Any, dtype: torch.dtype, device: str
     ) -> PreTrainedModel:
         """This task's model from a folder (or hub id), on `device`, in eval mode."""
-        return load_eval_model(cls.auto_model, path, config, dtype, device)
+        return load_eval_model(
+            cls.auto_model, path, config, dtype, device, trained_head=cls.trained_head
+        )
 
     def group_key(self, params: Mapping[str, Any]) -> Hashable:
         """Requests with equal keys share one forward (generate: the same decoding options)."""
@@ -127,6 +153,7 @@ class ClassifyHead(Head):
 
     task = "classify"
     auto_model = AutoModelForSequenceClassification
+    trained_head = True
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, pad_id: int) -> None:
         # decoder classifiers (GPT-2, Llama, ...) classify each row's last token that is not

@@ -27,6 +27,8 @@ from worker.tasks import Task
 class ImageHead(ABC):
     task: ClassVar[Task]
     auto_model: ClassVar[Any]
+    #: the task's output layer must come from the checkpoint (see `load_eval_model`)
+    trained_head: ClassVar[bool] = False
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
@@ -36,7 +38,9 @@ class ImageHead(ABC):
     def load_model(
         cls, path: str, config: Any, dtype: torch.dtype, device: str
     ) -> PreTrainedModel:
-        return load_eval_model(cls.auto_model, path, config, dtype, device)
+        return load_eval_model(
+            cls.auto_model, path, config, dtype, device, trained_head=cls.trained_head
+        )
 
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor, params: Sequence[Mapping[str, Any]]) -> list[Any]:
@@ -59,6 +63,7 @@ class ImageEmbedHead(ImageHead):
 class ImageClassifyHead(ImageHead):
     task = "image-classify"
     auto_model = AutoModelForImageClassification
+    trained_head = True
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__(model)
