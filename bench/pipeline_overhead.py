@@ -12,8 +12,9 @@ server's is reported apart), per message and per input, side by side in each rou
   boto3      the same through boto3's client (what the transport replaced), for its share
   sixteen    sixteen sentences per message (per-input cost, where the per-message part spreads)
 
-Each figure is the median of the rounds. --profile samples the `one` run of the last round with
-py-spy (GIL holders only) and prints where the worker's CPU goes. The last line is one JSON object.
+Each figure is the median of the rounds. --profile samples the `one` run (or --profile-run's)
+of the last round with py-spy (GIL holders only) and prints where the worker's CPU goes. The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def measure(
     variants: Sequence[str] = ("one", "boto3", "sixteen"),
     profile_out: Path | None = None,
     profile: bool = False,
+    profile_run: str = "one",
 ) -> dict[str, Any]:
     """The figures, measured through `server` (make bench runs this with its own rounds)."""
     stub = NoForward(runner)
@@ -155,7 +157,8 @@ def measure(
     for round_no in range(rounds):
         for name in variants:
             inputs, transports = inputs_of[name]
-            profiler = Profiler() if profile and name == "one" and round_no == rounds - 1 else None
+            last = round_no == rounds - 1
+            profiler = Profiler() if profile and name == profile_run and last else None
             if profiler is not None:
                 profiler.__enter__()
             run = wt.run_worker(
@@ -224,13 +227,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-out", type=Path, help="also keep py-spy's raw stacks here")
+    parser.add_argument("--profile-run", choices=("one", "sixteen"), default="one",
+                        help="which run --profile samples (default: one)")
     args = parser.parse_args()
     runner = ModelRunner.load(bundled_model_dir() or "", "embed", device="cpu")
     server = devsqs.start_fauxqs()
     try:
         figures = measure(
             server, runner, messages=args.messages, rounds=args.rounds,
-            profile=args.profile, profile_out=args.profile_out,
+            profile=args.profile, profile_out=args.profile_out, profile_run=args.profile_run,
         )
     finally:
         server.stop()

@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.errors import InvalidParameters
 from worker.model import (
@@ -17,6 +19,7 @@ from worker.model import (
     ModelFailure,
     ModelRunner,
 )
+from worker.model.runner import padded
 
 #: the `break_forward` fixture (conftest): (runner, should_fail) -> batch sizes the forward saw
 ForwardBreaker = Callable[[ModelRunner, Callable[[torch.Tensor], BaseException | None]], list[int]]
@@ -431,3 +434,30 @@ def test_minilm_on_cuda_half_precision_is_close_to_cpu(minilm_dir: Path) -> None
     b = torch.tensor([v[0] for v in run_many(gpu, requests)])
     assert torch.allclose(a, b, atol=2e-2)
     assert (a * b).sum(dim=1).min() > 0.999
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seqs=st.lists(st.lists(st.integers(1, 50_000), min_size=1, max_size=12), min_size=1,
+                  max_size=9),
+    extra=st.integers(0, 4),
+    pad=st.integers(0, 3),
+    left=st.booleans(),
+    attend_padding=st.booleans(),
+)
+def test_padded_is_the_rows_padded_one_by_one(
+    seqs: list[list[int]], extra: int, pad: int, left: bool, attend_padding: bool
+) -> None:
+    """The masked-copy padding against the obvious construction (pad each row as a list)."""
+    width = max(len(s) for s in seqs) + extra
+    rows = [[pad] * (width - len(s)) + s if left else s + [pad] * (width - len(s)) for s in seqs]
+    masks = [
+        [1] * width if attend_padding
+        else [0] * (width - len(s)) + [1] * len(s) if left
+        else [1] * len(s) + [0] * (width - len(s))
+        for s in seqs
+    ]
+    input_ids, attention_mask = padded(seqs, width, pad, left=left, attend_padding=attend_padding)
+    assert input_ids.dtype == attention_mask.dtype == torch.long
+    assert input_ids.tolist() == rows
+    assert attention_mask.tolist() == masks

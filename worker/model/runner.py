@@ -16,11 +16,13 @@ validate it) and `prepare` (pad already-encoded ids into tensors) run on CPU thr
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as transformers_logging
@@ -186,20 +188,12 @@ class ModelRunner:
     def _collate(self, items: Sequence[Item], indexes: list[int], key: Hashable) -> Group:
         seqs = [seq for enc, _ in items for seq in enc.token_ids]
         width = max(len(s) for s in seqs)
-        pad = self.head.pad_id
-        # Padded Python lists -> one tensor each: ~10x faster than filling rows tensor by tensor.
-        if self.head.fixed_width is not None:  # as trained: full length, padding attended
-            width = max(width, self.head.fixed_width)
-            rows = [s + [pad] * (width - len(s)) for s in seqs]
-            masks = [[1] * width for _ in seqs]
-        elif self.head.pad_left:
-            rows = [[pad] * (width - len(s)) + s for s in seqs]
-            masks = [[0] * (width - len(s)) + [1] * len(s) for s in seqs]
-        else:
-            rows = [s + [pad] * (width - len(s)) for s in seqs]
-            masks = [[1] * len(s) + [0] * (width - len(s)) for s in seqs]
-        input_ids = torch.tensor(rows, dtype=torch.long)
-        attention_mask = torch.tensor(masks, dtype=torch.long)
+        fixed = self.head.fixed_width
+        if fixed is not None:  # as trained: full length, padding attended
+            width = max(width, fixed)
+        input_ids, attention_mask = padded(
+            seqs, width, self.head.pad_id, left=self.head.pad_left, attend_padding=fixed is not None
+        )
         if is_cuda(self.device):
             # Pinned host memory lets the forward copy asynchronously.
             input_ids, attention_mask = input_ids.pin_memory(), attention_mask.pin_memory()
@@ -314,3 +308,24 @@ if TYPE_CHECKING:
         runner: ModelRunner, session: GenerateSession
     ) -> tuple[ModelSeam[Encoded, Prepared], DeviceProbe, ModelSession]:
         return runner, runner, session  # mypy checks them against the pipeline's protocols
+
+
+def padded(
+    seqs: Sequence[Sequence[int]], width: int, pad: int, *, left: bool, attend_padding: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`seqs` padded to `width` with `pad` (before them when `left`), and the attention mask:
+    1 on tokens, 0 on padding (1 everywhere when `attend_padding`).
+
+    Filled by one masked copy of the flat token ids rather than from padded nested lists:
+    torch.tensor walks a nested list element by element (2.5 ms for 512 rows of ~25 tokens,
+    here 0.3 ms), and with sixteen inputs per message that was a tenth of the pipeline's CPU.
+    """
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    positions = torch.arange(width, dtype=torch.long)
+    tokens = positions >= (width - lengths)[:, None] if left else positions < lengths[:, None]
+    count = int(lengths.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=count)
+    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    input_ids[tokens] = torch.from_numpy(flat)
+    mask = torch.ones_like(input_ids) if attend_padding else tokens.to(torch.long)
+    return input_ids, mask
