@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from worker_test_helpers import (
     ResultReader,
     counts,
@@ -22,7 +24,8 @@ from worker_test_helpers import (
 )
 
 from worker.model import ModelFailure, ModelRunner
-from worker.model.decode import DecodeSession
+from worker.model.decode import DecodeSession, stop_reached
+from worker.model.params import cut_at_stop
 from worker.pipeline import Worker
 
 PROMPTS = [
@@ -166,6 +169,60 @@ def test_stop_strings_end_the_text_before_them(runners: tuple[ModelRunner, Model
         session.step()
         steps += 1
     assert steps < 29  # it stopped at the stop string, not at max_new_tokens
+
+
+def test_stop_strings_are_looked_for_without_decoding_the_whole_text_each_step(
+    runners: tuple[ModelRunner, ModelRunner],
+) -> None:
+    """Each step decoded every token generated so far to look for the stop strings: O(n²) in
+    the continuation (4,096 tokens: 8 M decoded, on the model thread). Only the last tokens are
+    decoded now: here under half of the n(n+1)/2 tokens the old check decoded."""
+    continuous, _ = runners
+    tokenizer = continuous.tokenizer
+    decoded: list[int] = []
+    real_decode = tokenizer.decode
+
+    def counting_decode(ids: Any, **kwargs: Any) -> Any:
+        decoded.append(len(ids))
+        return real_decode(ids, **kwargs)
+
+    session = continuous.open_session()
+    assert session is not None
+    params = {"max_new_tokens": 110, "stop": ["never-there"], "repetition_penalty": 1.3}
+    tokenizer.decode = counting_decode  # type: ignore[method-assign]
+    try:
+        session.add(continuous.prepare(items(continuous, ["x"], [params])), ["r"])
+        steps = 0
+        while session.active:
+            session.step()
+            steps += 1
+    finally:
+        tokenizer.decode = real_decode  # type: ignore[method-assign]
+    assert steps >= 100
+    assert sum(decoded) < steps * (steps + 1) / 4, (steps, sum(decoded))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_stop_reached_stops_at_the_same_token_as_decoding_everything(
+    bpe_tokenizer: Any, data: st.DataObject
+) -> None:
+    """Fed one token at a time, as a session does: the first token at which the windowed check
+    sees a stop string is the first at which the whole text holds it."""
+    vocab = len(bpe_tokenizer)
+    ids = data.draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=120))
+
+    def decode(part: list[int]) -> str:
+        return str(bpe_tokenizer.decode(part, skip_special_tokens=True))
+
+    full = decode(ids)
+    start = data.draw(st.integers(0, max(0, len(full) - 1)))
+    length = data.draw(st.integers(1, 40))
+    stop = [full[start : start + length] or "x", data.draw(st.text(min_size=1, max_size=5))]
+    expected = next((k for k in range(1, len(ids) + 1) if cut_at_stop(decode(ids[:k]), stop)[1]),
+                    None)
+    got = next((k for k in range(1, len(ids) + 1) if stop_reached(decode, ids[:k], stop)), None)
+    assert got == expected
 
 
 def test_max_time_s_ends_a_row_at_its_own_time(runners: tuple[ModelRunner, ModelRunner]) -> None:
