@@ -112,7 +112,7 @@ class ModelExecutor:
             elif self._stopping and not session.active:
                 return  # a prepared batch not started stays RECEIVED: the drain releases it
             if session.active:
-                self._answer(self._session_call(session.step, session), joined)
+                self._answer_call(session.step, session, joined)
 
     def _join(
         self, session: ModelSession, item: tuple[list[Job], Any], joined: dict[int, _Joined]
@@ -132,18 +132,32 @@ class ModelExecutor:
         kept = {id(j) for j in started}
         for job in started:
             joined[id(job)] = join
-        answers = self._session_call(lambda: session.add(prepared, jobs), session)
         # jobs a drain released meanwhile were prepared with the others: their outputs drop
-        self._answer([(j, o) for j, o in answers if id(j) in kept], joined)
+        self._answer_call(lambda: session.add(prepared, jobs), session, joined, kept)
 
-    def _session_call(
-        self, call: Callable[[], Sequence[tuple[Any, Any]]], session: ModelSession
-    ) -> list[tuple[Job, Any]]:
+    def _answer_call(
+        self,
+        call: Callable[[], Sequence[tuple[Any, Any]]],
+        session: ModelSession,
+        joined: dict[int, _Joined],
+        kept: set[int] | None = None,
+    ) -> None:
+        """A session call's answers to the writers (only those of `kept` jobs, when given).
+
+        A call that raises broke the session itself (the session handles its requests' own
+        failures): every request in it fails, and the breaker counts it as the runner failing,
+        as it counts a static `run` that raised; the joins it ended, all failed, then report
+        without blame (a probe that passes must not hide a runner that keeps breaking)."""
         try:
-            return list(call())
-        except Exception as exc:  # the session itself broke: every request in it fails
+            answers, broke = list(call()), False
+        except Exception as exc:
             failure = ModelFailure("ModelError", f"{type(exc).__name__}: {exc}")
-            return [(job, failure) for job in session.abandon()]
+            answers, broke = [(job, failure) for job in session.abandon()], True
+        if kept is not None:
+            answers = [(j, o) for j, o in answers if id(j) in kept]
+        self._answer(answers, joined)
+        if broke:
+            self._record(succeeded=0, not_the_requests_fault=True)
 
     def _answer(self, answers: list[tuple[Job, Any]], joined: dict[int, _Joined]) -> None:
         """Each answered job's outcome to the writers now; a join whose jobs are all answered
@@ -168,7 +182,11 @@ class ModelExecutor:
         succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
         self._report(join.jobs, join.prepared, succeeded, inference_s)
         blame = self._device_failed(outputs, succeeded)
-        if self.breaker.record(succeeded=succeeded, not_the_requests_fault=blame):
+        self._record(succeeded=succeeded, not_the_requests_fault=blame)
+
+    def _record(self, *, succeeded: int, not_the_requests_fault: bool) -> None:
+        """One batch's result to the breaker; a trip stops the worker taking work."""
+        if self.breaker.record(succeeded=succeeded, not_the_requests_fault=not_the_requests_fault):
             self._observer.breaker_tripped(self.breaker.consecutive)
             self._on_trip()
 
@@ -223,9 +241,7 @@ class ModelExecutor:
         succeeded = sum(1 for o in outputs if not isinstance(o, ModelFailure))
         self._report(started, prepared, succeeded, inference_s)
         blame = runner_failed or self._device_failed(outputs, succeeded)
-        if self.breaker.record(succeeded=succeeded, not_the_requests_fault=blame):
-            self._observer.breaker_tripped(self.breaker.consecutive)
-            self._on_trip()
+        self._record(succeeded=succeeded, not_the_requests_fault=blame)
 
     def _forward(self, prepared: Any, n: int) -> tuple[list[Outputs | ModelFailure], bool]:
         """The outputs, and whether the runner itself failed (not one request)."""

@@ -240,3 +240,71 @@ def test_what_the_last_polls_bring_after_a_trip_is_held_until_they_end_then_hand
     assert max(sqs.received.values()) == 2
     assert receive_all(sqs_client, queues.input, 12) == 12  # a healthy replica gets every one
     assert counts(sqs_client, queues.dlq) == (0, 0)
+
+
+class BreakingSession:
+    """A decode session that breaks itself on every join (not a request's failure: the session
+    handles those), as a bug or a corrupted session state would."""
+
+    def __init__(self, runner: BreaksEverySession) -> None:
+        self.runner = runner
+        self.tags: list[Any] = []
+
+    @property
+    def active(self) -> int:
+        return len(self.tags)
+
+    @property
+    def rows(self) -> int:
+        return len(self.tags)
+
+    def add(self, prepared: Any, tags: list[Any]) -> list[tuple[Any, Any]]:
+        self.tags += tags
+        with self.runner.lock:
+            self.runner.breaks += 1
+        raise RuntimeError("session state corrupted")
+
+    def step(self) -> list[tuple[Any, Any]]:
+        raise AssertionError("a session that broke was stepped")
+
+    def abandon(self) -> list[Any]:
+        tags, self.tags = self.tags, []
+        return tags
+
+
+class BreaksEverySession(FakeRunner):
+    """Continuous batching whose session breaks on every join, while the device probe passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.breaks = 0
+        self.lock = threading.Lock()
+
+    def open_session(self) -> BreakingSession:
+        return BreakingSession(self)
+
+    def probe(self) -> bool:
+        return True
+
+
+def test_a_decode_session_that_keeps_breaking_trips_it_like_a_run_that_raises(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """A static `run` that raises is counted (the runner failed, not a request); a session call
+    that raised was counted only if the device probe failed too: with the probe passing, every
+    request went round to the DLQ at receive speed, /healthz green. Now it trips at 3 like the
+    static path, and the requests go back for a healthy replica."""
+    queues = make_queues(sqs_client, max_receive_count=3, visibility_s=30)
+    n = 40
+    send_bodies(sqs_client, queues.input, [request(f"request {i}") for i in range(n)])
+    runner = BreaksEverySession()
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, max_batch_size=4
+    )
+    wait_for(lambda: not worker.healthy(), 30, "/healthz to turn red")
+    wait_for(
+        lambda: not any(t.is_alive() for t in worker.receivers.threads), 30, "receivers to stop"
+    )
+    wait_for(lambda: worker.held == 0, 15, "everything held to be released")
+    assert runner.breaks == 3
+    assert counts(sqs_client, queues.dlq) == (0, 0)
