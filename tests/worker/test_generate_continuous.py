@@ -171,6 +171,30 @@ def test_stop_strings_end_the_text_before_them(runners: tuple[ModelRunner, Model
     assert steps < 29  # it stopped at the stop string, not at max_new_tokens
 
 
+def test_the_static_path_stops_at_the_stop_string_too(
+    runners: tuple[ModelRunner, ModelRunner],
+) -> None:
+    """generate() ran on to max_new_tokens and the text was cut after: the device decoded
+    tokens nobody gets. Now a row ends at its stop string, as in a session: far fewer forwards
+    than max_new_tokens, the same text. A stop string made of the prompt's end and the first
+    token does not count (the continuation alone must hold it, as in a session)."""
+    _, static = runners
+    full = alone(static, PROMPTS[1], {"max_new_tokens": 40})[0]
+    stop = full[4:7]
+    forwards = []
+    hook = static.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        text = alone(static, PROMPTS[1], {"max_new_tokens": 40, "stop": [stop]})
+    finally:
+        hook.remove()
+    assert text == [full[: full.find(stop)]]
+    assert len(forwards) < 20, len(forwards)
+    spanning = PROMPTS[1][-3:] + full[:1]  # the prompt's last characters and the first output
+    assert alone(static, PROMPTS[1], {"max_new_tokens": 40, "stop": [spanning]}) == [
+        full[: full.find(spanning)] if spanning in full else full
+    ]
+
+
 def test_stop_strings_are_looked_for_without_decoding_the_whole_text_each_step(
     runners: tuple[ModelRunner, ModelRunner],
 ) -> None:

@@ -34,6 +34,7 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+from transformers.generation.stopping_criteria import StoppingCriteria
 
 from worker.model.params import GenerateOptions, cut_at_stop
 
@@ -72,6 +73,29 @@ def stop_reached(decode: Callable[[list[int]], str], ids: list[int], stop: Seque
     if not cut_at_stop(text, stop)[1]:
         return False
     return len(window) == len(ids) or cut_at_stop(decode(ids), stop)[1]
+
+
+class StopStrings(StoppingCriteria):
+    """generate()'s stopping criterion for the static path: a row is done once its continuation
+    holds a stop string, found as a session finds it (`stop_reached`), so both paths stop at the
+    same token. generate() ran on to max_new_tokens before (the text was cut after, the device
+    time spent). Not transformers' `stop_strings`: that looks at the prompt's last tokens too.
+    One per generate() call: it keeps each row's continuation from the tokens of each step."""
+
+    def __init__(self, decode: Callable[[list[int]], str], stop: Sequence[str]) -> None:
+        self._decode = decode
+        self._stop = stop
+        self._rows: list[list[int]] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        newest = input_ids[:, -1].tolist()
+        if self._rows is None:
+            self._rows = [[] for _ in newest]
+        done = []
+        for row, token in zip(self._rows, newest, strict=True):
+            row.append(int(token))
+            done.append(stop_reached(self._decode, row, self._stop))
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def logits_processors(options: GenerateOptions) -> LogitsProcessorList:

@@ -21,8 +21,10 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     PreTrainedModel,
+    StoppingCriteriaList,
 )
 
+from worker.model.decode import StopStrings
 from worker.model.params import GenerateOptions, cut_at_stop, parse_generate_options
 from worker.model.tokenize import model_position_limit
 from worker.model.vectors import NON_FINITE, pooled_features, unit_rows
@@ -197,17 +199,24 @@ class GenerateHead(Head):
     def forward(self, batch: HeadInput) -> list[Any]:
         options = batch.key
         assert isinstance(options, GenerateOptions)
+        kwargs = options.generate_kwargs()
+        if options.stop:  # each row ends at its stop string, as in a decode session
+            stop = StopStrings(self._text, options.stop)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
         generated = self.model.generate(  # type: ignore[operator]
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             pad_token_id=self.pad_id,
-            **options.generate_kwargs(),
+            **kwargs,
         )
         continuation = generated[:, batch.input_ids.shape[1] :].cpu()
-        texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in continuation]
-        if options.stop:  # generate() ran on to its limit; the text still ends at the stop
+        texts = [self._text(row) for row in continuation]
+        if options.stop:  # the text ends before the stop (the rows that stopped hold it)
             texts = [cut_at_stop(text, options.stop)[0] for text in texts]
         return texts
+
+    def _text(self, ids: Any) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
 HEADS: dict[Task, type[Head]] = {
