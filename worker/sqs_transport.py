@@ -7,7 +7,8 @@ retry handlers). Measured side by side against fauxqs (bench/pipeline_overhead.p
 call made here costs a fraction of the same boto3 call's CPU. What boto3 is good at stays
 boto3's: the region, the endpoint (AWS_ENDPOINT_URL included), the CA bundle and the
 credentials, web identity and their refresh, come from a boto3 session. HTTPS goes through an
-HTTPS_PROXY (CONNECT) when one is set and the host is not in NO_PROXY.
+HTTPS_PROXY (CONNECT) when one is set and the host is not in NO_PROXY. The read timeout bounds
+the whole answer (from the request's send), not each read.
 
 Errors and retries follow botocore's standard mode: connection errors (resets, refusals,
 timeouts), HTTP 500/502/503/504 and throttling codes are retried with truncated exponential
@@ -18,7 +19,9 @@ is the `x-amzn-query-error` header's when SQS sends one (its awsQueryCompatible 
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import logging
 import random
 import socket
@@ -154,6 +157,10 @@ class SignedJsonTransport:
         # the awsQueryCompatible error codes (x-amzn-query-error), as botocore asks for them
         headers["x-amzn-query-mode"] = "true"
         connection = self._connection()
+        # the last answer's reads left the socket's timeout at what remained of its deadline
+        assert connection.sock is not None
+        connection.sock.settimeout(self._read_timeout_s)
+        connection.deadline = time.monotonic() + self._read_timeout_s  # the whole answer's
         try:
             connection.request("POST", "/", body=body, headers=headers)
             response = connection.getresponse()
@@ -169,8 +176,8 @@ class SignedJsonTransport:
             return orjson.loads(data) if data else {}
         raise _error(response.status, response.getheader("x-amzn-query-error"), data)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+    def _connection(self) -> _Connection:
+        connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
         target = self._proxy or (self._host, self._port)
@@ -193,10 +200,51 @@ class SignedJsonTransport:
         return connection
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A response's socket reader, read against one deadline for the whole answer. The socket's
+    own timeout bounds each read only: an endpoint (or a middlebox) sending a byte at a time
+    held a call, and a heartbeat or a delete behind it, for as long as it kept dripping."""
+
+    def __init__(self, raw: Any, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._raw = raw  # http.client's socket reader: it holds the socket open until closed
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer took longer than the read timeout")
+        self._sock.settimeout(remaining)
+        return int(self._raw.readinto(buffer))
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        # nothing is read yet: take http.client's reader out of its buffer, read it ourselves
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))
+
+
 class _OneWrite:
     """Headers and body in one write: http.client sends them apart, and every write is a trip
     through the kernel (and, on loopback, a wake-up of the server) that a small request need not
-    pay twice."""
+    pay twice. Its answer is read against `deadline` (`_DeadlineReader`), which the transport
+    sets before each request."""
+
+    deadline = 0.0
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        connection: Any = self
+        connection.response_class = functools.partial(_DeadlineResponse, deadline=self.deadline)
+        return super().getresponse()  # type: ignore[misc]
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
         connection: Any = self  # an http.client connection (this is its mixin)
@@ -215,6 +263,9 @@ class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
 
 class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
     pass
+
+
+_Connection = _HTTPConnection | _HTTPSConnection
 
 
 def _https_proxy(host: str) -> tuple[str, int] | None:

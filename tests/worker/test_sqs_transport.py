@@ -173,3 +173,46 @@ def test_the_adapter_maps_a_missing_queue_on_a_real_server(sqs_server: Any) -> N
     assert error_code(info.value) in (
         "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
     )
+
+
+@pytest.fixture
+def dripping() -> Iterator[tuple[str, threading.Event]]:
+    """An endpoint that reads the request, then sends its answer a byte every 50 ms (well under
+    any per-read timeout, 3 s in all), until the test ends."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n' + (
+        b"x-padding: " + b"." * 40 + b"\r\nContent-Length: 2\r\n\r\n{}"
+    )
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in answer:
+                if done.wait(0.05):
+                    return
+                connection.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", done
+    done.set()
+    thread.join(5)
+    listener.close()
+
+
+def test_an_endpoint_that_drips_its_answer_is_cut_off_at_the_read_timeout(
+    dripping: tuple[str, threading.Event],
+) -> None:
+    """The read timeout bounded each read, not the answer: an endpoint (or a middlebox) sending
+    a byte at a time held a call for as long as it liked, and a heartbeat behind it. The whole
+    answer must come within the read timeout now."""
+    endpoint, _ = dripping
+    started = time.monotonic()
+    with pytest.raises(SqsApiError) as info:
+        transport(endpoint, read_timeout_s=0.5, max_attempts=1).call("ChangeMessageVisibility", {})
+    assert info.value.code == "ConnectionError"
+    assert time.monotonic() - started < 2.0
