@@ -17,6 +17,7 @@ reason line says so (the backlog alone still drives scale-up).
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import math
 import urllib.error
@@ -68,11 +69,17 @@ def _finite(rate: float | None) -> float | None:
 class CloudWatchDrain:
     per_queue = True
 
-    def __init__(self, client: Any | None = None, window_s: int = 300, minutes: int = 2) -> None:
+    def __init__(
+        self,
+        client: Any | None = None,
+        window_s: int = 300,
+        minutes: int = 2,
+        timeout_s: float = 10.0,
+    ) -> None:
         if client is None:
-            import boto3
+            from scaler import aws
 
-            client = boto3.client("cloudwatch")
+            client = aws.client("cloudwatch", timeout_s)
         self._cw = client
         self._window_s = window_s
         self._minutes = minutes
@@ -144,11 +151,18 @@ class PrometheusDrain:
         try:
             with urllib.request.urlopen(url, timeout=self._timeout) as resp:
                 body = json.load(resp)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise DrainError(f"Prometheus query at {self._url}: {exc}") from None
+        # HTTPException: a body cut short (IncompleteRead), a port that does not speak HTTP/1.1
+        # (BadStatusLine): a warning like any unreachable source, not the target's failure
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            raise DrainError(f"Prometheus query at {self._url}: {exc!r}") from None
+        if not isinstance(body, dict):
+            raise DrainError(f"Prometheus answered {type(body).__name__}, not an object")
         if body.get("status") != "success":
             raise DrainError(f"Prometheus query failed: {body.get('error', body)}")
-        result = body.get("data", {}).get("result", [])
+        data = body.get("data")
+        result = data.get("result", []) if isinstance(data, dict) else None
+        if not isinstance(result, list):
+            raise DrainError(f"Prometheus returned no result vector: {str(data)[:200]}")
         if not result:
             return None
         try:

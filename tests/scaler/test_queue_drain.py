@@ -121,3 +121,47 @@ def test_a_drain_rate_that_is_not_a_rate_is_a_drain_error(prometheus: str, value
 def test_a_query_template_str_format_cannot_fill_is_a_drain_error() -> None:
     with pytest.raises(DrainError, match="query template"):
         PrometheusDrain("http://127.0.0.1:9", 'x{job="a"}').rate("q", "ml", "w")
+
+
+@pytest.mark.parametrize("answer", [[1, 2], None, {"status": "success", "data": [1]},
+                                    {"status": "success", "data": {"result": "x"}}])
+def test_an_answer_of_the_wrong_shape_is_a_drain_error(prometheus: str, answer: Any) -> None:
+    """A list or null where the object belongs raised AttributeError, which the runner does not
+    fall back from: the target failed its run instead of scaling on the learned rate."""
+    _Prom.answer = answer  # type: ignore[assignment]
+    with pytest.raises(DrainError, match="Prometheus"):
+        PrometheusDrain(prometheus, "up").rate("q", "ml", "w")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"\x00\x00\x12\x04\x00\x00\x00\x00\x00",  # an HTTP/2 or gRPC port: BadStatusLine
+        b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n{\"status\": \"succ",  # cut short
+    ],
+)
+def test_a_server_that_does_not_answer_http_or_stops_midway_is_a_drain_error(
+    reply: bytes,
+) -> None:
+    """http.client's own exceptions (BadStatusLine, IncompleteRead) are neither URLError nor
+    OSError: they escaped as the target's failure ("unexpected BadStatusLine") and a wrong
+    SCALER_PROMETHEUS_URL kept every target on it from scaling."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DrainError, match="Prometheus"):
+            PrometheusDrain(f"http://127.0.0.1:{listener.getsockname()[1]}", "up",
+                            timeout_s=5).rate("q", "ml", "w")
+    finally:
+        thread.join(5)
+        listener.close()
