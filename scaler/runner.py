@@ -168,9 +168,11 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
         deps.cluster.write_state(ns, name, encode(decision.state))
     except (QueueError, ClusterError) as exc:
         out.error = str(exc)
-        if isinstance(exc, ClusterError) and exc.status == 401:
-            # the cached GKE token was refused (revoked, a rotated key): the next run asks
-            # for a new one instead of failing until close to the old one's expiry
+        if isinstance(exc, ClusterError) and exc.status in (None, 401):
+            # the cached GKE access no longer works: the token refused (401: revoked, a rotated
+            # key), or the API unreachable or its certificate refused (no status: the control
+            # plane's IP rotated, the cluster rebuilt under its name with a new CA). The next
+            # run asks STS and GKE afresh instead of failing until close to the token's expiry.
             _GKE_CACHE.clear()
     return out
 
@@ -206,7 +208,7 @@ def build_deps(settings: Settings) -> Deps:
     """The real adapters. A cluster that cannot be reached fails every target, named."""
     from scaler.queue import SqsQueues
 
-    deps = Deps(queues=SqsQueues(), cluster=None)
+    deps = Deps(queues=SqsQueues(timeout_s=settings.request_timeout_s), cluster=None)
     deps.drain, deps.drain_for = _drain(settings)
     try:
         deps.cluster = _cluster(settings)
@@ -221,7 +223,10 @@ def _drain(
     if settings.drain_rate_source == "cloudwatch":
         from scaler.drain import CloudWatchDrain
 
-        return CloudWatchDrain(window_s=settings.drain_window_s), None
+        drain = CloudWatchDrain(
+            window_s=settings.drain_window_s, timeout_s=settings.request_timeout_s
+        )
+        return drain, None
     if settings.drain_rate_source == "prometheus":
         from scaler.drain import PrometheusDrain
 
@@ -265,10 +270,10 @@ def _cluster(settings: Settings) -> Cluster:
 
         if settings.google_auth == "secret":
             assert settings.sa_key_secret_id is not None
-            creds = secret_key_credentials(settings.sa_key_secret_id)
+            creds = secret_key_credentials(settings.sa_key_secret_id, timeout_s=timeout)
         else:
             creds = wif_credentials(settings.wif_info())
-        token = access_token(creds)
+        token = access_token(creds, timeout)
         access = lookup_cluster(
             settings.gke_cluster,
             creds,

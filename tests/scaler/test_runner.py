@@ -317,6 +317,33 @@ def test_a_refused_gke_token_is_not_reused(
     assert len([r for r in google.requests if r[1] == "/sts/v1/token"]) == 2
 
 
+def test_cached_gke_access_is_dropped_when_its_endpoint_stops_answering(
+    monkeypatch: pytest.MonkeyPatch, sqs: Any, fauxqs_server: Any, google: GoogleStub,
+    tls_kube: tuple[KubeApiStub, bytes], tmp_path: Path,
+) -> None:
+    """The control plane's IP rotated (or the cluster was rebuilt under its name): a warm
+    container kept the cached endpoint until near the token's expiry, up to an hour of every
+    run failing "unreachable". An unreachable API now drops the cache: the next run asks GKE."""
+    old, settings = warm_gke(monkeypatch, sqs, fauxqs_server, google, tls_kube)
+    [out] = run_once(settings, build_deps(settings))
+    assert out.error is None, out.error
+    (tmp_path / "new").mkdir()
+    cert, key, pem = self_signed_cert(tmp_path / "new")  # a rebuilt cluster: a new CA too
+    new = KubeApiStub(tls=(cert, key))
+    try:
+        new.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+        google.cluster["endpoint"] = new.address
+        google.cluster["masterAuth"]["clusterCaCertificate"] = base64.b64encode(pem).decode()
+        old.stop()
+        [out] = run_once(settings, build_deps(settings))
+        assert out.error and "unreachable" in out.error  # this run had only the old address
+        [out] = run_once(settings, build_deps(settings))
+        assert out.error is None, out.error
+        assert len([r for r in google.requests if r[0] == "GET"]) == 2
+    finally:
+        new.stop()
+
+
 class PerQueueRates:
     """A drain source that answers per queue, as CloudWatch's per-queue metric does."""
 
