@@ -13,6 +13,9 @@ EPS = 1e-9
 MAX_EXACT = 1e9
 #: seconds of work per ready replica above which the replicas are taken to be saturated
 SATURATED_S = 5.0
+#: the shortest time between two runs from which an arrival rate is learned (SQS's counts are
+#: approximate: a few messages' jitter over a second is not a rate)
+MIN_SAMPLE_S = 5.0
 
 
 def learn_drain_rate(obs: Observation, state: State, cfg: PolicyConfig) -> tuple[float, str]:
@@ -64,6 +67,10 @@ def estimate_arrivals(
     if state.prev_time is None or state.prev_backlog is None or obs.now <= state.prev_time:
         return obs.drained_per_s
     dt = obs.now - state.prev_time
+    if dt < MIN_SAMPLE_S:
+        # runs moments apart (SCALER_RUN_INTERVAL_S=0, a CLI run just after the Lambda's): the
+        # counts' jitter over milliseconds read as thousands of arrivals per second
+        return state.arrival_rate if state.arrival_rate is not None else obs.drained_per_s
     served = 0.0
     if obs.drained_per_s is not None:
         serving = max(state.prev_ready or 0, obs.ready)
@@ -73,7 +80,7 @@ def estimate_arrivals(
     capacity = (state.prev_ready or 0) * drain_rate
     if capacity > 0 and min(backlog, state.prev_backlog) >= capacity * SATURATED_S:
         served = max(served, capacity)
-    sample = max(0.0, (backlog - state.prev_backlog) / dt + served)
+    sample = min(MAX_EXACT, max(0.0, (backlog - state.prev_backlog) / dt + served))
     old = state.arrival_rate
     if old is None or sample >= old:
         return sample

@@ -294,3 +294,22 @@ def test_a_subnormal_drain_rate_while_busy_asks_for_max_not_an_overflow() -> Non
         decision = decide(obs, state, cfg)
         state, current = decision.state, decision.desired
     assert decision.desired == 1
+
+
+def test_runs_moments_apart_do_not_read_count_jitter_as_arrivals() -> None:
+    """SCALER_RUN_INTERVAL_S=0, or a CLI run just after the Lambda's: SQS's approximate counts
+    jittering 40 -> 44 over 10 ms read as 400 arrivals a second, and max_replicas GPUs started.
+    A run under MIN_SAMPLE_S after the last keeps the arrival rate it had."""
+    cfg = PolicyConfig(max_replicas=20, drain_rate_prior=2.0)
+    state = State(
+        drain_rate=2.0, arrival_rate=1.0, prev_time=999.99, prev_backlog=40, prev_visible=40,
+        prev_ready=2, last_active=900.0, history_since=0.0,
+    )
+    d = decide(obs(visible=44, current=2, ready=2), state, cfg)
+    assert d.state.arrival_rate == 1.0
+    assert d.desired < 20
+    # twenty seconds apart the same growth is a sample: 4 / 20 s on top of the 4/s that two
+    # saturated replicas (40 messages waiting) served
+    later = replace(state, prev_time=980.0)
+    rate = decide(obs(visible=44, current=2, ready=2), later, cfg).state.arrival_rate
+    assert rate is not None and math.isclose(rate, 4 / 20 + 2 * 2.0)
