@@ -11,7 +11,8 @@ import logging
 import time
 from typing import Any
 
-# leave this much of the invocation's time unused after the last run
+# leave this much of the invocation's time unused after the last run (beyond a run as slow as
+# the slowest one so far)
 SAFETY_MARGIN_S = 8.0
 
 
@@ -28,15 +29,19 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     deps = build_deps(settings)
     start = time.monotonic()
     runs = []
+    slowest = 0.0  # the longest run so far: what the next one may take
     for index in range(settings.runs_per_invocation):
         if index:
-            wake = start + index * settings.run_interval_s
-            # a scheduled pause between decisions (not a synchronisation wait); stop early
-            # rather than run into the function timeout
-            if _remaining_s(context) - (wake - time.monotonic()) < SAFETY_MARGIN_S:
+            wait = max(0.0, start + index * settings.run_interval_s - time.monotonic())
+            # stop early rather than run into the function timeout: Lambda would kill the run
+            # between its patch and its state write. (A run that overran its slot waits 0: the
+            # time it overran by is not time left.)
+            if _remaining_s(context) < wait + slowest + SAFETY_MARGIN_S:
                 break
-            time.sleep(max(0.0, wake - time.monotonic()))
+            time.sleep(wait)  # a scheduled pause between decisions, not a synchronisation wait
+        began = time.monotonic()
         runs.append(run_once(settings, deps, dry_run))
+        slowest = max(slowest, time.monotonic() - began)
     for outcomes in runs:
         raise_if_failed(outcomes)
     return {"targets": [o.as_dict() for o in runs[-1]], "runs": len(runs)}

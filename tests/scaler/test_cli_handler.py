@@ -222,3 +222,52 @@ def test_lambda_decides_several_times_per_invocation(
     scale_reads = [r for r in kube.requests if r.method == "GET" and r.path.endswith("/scale")]
     assert len(scale_reads) == 3
     assert len(kube.patches("scale")) == 1  # 0 -> 1 once; the next two runs agree with it
+
+
+class _LambdaClock:
+    """The invocation's time, moved on by the runs and the pauses (no real waiting)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.now = 0.0
+        self.timeout_s = timeout_s
+        self.runs: list[tuple[float, float]] = []  # (start, end) of each run
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def get_remaining_time_in_millis(self) -> int:  # the Lambda context's
+        return int((self.timeout_s - self.now) * 1000)
+
+
+@pytest.mark.parametrize("run_s", [1.0, 12.0, 25.0])
+def test_the_handler_starts_no_run_it_cannot_finish_before_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, run_s: float
+) -> None:
+    """A run that overran its 20 s slot made the check *add* the overrun to the time left:
+    with 25 s runs in a 55 s invocation the third started with 5 s left, and Lambda killed it
+    between its patch and its state write. Each run must now end with the margin to spare."""
+    from scaler import handler, runner
+
+    clock = _LambdaClock(timeout_s=55.0)
+
+    def run_once(*_: Any) -> list[Any]:
+        start = clock.now
+        clock.now += run_s
+        clock.runs.append((start, clock.now))
+        return []
+
+    monkeypatch.setattr(handler, "time", clock)
+    monkeypatch.setattr(runner, "run_once", run_once)
+    monkeypatch.setattr(runner, "build_deps", lambda settings: None)
+    target = {"queue_url": "http://q", "deployment": "ml/a"}
+    monkeypatch.setenv("SCALER_TARGETS", json.dumps([target]))
+    monkeypatch.setenv("SCALER_RUNS_PER_INVOCATION", "3")
+    monkeypatch.setenv("SCALER_RUN_INTERVAL_S", "20")
+    result = handler.handler({}, clock)
+    assert result["runs"] == len(clock.runs) >= 1
+    assert all(end <= 55.0 - handler.SAFETY_MARGIN_S for _, end in clock.runs), clock.runs
+    if run_s == 1.0:
+        assert [start for start, _ in clock.runs] == [0.0, 20.0, 40.0]  # the usual schedule
