@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -34,14 +35,16 @@ def wif_credentials(info: dict[str, Any] | None) -> Any:
         raise AuthError(f"Google WIF credential config unusable: {exc}") from None
 
 
-def secret_key_credentials(secret_id: str, client: Any | None = None) -> Any:
+def secret_key_credentials(
+    secret_id: str, client: Any | None = None, timeout_s: float = 10.0
+) -> Any:
     from botocore.exceptions import BotoCoreError, ClientError
     from google.oauth2 import service_account
 
     if client is None:
-        import boto3
+        from scaler import aws
 
-        client = boto3.client("secretsmanager")
+        client = aws.client("secretsmanager", timeout_s)
     try:
         secret = client.get_secret_value(SecretId=secret_id)["SecretString"]
     except (ClientError, BotoCoreError, KeyError) as exc:
@@ -56,13 +59,19 @@ def secret_key_credentials(secret_id: str, client: Any | None = None) -> Any:
         ) from None
 
 
-def access_token(credentials: Any) -> str:
-    """Refresh (token exchange) and return the bearer token; names what failed."""
+def access_token(credentials: Any, timeout_s: float = 10.0) -> str:
+    """Refresh (token exchange) and return the bearer token; names what failed.
+
+    Every HTTP call of the exchange (STS, IAM Credentials) is bounded by `timeout_s`:
+    google-auth's own default is 120 s, past the Lambda's 55 s, so an unreachable googleapis
+    ended in "Task timed out" instead of this error."""
     import google.auth.transport.requests
     from google.auth.exceptions import GoogleAuthError
 
+    # a timeout google-auth passes itself still wins (call keywords override the partial's)
+    request = functools.partial(google.auth.transport.requests.Request(), timeout=timeout_s)
     try:
-        credentials.refresh(google.auth.transport.requests.Request())
+        credentials.refresh(request)
     except (GoogleAuthError, OSError, ValueError) as exc:
         raise AuthError(f"Google token exchange failed: {exc}") from None
     token = getattr(credentials, "token", None)

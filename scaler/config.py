@@ -129,7 +129,8 @@ class TargetConfig(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # allow_inf_nan: SCALER_REQUEST_TIMEOUT_S=inf passed gt=0 and failed every call (OverflowError)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", allow_inf_nan=False)
 
     targets: list[TargetConfig] = Field(
         default_factory=list,
@@ -186,7 +187,10 @@ class Settings(BaseSettings):
         default=300, ge=60, le=3600, description="CloudWatch look-back for the drain rate"
     )
     request_timeout_s: float = Field(
-        default=10.0, gt=0, description="per call to Kubernetes, GKE or Prometheus"
+        default=10.0,
+        gt=0,
+        le=60,
+        description="per call to Kubernetes, GKE, Google's token exchange, Prometheus and AWS",
     )
     dry_run: bool = Field(default=False, description="decide and log, patch nothing")
     log_level: str = Field(

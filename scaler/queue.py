@@ -26,11 +26,11 @@ class QueueSnapshot:
 class SqsQueues:
     """Reads backlogs with plain boto3 (AWS_ENDPOINT_URL honoured by botocore itself)."""
 
-    def __init__(self, client: Any | None = None) -> None:
+    def __init__(self, client: Any | None = None, timeout_s: float = 10.0) -> None:
         if client is None:
-            import boto3
+            from scaler import aws
 
-            client = boto3.client("sqs")
+            client = aws.client("sqs", timeout_s)
         self._sqs = client
 
     def snapshot(self, queue_url: str) -> QueueSnapshot:

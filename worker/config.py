@@ -70,7 +70,10 @@ def default_model_name(model: str) -> str:
 class WorkerSettings(BaseSettings):
     """All worker settings, read from `WORKER_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # allow_inf_nan: an inf or nan timeout or interval passes gt=0 and breaks at run time
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     queue_url: str = Field(
         default="",

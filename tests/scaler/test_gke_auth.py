@@ -145,3 +145,34 @@ def test_private_and_dns_endpoints(google: GoogleStub) -> None:
     access = lookup_cluster(CLUSTER, _static("sa-token"), google.url, endpoint_kind="dns")
     # a publicly trusted certificate: no cluster CA pinned
     assert access.host == "https://gke-0123.europe-west4.gke.goog" and access.ca_pem is None
+
+
+def test_a_token_endpoint_that_never_answers_fails_within_the_request_timeout(
+    google: GoogleStub,
+) -> None:
+    """google-auth waits 120 s by default, past the Lambda's 55 s: an unreachable googleapis
+    (a VPC Lambda without egress) ended as "Task timed out", naming nothing. Bounded by the
+    request timeout now, and named."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog), never answers
+    try:
+        config = google.wif_config()
+        config["token_url"] = f"http://127.0.0.1:{silent.getsockname()[1]}/sts/v1/token"
+        started = time.monotonic()
+        with pytest.raises(AuthError, match="token exchange failed"):
+            access_token(wif_credentials(config), timeout_s=1.0)
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
+
+
+def test_the_scalers_aws_clients_are_bounded_by_the_request_timeout() -> None:
+    """botocore's defaults (60 s connect and read, three attempts) outlast the invocation."""
+    from scaler.drain import CloudWatchDrain
+    from scaler.queue import SqsQueues
+
+    for client in (SqsQueues(timeout_s=3.0)._sqs, CloudWatchDrain(timeout_s=3.0)._cw):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (3.0, 3.0)
+        assert config.retries["total_max_attempts"] == 2

@@ -54,6 +54,10 @@ def test_targets_from_yaml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ({"SCALER_TARGETS_FILE": "/nonexistent/targets.yaml"}, "SCALER_TARGETS_FILE"),
         ({}, "SCALER_TARGETS"),
         # pydantic-settings ignored unknown names: the dry run asked for did not happen
+        ({"SCALER_TARGETS": json.dumps([TARGET]), "SCALER_REQUEST_TIMEOUT_S": "inf"},
+         "SCALER_REQUEST_TIMEOUT_S"),  # passed gt=0, then every call failed (OverflowError)
+        ({"SCALER_TARGETS": json.dumps([TARGET]), "SCALER_REQUEST_TIMEOUT_S": "120"},
+         "SCALER_REQUEST_TIMEOUT_S"),  # longer than the invocation
         ({"SCALER_TARGETS": json.dumps([TARGET]), "SCALER_DRYRUN": "true"},
          "SCALER_DRYRUN: not a scaler setting (did you mean SCALER_DRY_RUN?)"),
     ],

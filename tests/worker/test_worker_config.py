@@ -170,6 +170,7 @@ def _run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({}, "WORKER_QUEUE_URL"),
         ({**Q, "WORKER_MAX_WAIT_MS": "soon"}, "WORKER_MAX_WAIT_MS"),
         ({**Q, "WORKER_RECIEVERS": "8"}, "WORKER_RECIEVERS: not a worker setting"),
+        ({**Q, "WORKER_SHUTDOWN_TIMEOUT_S": "inf"}, "WORKER_SHUTDOWN_TIMEOUT_S"),
     ],
 )
 def test_process_exits_2_with_one_line_and_no_traceback(env: dict[str, str], variable: str) -> None:
