@@ -20,10 +20,12 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
 from worker.contract.reply_to import parse_topic_arn
 from worker.errors import DestinationUnreachable, error_code
 from worker.seams import BatchOutcome, OutgoingMessage
+from worker.sqs import ENTRY_RETRY_BUDGET_S, RetryBudget
 from worker.sqs_limits import BATCH_MAX_ENTRIES
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,12 @@ class SnsAdapter:
         *,
         endpoint_url: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session or boto3.Session()
         self._endpoint_url = endpoint_url
         self._sleep = sleep
+        self._clock = clock
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.calls = 0
@@ -103,22 +107,34 @@ class SnsAdapter:
             outcome.failed = {i: str(exc)[:500] for i in range(len(entries))}
             return outcome
         outcome.succeeded.extend(int(item["Id"]) for item in response.get("Successful", ()))
+        retries = RetryBudget(self._clock() + ENTRY_RETRY_BUDGET_S)
         for item in response.get("Failed", ()):
             index = int(item["Id"])
             reason = f"{item.get('Code', '?')}: {item.get('Message', '')}"
-            if item.get("SenderFault") or not self._retry_alone(client, topic_arn, entries[index]):
-                outcome.failed[index] = reason
-            else:
+            alone = not item.get("SenderFault")
+            if alone and self._retry_alone(client, topic_arn, entries[index], retries):
                 outcome.succeeded.append(index)
+            else:
+                outcome.failed[index] = reason
         outcome.succeeded.sort()
         return outcome
 
-    def _retry_alone(self, client: Any, topic_arn: str, entry: dict[str, Any]) -> bool:
+    def _retry_alone(
+        self, client: Any, topic_arn: str, entry: dict[str, Any], retries: RetryBudget
+    ) -> bool:
+        """As the SQS adapter's: within the batch's budget; an endpoint that cannot be reached
+        (botocore's connection and timeout errors) ends every entry's retries."""
         for attempt in range(ENTRY_RETRIES):
+            if retries.over or self._clock() >= retries.deadline:
+                return False
             try:
                 self._count()
                 client.publish(TopicArn=topic_arn, **entry)
                 return True
+            except BotoCoreError as exc:  # not an answer: connection refused, timed out
+                log.debug("sns single retry failed: %s", error_code(exc))
+                retries.over = True
+                return False
             except Exception as exc:
                 log.debug("sns single retry failed: %s", error_code(exc))
                 self._sleep(min(2.0, 0.1 * 2**attempt))

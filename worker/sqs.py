@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -36,6 +37,10 @@ from worker.sqs_transport import SignedJsonTransport, SqsTransport
 log = logging.getLogger(__name__)
 
 ENTRY_RETRIES = 3  # per failed batch entry, after the batch call itself
+#: all the single retries of one batch call's failed entries, in seconds. A heartbeat works
+#: through its chunks of ten in order: ten entries x 3 retries x the transport's attempts once
+#: held it for 7.5 minutes while every other held message's visibility ran out.
+ENTRY_RETRY_BUDGET_S = 10.0
 # A queue that is gone, or that refuses this worker (its policy, or its KMS key): permanent.
 PERMANENT_CODES = QUEUE_UNREACHABLE_CODES
 # Visibility changes and queue reads: short timeouts, few attempts (worst case about 20 s).
@@ -68,12 +73,14 @@ class SqsAdapter:
         write: SqsTransport | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         regional: Callable[[str], SqsAdapter] | None = None,
     ) -> None:
         self.control = control
         self.poll = poll if poll is not None else control
         self.write = write if write is not None else control
         self._sleep = sleep
+        self._clock = clock
         self._calls = 0
         self._calls_lock = threading.Lock()
         # region -> the adapter for a queue there (a reply_to in another region): SQS refuses a
@@ -218,12 +225,13 @@ class SqsAdapter:
             outcome.failed = {i: str(exc)[:500] for i in range(len(entries))}
             return outcome
         outcome.succeeded.extend(int(item["Id"]) for item in response.get("Successful", ()))
+        retries = RetryBudget(self._clock() + ENTRY_RETRY_BUDGET_S)
         for item in response.get("Failed", ()):
             index = int(item["Id"])
             reason = f"{item.get('Code', '?')}: {item.get('Message', '')}"
             if item.get("SenderFault"):
                 outcome.failed[index] = reason  # our request is wrong; retrying cannot help
-            elif self._retry_alone(transport, single, queue_url, entries[index]):
+            elif self._retry_alone(transport, single, queue_url, entries[index], retries):
                 outcome.succeeded.append(index)
             else:
                 outcome.failed[index] = reason
@@ -231,14 +239,27 @@ class SqsAdapter:
         return outcome
 
     def _retry_alone(
-        self, transport: SqsTransport, operation: str, queue_url: str, entry: dict[str, Any]
+        self,
+        transport: SqsTransport,
+        operation: str,
+        queue_url: str,
+        entry: dict[str, Any],
+        retries: RetryBudget,
     ) -> bool:
+        """One failed entry on its own, within what is left of the batch's retry budget; an
+        endpoint that cannot be reached ends the retries of every entry after it too."""
         for attempt in range(ENTRY_RETRIES):
+            if retries.over or self._clock() >= retries.deadline:
+                return False
             try:
                 self._call(transport, operation, QueueUrl=queue_url, **entry)
                 return True
             except Exception as exc:
-                log.debug("sqs single retry failed: %s", error_code(exc))
+                code = error_code(exc)
+                log.debug("sqs single retry failed: %s", code)
+                if code == "ConnectionError":
+                    retries.over = True
+                    return False
                 self._sleep(min(2.0, 0.1 * 2**attempt))
         return False
 
@@ -292,3 +313,11 @@ def _send_entry(message: OutgoingMessage) -> dict[str, Any]:
 
 def chunks(items: Sequence[Any], size: int = BATCH_MAX_ENTRIES) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@dataclass
+class RetryBudget:
+    """One batch call's budget for retrying its failed entries alone (SQS's and SNS's)."""
+
+    deadline: float
+    over: bool = False  # the endpoint could not be reached: no further entry is tried

@@ -12,6 +12,7 @@ from worker_test_helpers import counts, make_queues, send_bodies, wait_for
 from worker.errors import DestinationUnreachable
 from worker.seams import OutgoingMessage
 from worker.sqs import SqsAdapter
+from worker.sqs_transport import SqsApiError
 
 REGION = "us-east-1"
 
@@ -219,3 +220,50 @@ def test_writers_meeting_a_new_region_at_once_make_one_adapter(moto_server: Any)
     for thread in threads:
         thread.join(10)
     assert made == ["eu-west-1"] and most_inside == 1
+
+
+class FailedEntries:
+    """A transport in an SQS brown-out: every batch call answers 200 with every entry failed
+    (server side); each single call fails as `single` says, after taking `single_s` seconds
+    of the test's clock."""
+
+    def __init__(self, clock: list[float], single: Exception, single_s: float) -> None:
+        self.clock, self.single, self.single_s = clock, single, single_s
+        self.singles = 0
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        if operation.endswith("Batch"):
+            failed = [{"Id": e["Id"], "Code": "InternalError", "Message": "x",
+                       "SenderFault": False} for e in params["Entries"]]
+            return {"Successful": [], "Failed": failed}
+        self.singles += 1
+        self.clock[0] += self.single_s
+        raise self.single
+
+
+@pytest.mark.parametrize(
+    ("single", "single_s", "most_singles"),
+    [
+        # the endpoint unreachable for single calls (timed out after the transport's attempts)
+        (SqsApiError("ConnectionError", "TimeoutError: timed out"), 15.0, 1),
+        # each single call failing slowly but reachably: the batch's budget (10 s) ends it
+        (SqsApiError("InternalError", "try again"), 3.0, 4),
+    ],
+)
+def test_the_single_retries_of_a_batch_stop_at_an_unreachable_endpoint_or_the_budget(
+    single: Exception, single_s: float, most_singles: int
+) -> None:
+    """Ten failed entries were each retried alone three times, each retry with the transport's
+    own three attempts: 90 calls one after the other, 7.5 minutes of a heartbeat thread while
+    the visibility of every other held message ran out. Now an unreachable endpoint ends the
+    retries, and all of them share ENTRY_RETRY_BUDGET_S."""
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    transport = FailedEntries(clock, single, single_s)
+    adapter = SqsAdapter(transport, sleep=sleep, clock=lambda: clock[0])
+    outcome = adapter.change_visibility_batch("http://q/123/q", [(f"rh{i}", 60) for i in range(10)])
+    assert sorted(outcome.failed) == list(range(10)) and not outcome.succeeded
+    assert transport.singles <= most_singles, transport.singles
