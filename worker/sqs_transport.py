@@ -19,9 +19,7 @@ is the `x-amzn-query-error` header's when SQS sends one (its awsQueryCompatible 
 
 from __future__ import annotations
 
-import functools
 import http.client
-import io
 import logging
 import random
 import socket
@@ -37,6 +35,7 @@ import boto3
 import orjson
 
 from worker.errors import WorkerError
+from worker.http_deadline import DeadlineAnswers
 from worker.sqs_signing import Signer, host_header
 
 log = logging.getLogger(__name__)
@@ -200,51 +199,10 @@ class SignedJsonTransport:
         return connection
 
 
-class _DeadlineReader(io.RawIOBase):
-    """A response's socket reader, read against one deadline for the whole answer. The socket's
-    own timeout bounds each read only: an endpoint (or a middlebox) sending a byte at a time
-    held a call, and a heartbeat or a delete behind it, for as long as it kept dripping."""
-
-    def __init__(self, raw: Any, sock: socket.socket, deadline: float) -> None:
-        super().__init__()
-        self._raw = raw  # http.client's socket reader: it holds the socket open until closed
-        self._sock = sock
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the answer took longer than the read timeout")
-        self._sock.settimeout(remaining)
-        return int(self._raw.readinto(buffer))
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        # nothing is read yet: take http.client's reader out of its buffer, read it ourselves
-        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))
-
-
 class _OneWrite:
     """Headers and body in one write: http.client sends them apart, and every write is a trip
     through the kernel (and, on loopback, a wake-up of the server) that a small request need not
-    pay twice. Its answer is read against `deadline` (`_DeadlineReader`), which the transport
-    sets before each request."""
-
-    deadline = 0.0
-
-    def getresponse(self) -> http.client.HTTPResponse:
-        connection: Any = self
-        connection.response_class = functools.partial(_DeadlineResponse, deadline=self.deadline)
-        return super().getresponse()  # type: ignore[misc]
+    pay twice."""
 
     def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
         connection: Any = self  # an http.client connection (this is its mixin)
@@ -257,11 +215,11 @@ class _OneWrite:
         connection.send(head + message_body)
 
 
-class _HTTPConnection(_OneWrite, http.client.HTTPConnection):
+class _HTTPConnection(DeadlineAnswers, _OneWrite, http.client.HTTPConnection):
     pass
 
 
-class _HTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+class _HTTPSConnection(DeadlineAnswers, _OneWrite, http.client.HTTPSConnection):
     pass
 
 

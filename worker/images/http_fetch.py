@@ -19,6 +19,7 @@ from collections.abc import Callable
 from urllib.parse import urljoin
 
 from worker.errors import ImageRejected, RequestDeferred
+from worker.http_deadline import DeadlineAnswers
 from worker.images.policy import ImageSourcePolicy, Target
 
 MAX_REDIRECTS = 3
@@ -35,7 +36,7 @@ def resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
+class _PinnedHTTP(DeadlineAnswers, http.client.HTTPConnection):
     def __init__(self, target: Target, address: str, timeout: float) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
         self._address = address
@@ -44,7 +45,7 @@ class _PinnedHTTP(http.client.HTTPConnection):
         self.sock = socket.create_connection((self._address, self.port), self.timeout)
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
+class _PinnedHTTPS(DeadlineAnswers, http.client.HTTPSConnection):
     def __init__(
         self, target: Target, address: str, timeout: float, context: ssl.SSLContext
     ) -> None:
@@ -112,7 +113,7 @@ class HttpImageFetcher:
 
     def _connection(
         self, target: Target, address: str, timeout_s: float
-    ) -> http.client.HTTPConnection:
+    ) -> _PinnedHTTP | _PinnedHTTPS:
         if target.scheme == "https":
             return _PinnedHTTPS(target, address, timeout_s, self._tls)
         return _PinnedHTTP(target, address, timeout_s)
@@ -124,13 +125,14 @@ class HttpImageFetcher:
         if left <= 0:  # the redirects before took it all
             raise RequestDeferred(FAILED, f"{shown}: timed out")
         connection = self._connection(target, address, left)
+        # the whole answer, status line and headers included, within the fetch's deadline: a
+        # server dripping one header line at a time held a fetch thread for minutes
+        connection.deadline = deadline
         try:
             connection.request(
                 "GET", target.path,
                 headers={"User-Agent": "gpuqueue-worker", "Accept": "image/*"},
             )
-            if connection.sock is not None:  # the status line and headers: the time left too
-                connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             response = connection.getresponse()
             status = response.status
             if status in REDIRECTS:
@@ -145,7 +147,7 @@ class HttpImageFetcher:
             declared = response.getheader("Content-Length")
             if declared and declared.isdigit() and int(declared) > self.max_bytes:
                 raise _too_large(shown, int(declared), self.max_bytes)
-            return self._read(connection, response, shown, deadline)
+            return self._read(response, shown, deadline)
         except ssl.SSLCertVerificationError as exc:
             raise ImageRejected(FAILED, f"{shown}: TLS certificate refused: {exc}") from None
         except (http.client.InvalidURL, UnicodeError) as exc:  # the URL: final, not transient
@@ -163,7 +165,6 @@ class HttpImageFetcher:
 
     def _read(
         self,
-        connection: http.client.HTTPConnection,
         response: http.client.HTTPResponse,
         shown: str,
         deadline: float,
@@ -177,9 +178,7 @@ class HttpImageFetcher:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RequestDeferred(FAILED, f"{shown}: timed out reading the body")
-            if connection.sock is not None:
-                connection.sock.settimeout(left)
-            chunk = response.read1(CHUNK)
+            chunk = response.read1(CHUNK)  # waits at most `left` (DeadlineAnswers)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)

@@ -257,23 +257,28 @@ def test_an_ipv6_address_that_carries_a_private_ipv4_one_is_refused(address: str
     assert policy.pick_address("img.example.com", ["64:ff9b::808:808"]) == "64:ff9b::808:808"
 
 
-@pytest.fixture
-def dripping_port() -> Iterator[int]:
-    """A server that sends the headers, then the body a byte every 0.3 s."""
+@pytest.fixture(params=["body", "headers"])
+def dripping_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A server that sends its answer slowly: the headers, then the body a byte every 0.3 s;
+    or the headers themselves, a header line every 0.3 s."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     stop = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n"
+    if request.param == "body":
+        parts = [head + b"\r\n"] + [b"x"] * 20
+    else:
+        parts = [head] + [b"X-Slow: %d\r\n" % i for i in range(20)] + [b"\r\n" + b"x" * 20]
 
     def serve() -> None:
         connection, _ = listener.accept()
         connection.recv(65536)
-        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n")
-        for _ in range(20):
-            if stop.wait(0.3):
+        for index, part in enumerate(parts):
+            if index and stop.wait(0.3):
                 break
             try:
-                connection.sendall(b"x")
+                connection.sendall(part)
             except OSError:
                 break
         connection.close()
@@ -286,9 +291,10 @@ def dripping_port() -> Iterator[int]:
     thread.join(5)
 
 
-def test_the_fetch_timeout_bounds_a_body_sent_a_byte_at_a_time(dripping_port: int) -> None:
+def test_the_fetch_timeout_bounds_an_answer_sent_a_little_at_a_time(dripping_port: int) -> None:
     """Each 256 KiB read waited for a whole chunk with a fresh timeout: 20 bytes at 0.3 s held
-    a 1 s fetch for 6 s."""
+    a 1 s fetch for 6 s. The headers had the same hole: each header line read got the socket's
+    whole timeout again (20 lines at 0.3 s: 6 s)."""
     fetch = fetcher(f"http://127.0.0.1:{dripping_port}", "127.0.0.0/8", timeout_s=1.0)
     began = time.monotonic()
     with pytest.raises(RequestDeferred, match="timed out"):
