@@ -47,6 +47,8 @@ def _aws_clients(settings: WorkerSettings) -> tuple[SqsAdapter, object | None, s
         raise ConfigError(
             "AWS_DEFAULT_REGION: not set (the region of the queues; boto3 ignores AWS_REGION)"
         ) from None
+    except ValueError as exc:  # the SQS endpoint boto3 resolved (AWS_ENDPOINT_URL) is unusable
+        raise ConfigError(f"AWS_ENDPOINT_URL: {exc}") from None
     return adapter, s3_client, adapter.region
 
 

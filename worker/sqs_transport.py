@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -89,6 +90,12 @@ class SignedJsonTransport:
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) SQS endpoint: {endpoint_url!r}")
+        if parts.path not in ("", "/") or parts.query:
+            # every call is POST / and signed so: a gateway's prefix would be dropped unseen
+            raise ValueError(
+                f"an SQS endpoint with a path is not supported: {endpoint_url!r} "
+                "(scheme://host[:port] only)"
+            )
         self.endpoint_url = endpoint_url
         self.region = region
         self._https = parts.scheme == "https"
@@ -179,13 +186,13 @@ class SignedJsonTransport:
         connection: _Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
-        target = self._proxy or (self._host, self._port)
+        target = self._proxy.address if self._proxy else (self._host, self._port)
         if self._https:
             connection = _HTTPSConnection(
                 *target, timeout=self._connect_timeout_s, context=self._ssl
             )
             if self._proxy is not None:
-                connection.set_tunnel(self._host, self._port)
+                connection.set_tunnel(self._host, self._port, headers=self._proxy.headers)
         else:
             connection = _HTTPConnection(*target, timeout=self._connect_timeout_s)
         try:
@@ -226,13 +233,26 @@ class _HTTPSConnection(DeadlineAnswers, _OneWrite, http.client.HTTPSConnection):
 _Connection = _HTTPConnection | _HTTPSConnection
 
 
-def _https_proxy(host: str) -> tuple[str, int] | None:
-    """(host, port) of the HTTPS_PROXY to tunnel through, unless NO_PROXY names `host`."""
+@dataclass(frozen=True)
+class _Proxy:
+    address: tuple[str, int]
+    headers: dict[str, str]  # for its CONNECT: Proxy-Authorization when the URL has user:pass
+
+
+def _https_proxy(host: str) -> _Proxy | None:
+    """The HTTPS_PROXY to tunnel through, unless NO_PROXY names `host`, read as boto3 reads it:
+    the port by the scheme's default when none is given, the URL's user:pass as Basic
+    Proxy-Authorization (botocore's own helper; dropping it made every call a 407)."""
+    from botocore.httpsession import ProxyConfiguration
+
     proxy = urllib.request.getproxies_environment().get("https")
     if not proxy or urllib.request.proxy_bypass(host):
         return None
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return (parts.hostname or "", parts.port or 3128)
+    url = proxy if "://" in proxy else f"http://{proxy}"
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    headers = ProxyConfiguration().proxy_headers_for(url)
+    return _Proxy((parts.hostname or "", port), dict(headers))
 
 
 def _error(status: int, query_error: str | None, body: bytes) -> SqsApiError:

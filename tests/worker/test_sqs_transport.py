@@ -216,3 +216,41 @@ def test_an_endpoint_that_drips_its_answer_is_cut_off_at_the_read_timeout(
         transport(endpoint, read_timeout_s=0.5, max_attempts=1).call("ChangeMessageVisibility", {})
     assert info.value.code == "ConnectionError"
     assert time.monotonic() - started < 2.0
+
+
+def test_the_https_proxy_gets_the_credentials_its_url_carries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY=http://user:pass@proxy: the user:pass was dropped, the CONNECT went out
+    without Proxy-Authorization, and behind a proxy that asks for it every SQS call was a 407
+    (boto3, which the transport replaced, sends it)."""
+    import base64
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def proxy() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            seen.append(connection.recv(65536))
+            connection.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                               b"Content-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=proxy, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://alice:s3cret@127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        with pytest.raises(SqsApiError, match="407"):
+            transport("https://sqs.us-east-1.amazonaws.com", max_attempts=1).call(
+                "ListQueues", {}
+            )
+    finally:
+        thread.join(5)
+        listener.close()
+    [connect] = seen
+    assert connect.startswith(b"CONNECT sqs.us-east-1.amazonaws.com:443 ")
+    expected = base64.b64encode(b"alice:s3cret").decode()
+    assert f"Proxy-Authorization: Basic {expected}".encode() in connect

@@ -289,3 +289,13 @@ def test_process_names_aws_default_region_when_no_region_is_set() -> None:
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("gpuqueue-worker: configuration error: AWS_DEFAULT_REGION"), line
+
+
+def test_process_refuses_an_sqs_endpoint_with_a_path() -> None:
+    """Every SQS call goes to POST / and is signed so: AWS_ENDPOINT_URL=http://gw/sqs/ had its
+    /sqs/ prefix dropped without a word (boto3 keeps it). Refused at start instead."""
+    done = _run_worker({**Q, "AWS_ENDPOINT_URL": "http://127.0.0.1:9/sqs-gateway/"})
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("gpuqueue-worker: configuration error: AWS_ENDPOINT_URL"), line
+    assert "with a path" in line
