@@ -66,3 +66,33 @@ def test_two_workers_in_one_process_do_not_share_metrics() -> None:
     first.received.inc()
     assert b"gpuqueue_messages_received_total 1.0" in first.render()
     assert b"gpuqueue_messages_received_total 0.0" in second.render()
+
+
+def test_idle_connections_are_closed_and_at_most_the_limit_take_a_thread() -> None:
+    """300 connections that send half a request line held 300 threads for ever (no handler
+    timeout, a thread each): under a pids limit, the pipeline's threads next. Now at most
+    `max_connections` are served at once and each idle one is closed after the timeout; the
+    probe still answers once they are gone."""
+    import socket
+    import threading
+
+    from worker_test_helpers import wait_for
+
+    server = HealthServer(
+        0, healthy=lambda: True, ready=lambda: True, metrics=lambda: b"", host="127.0.0.1",
+        idle_timeout_s=0.5, max_connections=8,
+    ).start()
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(40):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            connection.sendall(b"GET /heal")
+            idle.append(connection)
+        assert threading.active_count() <= before + 8
+        wait_for(lambda: threading.active_count() <= before, 10, "the idle connections closed")
+        assert get(server.port, "/healthz")[0] == 200
+    finally:
+        for connection in idle:
+            connection.close()
+        server.stop()
