@@ -21,9 +21,16 @@ from worker.errors import ImageRejected
 DEFAULT_PORTS = {"http": 80, "https": 443}
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-# IPv6 prefixes whose low 32 bits (NAT64; RFC 6052, RFC 8215) carry an IPv4 address the packet
+# the well-known NAT64 prefix (RFC 6052), whose low 32 bits carry the IPv4 address the packet
 # reaches: on an IPv6-only cluster, 64:ff9b::10.0.0.5 is the private 10.0.0.5
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 ranges Python 3.11's ipaddress calls global that are not: site-local (fec0::/10,
+# deprecated, still routed inside some networks), the local-use NAT64 prefix (RFC 8215: its
+# operator picks the prefix length, so where the IPv4 address sits is unknown: a /64 made
+# 64:ff9b:1:0:a:0:500:0 the private 10.0.0.5 read as the public 5.0.0.0), documentation (3fff::/20)
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(n) for n in ("fec0::/10", "64:ff9b:1::/48", "3fff::/20")
+)
 # what a path or query may hold as it is (RFC 3986's unreserved, sub-delims, ":", "@", "/", and
 # "%" of an escape already made); anything else, a space or a non-ASCII letter, is escaped, as a
 # browser does: http.client refuses such a URL, and the same bytes come back every redelivery
@@ -83,7 +90,7 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if any(address in prefix for prefix in _NAT64):
+    if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -93,6 +100,8 @@ def is_public(address: IPAddress) -> bool:
     (100.64/10), reserved (IPv4-compatible ::a.b.c.d among them), unspecified or multicast; an
     IPv6 address that carries an IPv4 one (IPv4-mapped, NAT64, 6to4) as that IPv4."""
     address = embedded_ipv4(address) or address
+    if any(address in network for network in _NOT_GLOBAL):
+        return False
     return address.is_global and not address.is_multicast and not address.is_reserved
 
 
@@ -174,7 +183,11 @@ class ImageSourcePolicy:
 
 
 def _check_host(host: str) -> None:
-    """A host no resolver can ever take (an empty label, one over 63 characters) is final."""
+    """A host no resolver can ever take (an empty label, one over 63 characters, a control
+    character) is final. A NUL passed `*.example.com` (`x\\x00.example.com`) and the resolver
+    then looked up the name before it: any name, on a request's say."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in host):
+        raise ImageRejected("ImageFetchFailed", f"{host[:100]!r}: a control character in the host")
     try:
         host.encode("idna")
     except UnicodeError:

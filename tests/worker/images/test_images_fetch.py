@@ -231,6 +231,21 @@ def test_a_path_with_a_space_or_a_non_ascii_letter_is_fetched_escaped(image_serv
     assert fetch.fetch(image_server.url("/my%20photo.png")) == image_bytes()
 
 
+def test_a_host_with_a_control_character_is_refused_before_any_lookup() -> None:
+    """`x\\x00.example.com` passed `*.example.com`, and getaddrinfo looked up only the part
+    before the NUL: a request could make the worker look up any name (and the failed lookup
+    was redelivered to the DLQ)."""
+    looked_up: list[str] = []
+    fetch = fetcher(
+        "https://*.cdn.example.com", resolver=lambda host, port: looked_up.append(host) or []
+    )
+    for host in ("evil\x00.cdn.example.com", "a\x01b.cdn.example.com"):
+        assert "control character" in refused(
+            lambda h=host: fetch.fetch(f"https://{h}/x.jpg"), "ImageFetchFailed"  # type: ignore[misc]
+        )
+    assert looked_up == []
+
+
 @pytest.mark.parametrize("host", ["a" * 64 + ".cdn.example.com", "bad..cdn.example.com"])
 def test_a_host_name_no_resolver_can_take_is_final(host: str) -> None:
     fetch = fetcher("https://*.cdn.example.com")
@@ -247,6 +262,10 @@ def test_a_host_name_no_resolver_can_take_is_final(host: str) -> None:
         "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254: reaches it on an IPv6-only cluster
         "64:ff9b::a00:5",  # NAT64 of 10.0.0.5
         "2002:a00:5::1",  # 6to4 of 10.0.0.5
+        # ipaddress calls these global; they are not (they passed before):
+        "fec0::1",  # site-local, still routed inside some networks
+        "64:ff9b:1:0:a:0:500:0",  # local-use NAT64 with a /64: 10.0.0.5, read as 5.0.0.0
+        "3fff::1",  # documentation
     ],
 )
 def test_an_ipv6_address_that_carries_a_private_ipv4_one_is_refused(address: str) -> None:
