@@ -447,3 +447,89 @@ def test_a_bad_stop_parameter_is_invalid_parameters_naming_it(bad: Any) -> None:
         parse_generate_options({"stop": bad})
     assert parse_generate_options({"stop": "###"}).stop == ("###",)
     assert parse_generate_options({"stop": ["a", "b"]}).stop == ("a", "b")
+
+
+def test_a_failed_step_frees_the_session_before_the_static_path_runs_its_requests_again(
+    tiny_generate_model: Path,
+) -> None:
+    """The failed step's traceback (its frames hold the session's KV cache and activations)
+    stayed alive while the static path ran every request again: on a GPU that ran out of
+    memory, the retry met the same shortage and split down to single requests. Now the cache is
+    unreachable by the time the static path runs."""
+    import gc
+    import weakref
+
+    runner = ModelRunner.load(str(tiny_generate_model), "generate")
+    real = runner.model.forward
+    kv: list[weakref.ref[torch.Tensor]] = []
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if not kv and kwargs["input_ids"].shape[1] == 1:  # the first decode step
+            cache = kwargs.get("past_key_values", kwargs.get("cache"))
+            kv.append(weakref.ref(cache.layers[0].keys))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    runner.model.forward = forward  # type: ignore[method-assign]
+    session = runner.open_session()
+    assert session is not None
+    static = session._run_static
+    alive_at_retry: list[bool] = []
+
+    def run_static(items: Any) -> Any:
+        gc.collect()
+        alive_at_retry.append(kv[0]() is not None)
+        return static(items)
+
+    session._run_static = run_static  # type: ignore[method-assign]
+    params = {"max_new_tokens": 5}
+    answers = dict(session.add(runner.prepare(items(runner, ["Hello world"], [params])), ["r"]))
+    while session.active:
+        answers.update(session.step())
+    assert alive_at_retry == [False]
+    assert isinstance(answers["r"], list)  # answered by the static path
+
+
+def test_a_join_that_fails_part_way_leaves_the_session_as_it_was(
+    tiny_generate_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge replaced the cache layer by layer: out of memory at the second layer left
+    layers of different batch sizes, the next step failed, and every row in the session was
+    generated again from the start on the static path. Now the rows in flight go on."""
+    import worker.model.decode as decode
+
+    runner = ModelRunner.load(str(tiny_generate_model), "generate")
+    session = runner.open_session()
+    assert session is not None
+    static = session._run_static
+    static_calls: list[int] = []
+
+    def run_static(batch: Any) -> Any:
+        static_calls.append(len(batch))
+        return static(batch)
+
+    session._run_static = run_static  # type: ignore[method-assign]
+    params = {"max_new_tokens": 12}
+    answers = dict(session.add(
+        runner.prepare(items(runner, ["Hello world", "The quick"], [params, params])), ["a", "b"]
+    ))
+    for _ in range(3):
+        answers.update(session.step())
+    real_pad = decode._pad_left
+    pads = [0]
+
+    def pad_left(tensor: torch.Tensor, length: int) -> torch.Tensor:
+        pads[0] += 1
+        if pads[0] == 5:  # the second layer's keys
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_pad(tensor, length)
+
+    monkeypatch.setattr(decode, "_pad_left", pad_left)
+    answers.update(session.add(runner.prepare(items(runner, ["A man eats"], [params])), ["c"]))
+    monkeypatch.setattr(decode, "_pad_left", real_pad)
+    layers = session._decode._cache.layers  # type: ignore[union-attr]
+    assert {layer.keys.shape[0] for layer in layers} == {2}  # as before the join
+    while session.active:
+        answers.update(session.step())
+    assert static_calls == [1]  # only the joining request went the static way
+    assert sorted(answers) == ["a", "b", "c"]

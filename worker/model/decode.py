@@ -225,12 +225,21 @@ class DecodeSession:
             self.rows, self._cache, self._mask, self._next = rows, cache, mask, chosen
             return
         length = max(self._mask.shape[1], mask.shape[1])
+        # every new tensor first, then the assignments, which cannot fail: torch.cat needs the
+        # cache's memory twice over, so an out-of-memory here is likely, and a layer already
+        # replaced would leave the session with layers of different batch sizes (its next step
+        # failed, and every row in it was generated again from the start)
+        merged = []
         for old, new in zip(_layers(self._cache), _layers(cache), strict=True):
             (old_k, old_v), (new_k, new_v) = _kv(old), _kv(new)
-            old.keys = torch.cat([_pad_left(old_k, length), _pad_left(new_k, length)])
-            old.values = torch.cat([_pad_left(old_v, length), _pad_left(new_v, length)])
-        self._mask = torch.cat([_pad_left(self._mask, length), _pad_left(mask, length)])
-        self._next = torch.cat([self._next, chosen])
+            keys = torch.cat([_pad_left(old_k, length), _pad_left(new_k, length)])
+            values = torch.cat([_pad_left(old_v, length), _pad_left(new_v, length)])
+            merged.append((old, keys, values))
+        mask = torch.cat([_pad_left(self._mask, length), _pad_left(mask, length)])
+        following = torch.cat([self._next, chosen])
+        for layer, keys, values in merged:
+            layer.keys, layer.values = keys, values
+        self._mask, self._next = mask, following
         self.rows = self.rows + rows
 
     # ------------------------------------------------------------------ stepping

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import traceback
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -70,18 +71,24 @@ class GenerateSession:
         try:
             finished = self._decode.join(entries)
         except Exception as exc:
-            return self._failed(exc, joining)
-        return self._collect(finished)
+            failure = _Failure.of(exc)
+        else:
+            return self._collect(finished)
+        # out of the except block: its traceback (the failed forward's frames, holding the
+        # session's cache and activations) is gone before the static path runs them again
+        return self._failed(failure, joining)
 
     def step(self) -> list[tuple[Any, Outputs | ModelFailure]]:
         """One token for every row; the requests that are done come back."""
         try:
             finished = self._decode.step()
         except Exception as exc:
-            rows = self._decode.reset()  # the cache may be half updated: start again
-            keys = list(dict.fromkeys(row.tag[0] for row in rows))  # type: ignore[index]
-            return self._failed(exc, keys)
-        return self._collect(finished)
+            failure = _Failure.of(exc)
+        else:
+            return self._collect(finished)
+        rows = self._decode.reset()  # the cache may be half updated: start again
+        keys = list(dict.fromkeys(row.tag[0] for row in rows))  # type: ignore[index]
+        return self._failed(failure, keys)
 
     def abandon(self) -> list[Any]:
         """Every request's tag, the session emptied (the caller fails them)."""
@@ -100,12 +107,11 @@ class GenerateSession:
                 out.append((request.tag, list(request.texts)))
         return out
 
-    def _failed(self, exc: Exception, keys: list[int]) -> list[tuple[Any, Outputs | ModelFailure]]:
-        cause = find_device_fault(exc)
-        if cause is not None:
-            log.error("device fault; failing every request in the session", exc_info=exc)
-            return self._all_failed(f"{type(cause).__name__}: {cause}")
-        del exc  # its traceback holds the failed forward's activations
+    def _failed(
+        self, failure: _Failure, keys: list[int]
+    ) -> list[tuple[Any, Outputs | ModelFailure]]:
+        if failure.device_fault is not None:
+            return self._all_failed(failure.device_fault)
         empty_cache(self._device)
         requests = [self._requests.pop(key) for key in keys]
         # anything else: the static path answers them, with its OOM split and poison isolation
@@ -127,6 +133,26 @@ class GenerateSession:
         self._decode.reset()
         requests, self._requests = list(self._requests.values()), {}
         return [(r.tag, ModelFailure("DeviceError", message)) for r in requests]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What a failed session call left to act on, without its exception: the traceback holds
+    the failed forward's frames (the session's whole cache, the activations), which the retry
+    on the static path needs the memory of."""
+
+    text: str
+    device_fault: str | None  # "Type: message" of the device fault found in it, else None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _Failure:
+        cause = find_device_fault(exc)
+        fault = f"{type(cause).__name__}: {cause}" if cause is not None else None
+        if fault is not None:
+            log.error("device fault; failing every request in the session", exc_info=exc)
+        failure = cls(f"{type(exc).__name__}: {exc}"[:500], fault)
+        traceback.clear_frames(exc.__traceback__)
+        return failure
 
 
 @dataclass
