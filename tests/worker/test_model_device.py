@@ -68,6 +68,9 @@ def _chained(outer: BaseException, cause: BaseException) -> BaseException:
         (RuntimeError("The size of tensor a (7) must match the size of tensor b (8)"),
          False, False),
         (ValueError("bad input: CUDA error"), False, False),  # a RuntimeError's words only
+        # the CPU allocator's: was a ModelError, redelivered to the DLQ, allocating each time
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                      "allocate memory: you tried to allocate 80000000000000 bytes."), True, False),
         (_chained(ValueError("x"), torch.OutOfMemoryError("CUDA out of memory")), True, False),
     ],
 )

@@ -67,6 +67,11 @@ def test_equal_parameters_give_equal_hashable_options() -> None:
         ("generate", {"temperature": 1e-40}, r"'temperature' must be 0 \(greedy\) or >= 0.01"),
         ("generate", {"temperature": 101}, r"'temperature' must be >= 0.0 and <= 100.0"),
         ("generate", {"max_new_tokens": 2.0}, "'max_new_tokens' must be an integer, not 2.0"),
+        # JSON's integers have no bound: math.isfinite(10**400) raised OverflowError (no
+        # ValueError): an EncodeError redelivered to the DLQ; the message shows 60 characters
+        ("generate", {"temperature": 10**400}, r"'temperature' must be .* not 10{56}\.\.\.$"),
+        ("generate", {"max_time_s": -(10**400)}, r"'max_time_s' must be"),
+        ("generate", {"top_k": 10**400}, r"'top_k' must be between 0 and 1000000, not 10{56}"),
     ],
 )
 def test_bad_parameters_are_invalid_parameters_naming_the_parameter(

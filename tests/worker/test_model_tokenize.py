@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,34 @@ def test_a_sentence_transformers_folder_declares_its_trained_length(tmp_path: Pa
     tokenizer = SimpleNamespace(model_max_length=512)
     assert resolve_input_limit(tokenizer, 512, tmp_path, 0) == 256
     assert resolve_input_limit(tokenizer, 512, tmp_path, 400) == 400  # explicit wins
+
+
+def test_a_roberta_models_limit_leaves_out_the_positions_before_its_padding_index(
+    bpe_tokenizer: Any, tmp_path: Path
+) -> None:
+    """RoBERTa-family position ids start after padding_idx: max_position_embeddings 66 holds
+    64 tokens (514 holds 512). The limit was taken as 66: an input of 65 or 66 tokens passed and
+    failed in the forward (index out of range; on CUDA a device-side assert for the whole batch)
+    instead of InputTooLong."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    from worker.model import ModelRunner
+
+    tokenizer = bpe_tokenizer
+    tokenizer.model_max_length = int(1e30)  # no model_max_length in its files: the sentinel
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
+    )
+    RobertaModel(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    runner = ModelRunner.load(str(tmp_path), "embed", device="cpu")
+    assert runner.max_input_tokens == 66 - tokenizer.pad_token_id - 1
+    ids = runner.tokenizer("a " * 200)["input_ids"]
+    with pytest.raises(InputTooLong):
+        runner.encode([runner.tokenizer.decode(ids[: runner.max_input_tokens + 1])], {})
+    longest = runner.encode([runner.tokenizer.decode(ids[: runner.max_input_tokens])], {})
+    [vectors] = runner.run(runner.prepare([(longest, {})]))
+    assert isinstance(vectors, list)  # the longest accepted input runs

@@ -151,7 +151,14 @@ DEVICE_FAULT_MARKERS = (
 )
 # Allocation failures outside torch's caching allocator (cuBLAS workspaces, a raw cudaMalloc):
 # memory, not a broken device, so a smaller batch may well fit.
-_OOM_MARKERS = ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+# the CPU allocator's too: a request too big to run alone on a CPU worker was a ModelError,
+# redelivered (allocating again each time) to the DLQ, instead of halved, then OutOfMemory
+_OOM_MARKERS = (
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "DefaultCPUAllocator: can't allocate memory",
+)
 _ACCELERATOR_ERROR: type[BaseException] | None = getattr(torch, "AcceleratorError", None)
 
 

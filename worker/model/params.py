@@ -84,7 +84,9 @@ def _int_param(params: Mapping[str, Any], name: str, default: int, lo: int, hi: 
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameters(f"parameter {name!r} must be an integer, not {value!r}")
     if not lo <= value <= hi:
-        raise InvalidParameters(f"parameter {name!r} must be between {lo} and {hi}, not {value}")
+        raise InvalidParameters(
+            f"parameter {name!r} must be between {lo} and {hi}, not {_shown(value)}"
+        )
     return value
 
 
@@ -92,12 +94,23 @@ def _float_param(
     params: Mapping[str, Any], name: str, default: float, lo: float, hi: float, lo_open: bool
 ) -> float:
     value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidParameters(f"parameter {name!r} must be a number, not {value!r}")
+    # an int is compared as it is: math.isfinite(10**400) raised OverflowError, which is no
+    # ValueError, so the request went round to the DLQ instead of getting InvalidParameters
+    not_finite = isinstance(value, float) and not math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not_finite:
+        raise InvalidParameters(f"parameter {name!r} must be a number, not {_shown(value)}")
     if value > hi or value < lo or (lo_open and value == lo):
         bound = f"> {lo}" if lo_open else f">= {lo}"
-        raise InvalidParameters(f"parameter {name!r} must be {bound} and <= {hi}, not {value}")
+        raise InvalidParameters(
+            f"parameter {name!r} must be {bound} and <= {hi}, not {_shown(value)}"
+        )
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """A request's value in an error message, at most 60 characters (an int may have 400)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -22,11 +22,26 @@ from worker.seams import Encoded
 NO_LIMIT = 1_000_000
 
 
+# Models whose position ids start after the padding index (transformers'
+# create_position_ids_from_input_ids): max_position_embeddings counts padding_idx + 1 positions
+# no token can have. RoBERTa's 514 is 512 usable; a 513-token input got past the limit and
+# failed in the forward (index out of range: a ModelError redelivered to the DLQ on CPU, a
+# device-side assert on CUDA) instead of InputTooLong.
+PADDING_OFFSET_MODELS = frozenset({
+    "roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert",
+    "longformer", "mpnet", "data2vec-text", "ibert", "luke", "esm", "xmod", "markuplm",
+})
+
+
 def model_position_limit(config: Any) -> int | None:
     """How many positions the model has (its hard ceiling on prompt + generated tokens)."""
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
+            pad = getattr(config, "pad_token_id", None)
+            offset = getattr(config, "model_type", None) in PADDING_OFFSET_MODELS
+            if offset and isinstance(pad, int):
+                return max(1, value - pad - 1)
             return value
     text_config = getattr(config, "text_config", None)  # CLIP / SigLIP: the text tower's
     if text_config is not None and text_config is not config:
