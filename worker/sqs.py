@@ -19,6 +19,7 @@ request cannot help, and the caller decides what that means (for a reply_to: an 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -29,6 +30,7 @@ from typing import Any
 
 import boto3
 
+from worker.contract.wire import ATTR_MESSAGE_ID
 from worker.errors import QUEUE_UNREACHABLE_CODES, DestinationUnreachable, error_code
 from worker.seams import BatchOutcome, OutgoingMessage, ReceivedMessage
 from worker.sqs_limits import BATCH_MAX_ENTRIES, RECEIVE_MAX_MESSAGES, RECEIVE_MAX_WAIT_S
@@ -267,7 +269,8 @@ class SqsAdapter:
         """SendMessageBatch for up to 10 messages (the caller keeps within the byte limit)."""
         if (there := self.for_queue(queue_url)) is not self:
             return there.send_batch(queue_url, messages)
-        entries = [_send_entry(m) for m in messages]
+        fifo = queue_url.endswith(".fifo")
+        entries = [_send_entry(m, fifo) for m in messages]
         return self._batched(self.write, "SendMessageBatch", "SendMessage", queue_url, entries)
 
     def delete_batch(self, queue_url: str, receipt_handles: Sequence[str]) -> BatchOutcome:
@@ -304,11 +307,29 @@ def _received(queue_url: str, message: dict[str, Any]) -> ReceivedMessage:
     )
 
 
-def _send_entry(message: OutgoingMessage) -> dict[str, Any]:
+def _send_entry(message: OutgoingMessage, fifo: bool = False) -> dict[str, Any]:
     entry: dict[str, Any] = {"MessageBody": message.body}
     if message.attributes:
         entry["MessageAttributes"] = {k: dict(v) for k, v in message.attributes.items()}
+    if fifo:
+        entry["MessageGroupId"] = entry["MessageDeduplicationId"] = fifo_key(message)
     return entry
+
+
+# what SQS takes in a FIFO message's group and deduplication ids: 1-128 of these
+_FIFO_ID = re.compile(r"^[A-Za-z0-9!-/:-@\[-`{-~]{1,128}$")
+
+
+def fifo_key(message: OutgoingMessage) -> str:
+    """A FIFO queue's MessageGroupId and MessageDeduplicationId for a result: the request's SQS
+    message id (its `gpuqueue-message-id`), so a result sent twice within SQS's five-minute
+    window (a send whose answer was lost, then redelivered) is dropped by SQS itself, and each
+    result is its own group (no result waits behind another's). Without them a FIFO reply_to
+    refused every send (MissingParameter) and the request went to the DLQ unanswered."""
+    key = message.attributes.get(ATTR_MESSAGE_ID, {}).get("StringValue", "")
+    if _FIFO_ID.match(key):
+        return key
+    return hashlib.sha256((key or message.body).encode("utf-8")).hexdigest()
 
 
 def chunks(items: Sequence[Any], size: int = BATCH_MAX_ENTRIES) -> list[Sequence[Any]]:

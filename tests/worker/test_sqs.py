@@ -267,3 +267,25 @@ def test_the_single_retries_of_a_batch_stop_at_an_unreachable_endpoint_or_the_bu
     outcome = adapter.change_visibility_batch("http://q/123/q", [(f"rh{i}", 60) for i in range(10)])
     assert sorted(outcome.failed) == list(range(10)) and not outcome.succeeded
     assert transport.singles <= most_singles, transport.singles
+
+
+def test_a_fifo_destination_gets_group_and_deduplication_ids(
+    adapter: SqsAdapter, sqs_client: Any
+) -> None:
+    """A FIFO reply_to (or result queue) refused every send without MessageGroupId
+    (MissingParameter): the request ran to the DLQ, no answer anywhere. The request's message id
+    is both ids now, so a result sent twice (its answer lost, then redelivered) lands once."""
+    import uuid
+
+    from worker.contract.wire import result_attributes
+
+    name = f"results-{uuid.uuid4().hex[:8]}.fifo"
+    url = sqs_client.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})["QueueUrl"]
+    message = OutgoingMessage('{"id":"r1"}', result_attributes("5f0c-message-id", "r1"))
+    for _ in range(2):
+        outcome = adapter.send_batch(url, [message])
+        assert outcome.succeeded == [0] and outcome.failed == {}, outcome.failed
+    got = sqs_client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                     AttributeNames=["MessageGroupId"])
+    [received] = got["Messages"]
+    assert received["Attributes"]["MessageGroupId"] == "5f0c-message-id"
