@@ -9,6 +9,7 @@ same S3 claim-check applies to both.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +68,17 @@ class MessageSizes:
             self._assumed.pop(queue_url, None)
         return size
 
+    def told(self, queue_url: str, size: int) -> None:
+        """The queue's limit, as a send it refused named it."""
+        with self._lock:
+            self._sizes[queue_url] = size
+            self._assumed.pop(queue_url, None)
+
+
+# SQS's refusal of a message over a queue's MaximumMessageSize ("InvalidParameterValue: One or
+# more parameters are invalid. Reason: Message must be shorter than 1024 bytes.")
+_TOO_LONG = re.compile(r"shorter than (\d+) bytes")
+
 
 class Destinations:
     def __init__(self, sqs: QueueSeam, topics: TopicSeam | None = None) -> None:
@@ -79,6 +91,20 @@ class Destinations:
         if is_topic(destination):
             return SNS_MAX_MESSAGE_SIZE
         return self.sizes.of(destination)
+
+    def smaller_limit(self, destination: str, reason: str, limit: int) -> int | None:
+        """The queue's real limit when `reason` is SQS refusing a message as over it and it is
+        below `limit`, else None. A queue whose MaximumMessageSize cannot be read (a reply_to
+        granting SendMessage only) is taken to have 256 KiB: a result over its real, smaller
+        limit was refused, released and run again to the DLQ, never put in S3."""
+        found = _TOO_LONG.search(reason)
+        if found is None or is_topic(destination) or int(found.group(1)) >= limit:
+            return None
+        size = int(found.group(1))
+        event(log, "a queue refused a message as too large: its limit learned", logging.WARNING,
+              queue_url=destination, limit=size)
+        self.sizes.told(destination, size)
+        return size
 
     def send_batch(self, destination: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
         if not is_topic(destination):

@@ -143,6 +143,7 @@ class ResultWriter:
                 continue
             fitted.append(fit)
         sent: list[Outcome] = []
+        refit: list[Outcome] = []  # refused as over the queue's real (smaller) limit
         returned: set[int] = set()  # indexes into fitted of calls that returned (sent or failed)
         try:
             for indexes in pack_send_batches([m.size for _, m in fitted], limit):
@@ -150,10 +151,12 @@ class ResultWriter:
                     destination, [fitted[i][1] for i in indexes]
                 )
                 sent += [fitted[indexes[i]][0] for i in result.succeeded]
-                failed += [
-                    self._write_failed(fitted[indexes[i]][0], reason)
-                    for i, reason in result.failed.items()
-                ]
+                for i, reason in result.failed.items():
+                    outcome = fitted[indexes[i]][0]
+                    if self.destinations.smaller_limit(destination, reason, limit) is not None:
+                        refit.append(outcome)
+                    else:
+                        failed.append(self._write_failed(outcome, reason))
                 returned.update(indexes)
         except DestinationUnreachable as exc:
             # only those no call returned for: an entry an earlier call failed is released
@@ -163,6 +166,8 @@ class ResultWriter:
             self._release(failed)
         if sent:
             self._delete(sent)
+        if refit:  # once more within the limit now known: an S3 pointer, or ResultTooLarge
+            self._send(refit)
 
     def _fit(self, outcome: Outcome, limit: int) -> tuple[Outcome, OutgoingMessage]:
         """The message to send: as is, as an S3 pointer, or a ResultTooLarge error."""

@@ -183,3 +183,52 @@ def test_a_result_that_fits_in_no_form_fails_alone() -> None:
     for thread in writer.threads:
         thread.join(5)
     assert sqs.sent == {REPLY: ["m0"]} and sqs.deleted == ["h0"] and sqs.released == ["h1"]
+
+
+class SendOnlyQueue(Recorded):
+    """A reply_to whose policy grants SendMessage only (its size cannot be read) and whose
+    MaximumMessageSize is 1,024 bytes: SQS refuses a bigger message as real SQS words it."""
+
+    bodies: list[str]
+
+    def max_message_size(self, queue_url: str) -> int:
+        raise RuntimeError("AccessDenied: not authorized to perform sqs:GetQueueAttributes")
+
+    def send_batch(self, queue_url: str, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
+        with self._lock:
+            outcome = BatchOutcome()
+            for i, message in enumerate(messages):
+                if message.size > 1024:
+                    outcome.failed[i] = (
+                        "InvalidParameterValue: One or more parameters are invalid. Reason: "
+                        "Message must be shorter than 1024 bytes."
+                    )
+                else:
+                    outcome.succeeded.append(i)
+                    self.bodies = [*getattr(self, "bodies", []), message.body]
+                    self.sent.setdefault(queue_url, []).append(
+                        message.attributes["gpuqueue-message-id"]["StringValue"]
+                    )
+            return outcome
+
+
+def test_a_result_refused_as_over_a_queues_unread_limit_is_fitted_to_it() -> None:
+    """The reply queue's size could not be read, so 256 KiB was assumed; SQS refused the 3 KB
+    result as over its real 1,024 bytes, and that was taken as transient: released, run again,
+    refused again, to the DLQ (never an S3 pointer, never an answer). The limit SQS names is
+    learned and the result fitted to it: here, with no S3, a ResultTooLarge error, answered."""
+    sqs = SendOnlyQueue()
+    ledger, writer = make_writer(sqs)
+    [job] = ledger.admit(messages(1), reserved=0, visibility_s=60)
+    big = Outcome(job, Action.SEND, "ok", destination=REPLY, result=build_result(
+        message_id="m0", request_id="a", model="m", outputs=["y" * 3000]))
+    writer.start(spawn)
+    writer.accept([big], JobState.RECEIVED)
+    wait_for(lambda: ledger.held == 0, 10, "the outcome carried out")
+    writer.close()
+    for thread in writer.threads:
+        thread.join(5)
+    assert sqs.released == [] and sqs.deleted == ["h0"]
+    [body] = sqs.bodies
+    assert '"ResultTooLarge"' in body and "1024-byte" in body
+    assert writer.destinations.limit(REPLY) == 1024  # asked no more
