@@ -11,6 +11,7 @@ after the first, so the window covers ~1,600 results/s for a 60 s timeout).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -163,7 +164,7 @@ class ResultReader:
             obj = self._s3.get_object(Bucket=pointer[0], Key=pointer[1])
             body = obj["Body"].read().decode("utf-8")
         try:
-            result = Result.model_validate_json(body)
+            result = _parsed(body)
         except ValidationError as exc:
             # not a result of this contract: left on the queue for whoever put it there
             log.warning("not a gpuqueue result on %s: %s", self.queue_url, str(exc)[:200])
@@ -291,3 +292,19 @@ def _attribute_key(message: dict[str, Any]) -> str | None:
     attribute = message.get("MessageAttributes", {}).get(ATTR_MESSAGE_ID, {})
     value = attribute.get("StringValue")
     return str(value) if value else None
+
+
+def _parsed(body: str) -> Result:
+    """The result in `body`. pydantic's JSON parser refuses a lone surrogate escape (`\\ud800`:
+    valid JSON, not valid Unicode) that a worker may echo from a request's id; Python's json
+    reads it, and the result is validated from that instead of left unread on the queue."""
+    try:
+        return Result.model_validate_json(body)
+    except ValidationError as exc:
+        if not any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise exc from None
+        return Result.model_validate(data)

@@ -312,3 +312,23 @@ def test_a_duplicate_that_cannot_be_deleted_does_not_cost_its_batch_mates() -> N
     assert reader.first_time("m1")  # m1's result was handed over before
     assert [r.result.id for r in reader.receive(0)] == ["fresh"]
     assert reader.duplicates == 1
+
+
+def test_a_result_with_a_lone_surrogate_escape_is_read_not_left_on_the_queue(
+    sqs_client: Any, client_for: Any
+) -> None:
+    """A 0.1 worker quoted a request's lone surrogate in an error message as the escape
+    \\ud800 (valid JSON, not valid Unicode). pydantic's JSON parser refuses it, so the result
+    was logged as "not a gpuqueue result" and left on the queue for good (a poison message on a
+    shared queue). It is read through Python's json now, yielded and deleted like any other."""
+    results_q = sqs_client.create_queue(QueueName=name("gq-sur"))["QueueUrl"]
+    result = build_result(message_id="m1", request_id="a", model="m",
+                          error=("InvalidParameters", "unknown parameter(s): x"))
+    body = json.dumps(result).replace("unknown parameter(s): x", "unknown parameter(s): \\ud800")
+    sqs_client.send_message(QueueUrl=results_q, MessageBody=body,
+                            MessageAttributes=result_message(result).attributes)
+    client = client_for(results_q, results_q)
+    [got] = list(client.results(wait_s=1))
+    assert got.id == "a" and not got.ok and got.error is not None
+    assert got.error.message == "unknown parameter(s): \ud800"
+    assert drain(sqs_client, results_q) == []

@@ -62,6 +62,12 @@ class Timings:
 
 NO_TIMINGS = Timings(0.0, 0.0, 0.0)
 
+# An error message may quote the request (an unknown parameter's name): a lone surrogate there,
+# written as a \ud800 escape, is valid JSON but not valid Unicode, and strict readers (pydantic's,
+# serde's) refused the whole result; gpuqueue's client left it on the queue for good. The id
+# is echoed as the producer sent it (it is theirs to match); a message's text needs no such care.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def build_result(
     *,
@@ -84,7 +90,7 @@ def build_result(
     if error is None:
         result["outputs"] = outputs
     else:
-        result["error"] = {"type": error[0], "message": error[1]}
+        result["error"] = {"type": error[0], "message": _LONE_SURROGATE.sub("\ufffd", error[1])}
     result["model"] = model
     result["timings"] = {
         "queue_wait_s": round(timings.queue_wait_s, 6),

@@ -107,3 +107,16 @@ def test_built_results_validate_against_the_published_model() -> None:
     assert ResultV1.model_validate(ok).status == "ok"
     parsed = ResultV1.model_validate(error)
     assert parsed.error is not None and parsed.error.type == "InvalidJSON"
+
+
+def test_an_error_message_quoting_a_lone_surrogate_is_valid_unicode() -> None:
+    """An unknown parameter named "\\ud800" was quoted in the InvalidParameters message as the
+    escape \\ud800: valid JSON, not valid Unicode, and strict parsers (pydantic's, Rust's serde)
+    refused the whole result. The message carries U+FFFD in its place."""
+    import pydantic_core
+
+    result = build_result(message_id="m", request_id="a", model="x",
+                          error=("InvalidParameters", "unknown parameter(s): \ud800"))
+    body = result_json(result)
+    assert json.loads(body)["error"]["message"] == "unknown parameter(s): \ufffd"
+    pydantic_core.from_json(body)  # a strict parser reads it
