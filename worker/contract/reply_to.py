@@ -27,20 +27,23 @@ from urllib.parse import urlsplit
 
 AWS = "aws"  # the endpoint of AWS's public SQS hosts, whatever the region
 
+# sqs.REGION.amazonaws.com(.cn), the legacy REGION.queue.amazonaws.com, the dual-stack
+# sqs.REGION.api.aws
 _AWS_SQS_HOST = re.compile(
-    r"^(?:sqs\.(?P<a>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com)$"
+    r"^(?:sqs\.(?P<a>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com"
+    r"|sqs\.(?P<c>[a-z0-9-]+)\.api\.aws)$"
 )
 _ACCOUNT = r"[0-9]{12}"
 # SQS queue names: 1-80 letters, digits, hyphens and underscores; FIFO queues end in ".fifo"
 _NAME = r"[A-Za-z0-9_-]{1,80}(?:\.fifo)?"
 _ARN = re.compile(
-    rf"^arn:(?:aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9-]+):(?P<account>{_ACCOUNT}):"
-    rf"(?P<name>{_NAME})$"
+    rf"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9-]+):"
+    rf"(?P<account>{_ACCOUNT}):(?P<name>{_NAME})$"
 )
 _PATH = re.compile(rf"^/(?P<account>{_ACCOUNT})/(?P<name>{_NAME})$")
 _ARN_PATTERN = re.compile(
-    r"^arn:(?:aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9*-]+):(?P<account>[0-9*]+):"
-    r"(?P<name>[A-Za-z0-9_.*-]+)$"
+    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9*-]+):"
+    r"(?P<account>[0-9*]+):(?P<name>[A-Za-z0-9_.*-]+)$"
 )
 _PREFIX_PATH = re.compile(r"^/(?P<account>[0-9]{12})/(?P<prefix>[A-Za-z0-9_.-]*)$")
 _SNS = re.compile(r"^arn:(?:aws|aws-cn|aws-us-gov):sns:")
@@ -51,8 +54,8 @@ _TOPIC_ARN = re.compile(
     rf"(?P<account>{_ACCOUNT}):(?P<name>[A-Za-z0-9_-]{{1,256}})$"
 )
 _TOPIC_PATTERN = re.compile(
-    r"^arn:(?:aws|aws-cn|aws-us-gov):sns:(?P<region>[a-z0-9*-]+):(?P<account>[0-9*]+):"
-    r"(?P<name>[A-Za-z0-9_*-]+)$"
+    r"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sns:(?P<region>[a-z0-9*-]+):"
+    r"(?P<account>[0-9*]+):(?P<name>[A-Za-z0-9_*-]+)$"
 )
 
 
@@ -117,7 +120,16 @@ def parse_topic_arn(text: str) -> TopicAddress:
             "is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC; FIFO topics are not "
             "supported)"
         )
+    _check_partition(arn["partition"], arn["region"])
     return TopicAddress(arn["partition"], arn["region"], arn["account"], arn["name"])
+
+
+def _check_partition(partition: str, region: str) -> None:
+    """An ARN's partition must be its region's: arn:aws:sqs:cn-north-1:… names no queue."""
+    if partition != partition_of(region):
+        raise AddressError(
+            f"names partition {partition} with region {region} (in {partition_of(region)})"
+        )
 
 
 def endpoint_of(url: str) -> str:
@@ -143,6 +155,7 @@ def parse_queue_address(
         arn = _ARN.match(text)
         if arn is None:
             raise AddressError("is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)")
+        _check_partition(arn["partition"], arn["region"])
         if home_endpoint != AWS and arn["region"] != region:
             # sent through the home endpoint, which serves one region: the ARN would name
             # that region's queue of the same account and name, not the one it says
@@ -169,7 +182,7 @@ def parse_queue_address(
     if aws is not None:
         if parts.scheme != "https" or parts.port not in (None, 443):
             raise AddressError("AWS queue URLs are https on the default port")
-        return QueueAddress(AWS, aws["a"] or aws["b"], path["account"], path["name"])
+        return QueueAddress(AWS, aws["a"] or aws["b"] or aws["c"], path["account"], path["name"])
     endpoint = endpoint_of(text)
     if endpoint not in set(known_endpoints):
         raise AddressError(f"host {host!r} is not an SQS endpoint this worker uses")
@@ -190,10 +203,17 @@ class AddressPattern:
     account: re.Pattern[str]
     name: re.Pattern[str]
     service: str = "sqs"  # "sns": a topic ARN pattern
+    #: an ARN pattern's partition (None: a URL prefix, whose host names its region). Ignored,
+    #: arn:aws-us-gov:sqs:*:… allowed a commercial-region queue of the same account and name.
+    partition: str | None = None
+
+    def _in_partition(self, region: str) -> bool:
+        return self.partition is None or self.partition == partition_of(region)
 
     def matches_topic(self, topic: TopicAddress) -> bool:
         return (
             self.service == "sns"
+            and self._in_partition(topic.region)
             and self.region.match(topic.region) is not None
             and self.account.match(topic.account) is not None
             and self.name.match(topic.name) is not None
@@ -202,6 +222,7 @@ class AddressPattern:
     def matches(self, address: QueueAddress) -> bool:
         return (
             self.service == "sqs"
+            and self._in_partition(address.region)
             and (self.endpoint is None or self.endpoint == address.endpoint)
             and self.region.match(address.region) is not None
             and self.account.match(address.account) is not None
@@ -220,7 +241,8 @@ def parse_pattern(text: str, *, region: str) -> AddressPattern:
                 "allowed)"
             )
         return AddressPattern(
-            None, _glob(topic["region"]), _glob(topic["account"]), _glob(topic["name"]), "sns"
+            None, _glob(topic["region"]), _glob(topic["account"]), _glob(topic["name"]), "sns",
+            topic["partition"],
         )
     if text.startswith("arn:"):
         arn = _ARN_PATTERN.match(text)
@@ -228,7 +250,10 @@ def parse_pattern(text: str, *, region: str) -> AddressPattern:
             raise AddressError(
                 f"{text!r} is not an SQS ARN pattern (arn:aws:sqs:REGION:ACCOUNT:NAME, `*` allowed)"
             )
-        return AddressPattern(None, _glob(arn["region"]), _glob(arn["account"]), _glob(arn["name"]))
+        return AddressPattern(
+            None, _glob(arn["region"]), _glob(arn["account"]), _glob(arn["name"]),
+            partition=arn["partition"],
+        )
     parts = urlsplit(text)
     path = _PREFIX_PATH.match(parts.path)
     if parts.scheme not in ("http", "https") or not parts.hostname or path is None:
@@ -239,7 +264,7 @@ def parse_pattern(text: str, *, region: str) -> AddressPattern:
         raise AddressError(f"{text!r} must not carry credentials, a query or a fragment")
     aws = _AWS_SQS_HOST.match(parts.hostname.lower())
     endpoint = AWS if aws else endpoint_of(text)
-    pattern_region = (aws["a"] or aws["b"]) if aws else region
+    pattern_region = (aws["a"] or aws["b"] or aws["c"]) if aws else region
     return AddressPattern(
         endpoint,
         _glob(pattern_region),
@@ -351,5 +376,11 @@ class ReplyToPolicy:
 
 
 def _as_given(reply_to: str, address: QueueAddress) -> str:
-    """A URL is sent to as the producer wrote it (it parsed clean); an ARN becomes its URL."""
-    return address.url if reply_to.startswith("arn:") else reply_to
+    """Where to send: a queue on AWS by its canonical URL (an ARN, or a URL however spelt:
+    the legacy `eu-west-1.queue.amazonaws.com`, an explicit `:443`, capitals: only the
+    canonical form is routed to the queue's region, the others went through the worker's own
+    and SQS refused them as InvalidAddress, the result lost as ReplyToUnreachable); a queue on
+    another endpoint (an emulator, a VPC endpoint) as the producer wrote it (it parsed clean)."""
+    if reply_to.startswith("arn:") or address.endpoint == AWS:
+        return address.url
+    return reply_to

@@ -136,6 +136,41 @@ def test_an_arn_in_china_or_govcloud_is_sent_to_that_partitions_queue_url() -> N
     assert parse_queue_address(gov, region="x", home_endpoint=AWS, known_endpoints=()).arn == gov
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "https://eu-west-1.queue.amazonaws.com/123456789012/res-1",  # the legacy host
+        "https://sqs.eu-west-1.amazonaws.com:443/123456789012/res-1",
+        "https://SQS.EU-WEST-1.AMAZONAWS.COM/123456789012/res-1",
+    ],
+)
+def test_a_queue_on_aws_is_sent_to_by_its_canonical_url_however_spelt(spelling: str) -> None:
+    """Sent to as written, these went through the worker's home region (only the canonical form
+    is routed to the queue's own), SQS answered InvalidAddress, and the computed result was
+    dropped for a ReplyToUnreachable error."""
+    assert policy((EU + "res-",)).resolve(spelling) == EU + "res-1"
+
+
+def test_an_allow_list_arn_pattern_keeps_to_its_partition() -> None:
+    """The partition was not compared: an allow-list of GovCloud queues only let a commercial
+    region's queue of the same account and name through, and an ARN naming the wrong partition
+    for its region (arn:aws:sqs:cn-north-1:…) passed as if it named a queue."""
+    gov_only = ("arn:aws-us-gov:sqs:*:123456789012:res-*",)
+    assert not allowed(EU + "res-a", gov_only)
+    assert not allowed("arn:aws:sqs:eu-west-1:123456789012:res-a", gov_only)
+    assert allowed("arn:aws-us-gov:sqs:us-gov-west-1:123456789012:res-a", gov_only)
+    assert not allowed("arn:aws:sqs:cn-north-1:123456789012:res-a", ("arn:aws:sqs:*:*:*",))
+    assert not allowed("arn:aws:sns:cn-north-1:123456789012:res-a", ("arn:aws:sns:*:*:*",))
+
+
+def test_a_dual_stack_queue_url_is_an_aws_queue() -> None:
+    """sqs.REGION.api.aws (IPv6 and IPv4) was refused as "not an SQS endpoint this worker
+    uses"; it is the queue's AWS address, sent to by its canonical URL."""
+    assert policy((EU + "res-",)).resolve(
+        "https://sqs.eu-west-1.api.aws/123456789012/res-1"
+    ) == EU + "res-1"
+
+
 VPC_ENDPOINT = "https://vpce-0abc-def.sqs.us-east-1.vpce.amazonaws.com/123456789012/"
 
 
