@@ -533,3 +533,44 @@ def test_a_join_that_fails_part_way_leaves_the_session_as_it_was(
         answers.update(session.step())
     assert static_calls == [1]  # only the joining request went the static way
     assert sorted(answers) == ["a", "b", "c"]
+
+
+def test_a_device_fault_on_a_join_answers_the_earlier_joins_requests_too(
+    tiny_generate_model: Path, sqs_server: Any, sqs_client: Any, running_workers: list[Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device fault on the second join fails every request in the session (DeviceError), but
+    the executor kept only the joining batch's answers: the first batch's requests stayed
+    RUNNING for ever, extended by heartbeats up to the 12 h cap, never answered or released.
+    Every request is handed back now, and answered on its redelivery. (The first batch's decoding makes no progress until the
+    second batch has joined, so the fault meets both in the session.)"""
+    joins: list[int] = []
+    real_join, real_step = DecodeSession.join, DecodeSession.step
+
+    def join(self: DecodeSession, entries: Any) -> Any:
+        joins.append(len(entries))
+        if len(joins) == 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_join(self, entries)
+
+    def step(self: DecodeSession) -> Any:
+        return [] if len(joins) < 2 else real_step(self)  # no token until the second join
+
+    monkeypatch.setattr(DecodeSession, "join", join)
+    monkeypatch.setattr(DecodeSession, "step", step)
+    runner = ModelRunner.load(str(tiny_generate_model), "generate")
+    queues = make_queues(sqs_client)
+    worker = start_worker(
+        sqs_server.endpoint_url, queues, runner, running_workers, task="generate",
+        max_batch_size=4, receivers=1,
+    )
+    for first in (0, 2):  # two batches of two, the second sent once the first has joined
+        send_bodies(sqs_client, queues.input, [
+            request(f"message {i}", id=f"r{i}", parameters={"max_new_tokens": 20})
+            for i in (first, first + 1)
+        ])
+        wait_for(lambda n=first: len(joins) > n // 2, 30, "the batch to join")
+    # DeviceError is not the requests' fault: all four go back to the queue, and come back
+    results = ResultReader(sqs_client, queues.results).wait_for(4, timeout=30)
+    assert sorted(r["id"] for r in results.values()) == ["r0", "r1", "r2", "r3"]
+    wait_for(lambda: worker.held == 0, 10, "nothing left held")

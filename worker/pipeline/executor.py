@@ -129,20 +129,21 @@ class ModelExecutor:
         if not started:
             return
         join = _Joined(started, prepared, self._clock(), time.perf_counter())
-        kept = {id(j) for j in started}
         for job in started:
             joined[id(job)] = join
-        # jobs a drain released meanwhile were prepared with the others: their outputs drop
-        self._answer_call(lambda: session.add(prepared, jobs), session, joined, kept)
+        # jobs a drain released meanwhile were prepared with the others: `_answer` drops their
+        # outputs (they are in no join). Not a filter on this join's jobs: a device fault on the
+        # join answers every request in the session, earlier joins' too, which that filter
+        # dropped (RUNNING for ever, extended to the 12 h cap, never answered or released)
+        self._answer_call(lambda: session.add(prepared, jobs), session, joined)
 
     def _answer_call(
         self,
         call: Callable[[], Sequence[tuple[Any, Any]]],
         session: ModelSession,
         joined: dict[int, _Joined],
-        kept: set[int] | None = None,
     ) -> None:
-        """A session call's answers to the writers (only those of `kept` jobs, when given).
+        """A session call's answers to the writers.
 
         A call that raises broke the session itself (the session handles its requests' own
         failures): every request in it fails, and the breaker counts it as the runner failing,
@@ -153,8 +154,6 @@ class ModelExecutor:
         except Exception as exc:
             failure = ModelFailure("ModelError", f"{type(exc).__name__}: {exc}")
             answers, broke = [(job, failure) for job in session.abandon()], True
-        if kept is not None:
-            answers = [(j, o) for j, o in answers if id(j) in kept]
         self._answer(answers, joined)
         if broke:
             self._record(succeeded=0, not_the_requests_fault=True)
