@@ -542,8 +542,8 @@ def test_a_device_fault_on_a_join_answers_the_earlier_joins_requests_too(
     """A device fault on the second join fails every request in the session (DeviceError), but
     the executor kept only the joining batch's answers: the first batch's requests stayed
     RUNNING for ever, extended by heartbeats up to the 12 h cap, never answered or released.
-    Every request is handed back now, and answered on its redelivery. (The first batch's decoding makes no progress until the
-    second batch has joined, so the fault meets both in the session.)"""
+    Every request is handed back now, and answered on its redelivery. (The first batch's
+    decoding makes no progress until the second batch has joined, so the fault meets both.)"""
     joins: list[int] = []
     real_join, real_step = DecodeSession.join, DecodeSession.step
 
