@@ -54,7 +54,12 @@ def buffer_bound(
     if configured > 0:
         return configured
     floor = 2 * max_batch_size + 10 * receivers
-    if completion_msgs_s is not None and completion_msgs_s > 0:
+    if completion_msgs_s is None:
+        # nothing has left yet: how fast results can be written is not known, and a bound
+        # from the model alone (10,000 for a fast one) filled up before the first departure
+        # when the writes were the bottleneck
+        return floor
+    if completion_msgs_s > 0:
         throughput_msgs_s = min(throughput_msgs_s or completion_msgs_s, completion_msgs_s)
     if throughput_msgs_s is None or throughput_msgs_s <= 0:
         return floor
@@ -76,7 +81,8 @@ class CapacityEstimator:
         # (messages, work, model seconds): work in the runner's unit, padded tokens where it
         # reports them
         self._batches: deque[tuple[int, int, float]] = deque(maxlen=32)
-        self._departures: deque[float] = deque(maxlen=256)  # seconds from receive to leaving
+        # (seconds from receive to leaving, messages held when it was received, itself included)
+        self._departures: deque[tuple[float, int]] = deque(maxlen=256)
 
     def record_batch(self, messages: int, seconds: float, work: int | None = None) -> None:
         """One batch the model ran; `work` is what it computed (padded tokens, or messages where
@@ -84,9 +90,10 @@ class CapacityEstimator:
         with self._lock:
             self._batches.append((messages, work or messages, seconds))
 
-    def record_departures(self, seconds_in_worker: Iterable[float]) -> None:
+    def record_departures(self, samples: Iterable[tuple[float, int]]) -> None:
+        """Messages that left: (seconds held, messages held when each was received)."""
         with self._lock:
-            self._departures.extend(seconds_in_worker)
+            self._departures.extend(samples)
 
     def throughput(self) -> float | None:
         """Messages per model-second over the last batches; None before the first."""
@@ -108,15 +115,15 @@ class CapacityEstimator:
             return None
         return min(messages / sent, work / units) * seconds
 
-    def receivers_wanted(self, round_trip_s: float, per_receive: int, held: int) -> int | None:
+    def receivers_wanted(self, round_trip_s: float, per_receive: int) -> int | None:
         """How many receivers keep the model fed when a full receive takes `round_trip_s`, at
-        the lower of the model's rate and the rate messages leave the worker (`held` of them
-        held now): where the pipeline's CPU, not the receiving, holds the rate below the
-        model's, more receivers would bring no more (with a stub model, 32 of them cost 7% more
-        CPU per message than 4). Receivers that are the limit raise the rate they are sized
-        by, so they grow until something else is. None before the first batch and departure."""
+        the lower of the model's rate and the rate messages leave the worker: where the
+        pipeline's CPU, not the receiving, holds the rate below the model's, more receivers
+        would bring no more (with a stub model, 32 of them cost 7% more CPU per message than 4).
+        Receivers that are the limit raise the rate they are sized by, so they grow until
+        something else is. None before the first batch and departure."""
         model = self.throughput()
-        leaving = self.completion_rate(held)
+        leaving = self.completion_rate()
         if model is None or leaving is None:
             return None
         return receivers_for(
@@ -124,19 +131,28 @@ class CapacityEstimator:
             per_receive=per_receive,
         )
 
-    def completion_rate(self, held: int) -> float | None:
-        """Messages leaving the worker per second, by Little's law: held / mean time held."""
+    def completion_rate(self) -> float | None:
+        """Messages leaving the worker per second, by Little's law over the last departures:
+        the mean of what was held when each was received over the mean time each was held (a
+        message that found h held, itself included, leaves after about h / rate). None before
+        the first departure.
+
+        Not the count held *now* over the mean time held: a receive that had just raised the
+        count was divided by times held measured before it, so the estimated rate rose with
+        what the bound let in (fast model, slow writes: 80 msgs/s leaving, 9,451 estimated,
+        4,960 held against a 10 s bound of 800)."""
         with self._lock:
             if not self._departures:
                 return None
-            mean_s = sum(self._departures) / len(self._departures)
-        return max(held, 1) / mean_s if mean_s > 0 else None
+            seconds = sum(s for s, _ in self._departures)
+            held = sum(h for _, h in self._departures)
+        return held / seconds if seconds > 0 else None
 
-    def bound(self, held: int) -> int:
+    def bound(self) -> int:
         return buffer_bound(
             configured=self._configured,
             throughput_msgs_s=self.throughput(),
-            completion_msgs_s=self.completion_rate(held),
+            completion_msgs_s=self.completion_rate(),
             visibility_timeout_s=self._horizon_s,
             max_batch_size=self._max_batch_size,
             receivers=self._receivers,

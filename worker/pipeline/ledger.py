@@ -55,6 +55,8 @@ class Job:
     request: Any = None
     encoded: Any = None
     deadline: float | None = None  # epoch seconds past which it is not run (None: never)
+    #: messages held when it was admitted, itself included (the capacity estimator's sample)
+    held_at_admit: int = 1
 
     @property
     def queue_wait_s(self) -> float:
@@ -82,13 +84,13 @@ class Ledger:
 
     # ------------------------------------------------------------------ room (back-pressure)
 
-    def reserve(self, bound: Callable[[int], int], most: int) -> int:
+    def reserve(self, bound: Callable[[], int], most: int) -> int:
         """Block until the worker may hold more than it does; reserve up to `most` places.
-        `bound(held)` is the current limit (it moves as throughput is learned, so it is asked
+        `bound()` is the current limit (it moves as throughput is learned, so it is asked
         again at least every second). 0 once the ledger is closed."""
         with self._cond:
             while not self._closed:
-                room = bound(len(self._jobs)) - len(self._jobs) - self._reserved
+                room = bound() - len(self._jobs) - self._reserved
                 if room > 0:
                     n = min(most, room)
                     self._reserved += n
@@ -113,6 +115,7 @@ class Ledger:
             self._reserved -= reserved
             for job in jobs:
                 self._jobs[job.key] = job
+                job.held_at_admit = len(self._jobs)
             self._cond.notify_all()
         return jobs
 

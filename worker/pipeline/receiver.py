@@ -94,9 +94,7 @@ class Receivers:
             round_trip = min(self._round_trips)
         if self._threads.full():
             return
-        wanted = self._capacity.receivers_wanted(
-            round_trip, RECEIVE_MAX_MESSAGES, self._ledger.held
-        )
+        wanted = self._capacity.receivers_wanted(round_trip, RECEIVE_MAX_MESSAGES)
         if wanted is not None and wanted > self._threads.count():
             self._threads.add()
 

@@ -279,7 +279,9 @@ class ResultWriter:
         now = self._clock()
         self._ledger.forget(o.job for o in outcomes)
         self._capacity.record_departures(
-            now - o.job.received_mono for o in outcomes if o.label != RELEASED
+            (now - o.job.received_mono, o.job.held_at_admit)
+            for o in outcomes
+            if o.label != RELEASED
         )
         self._observer.written(outcomes, deleted, now)
 

@@ -17,7 +17,7 @@ def messages(n: int) -> list[ReceivedMessage]:
 
 def test_each_job_is_acted_on_by_exactly_one_stage() -> None:
     ledger = Ledger()
-    assert ledger.reserve(lambda held: 10, most=10) == 10
+    assert ledger.reserve(lambda: 10, most=10) == 10
     jobs = ledger.admit(messages(4), reserved=10, visibility_s=60)
     assert ledger.held == 4
     running = ledger.start(jobs[:2])
@@ -41,14 +41,14 @@ def test_reserve_blocks_at_the_bound_and_ends_when_closed() -> None:
     ledger = Ledger()
     jobs = ledger.admit(messages(5), reserved=0, visibility_s=60)
     got: list[int] = []
-    waiter = threading.Thread(target=lambda: got.append(ledger.reserve(lambda h: 5, most=10)))
+    waiter = threading.Thread(target=lambda: got.append(ledger.reserve(lambda: 5, most=10)))
     waiter.start()
     waiter.join(0.3)
     assert waiter.is_alive()  # full: it waits
     ledger.forget(jobs[:2])
     waiter.join(5)
     assert got == [2]  # room for two
-    closer = threading.Thread(target=lambda: got.append(ledger.reserve(lambda h: 0, most=10)))
+    closer = threading.Thread(target=lambda: got.append(ledger.reserve(lambda: 0, most=10)))
     closer.start()
     ledger.close()
     closer.join(5)
@@ -102,8 +102,8 @@ def test_wait_for_polls_returns_once_every_reservation_is_admitted_or_cancelled(
     """How the circuit breaker knows the last long polls have ended: each holds a reservation
     until what it brought is admitted."""
     ledger = Ledger()
-    first = ledger.reserve(lambda held: 100, most=10)
-    second = ledger.reserve(lambda held: 100, most=10)
+    first = ledger.reserve(lambda: 100, most=10)
+    second = ledger.reserve(lambda: 100, most=10)
     ledger.close()
     assert ledger.wait_for_polls(timeout_s=0.01) is False  # two polls in flight
     ledger.admit(messages(3), reserved=first, visibility_s=60)

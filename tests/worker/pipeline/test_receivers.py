@@ -127,13 +127,16 @@ def test_receivers_wanted_follow_the_rate_and_the_round_trip() -> None:
     capacity = CapacityEstimator(
         configured=0, visibility_timeout_s=60, max_batch_size=32, receivers=4
     )
-    assert capacity.receivers_wanted(0.05, 10, held=100) is None  # no rate known yet
+    assert capacity.receivers_wanted(0.05, 10) is None  # no rate known yet
     capacity.record_batch(32, 0.1)  # the model: 320 messages per model-second
-    assert capacity.receivers_wanted(0.05, 10, held=100) is None  # none has left yet
-    capacity.record_departures([1.0] * 10)  # each held 1 s: with 1000 held, 1000 msgs/s leave
-    assert capacity.receivers_wanted(0.05, 10, held=1000) == 7  # the model's 320: 6.4
-    # with 100 held, 100 msgs/s leave: the pipeline, not the model, sets the rate
-    assert capacity.receivers_wanted(0.05, 10, held=100) == 2  # 4 x 100 x 0.05 / 10
+    assert capacity.receivers_wanted(0.05, 10) is None  # none has left yet
+    capacity.record_departures([(1.0, 1000)] * 10)  # found 1000 held, left after 1 s: 1000/s
+    assert capacity.receivers_wanted(0.05, 10) == 7  # the model's 320: 6.4
+    slow = CapacityEstimator(configured=0, visibility_timeout_s=60, max_batch_size=32,
+                             receivers=4)
+    slow.record_batch(32, 0.1)
+    slow.record_departures([(1.0, 100)] * 10)  # 100 msgs/s leave: the pipeline sets the rate
+    assert slow.receivers_wanted(0.05, 10) == 2  # 4 x 100 x 0.05 / 10
 
 
 def test_added_receivers_end_at_their_first_failed_receive(
@@ -186,7 +189,7 @@ def test_messages_a_receive_brought_are_held_even_when_no_receiver_can_be_added(
         configured=0, visibility_timeout_s=60, max_batch_size=8, receivers=1
     )
     capacity.record_batch(8, 0.001)  # a fast model: another receiver is wanted
-    capacity.record_departures([0.001])
+    capacity.record_departures([(0.001, 1)])
     handed: list[Any] = []
     receivers = Receivers(
         sqs, ledger, capacity, NullObserver(), handed.extend, queue_url="q", wait_s=20,
