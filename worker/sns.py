@@ -125,7 +125,7 @@ class SnsAdapter:
         """As the SQS adapter's: within the batch's budget; an endpoint that cannot be reached
         (botocore's connection and timeout errors) ends every entry's retries."""
         for attempt in range(ENTRY_RETRIES):
-            if retries.over or self._clock() >= retries.deadline:
+            if retries.spent(self._clock()):
                 return False
             try:
                 self._count()

@@ -251,7 +251,7 @@ class SqsAdapter:
         """One failed entry on its own, within what is left of the batch's retry budget; an
         endpoint that cannot be reached ends the retries of every entry after it too."""
         for attempt in range(ENTRY_RETRIES):
-            if retries.over or self._clock() >= retries.deadline:
+            if retries.spent(self._clock()):
                 return False
             try:
                 self._call(transport, operation, QueueUrl=queue_url, **entry)
@@ -342,3 +342,6 @@ class RetryBudget:
 
     deadline: float
     over: bool = False  # the endpoint could not be reached: no further entry is tried
+
+    def spent(self, now: float) -> bool:
+        return self.over or now >= self.deadline

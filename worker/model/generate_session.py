@@ -71,24 +71,24 @@ class GenerateSession:
         try:
             finished = self._decode.join(entries)
         except Exception as exc:
-            failure = _Failure.of(exc)
+            fault = _device_fault_of(exc)
         else:
             return self._collect(finished)
         # out of the except block: its traceback (the failed forward's frames, holding the
         # session's cache and activations) is gone before the static path runs them again
-        return self._failed(failure, joining)
+        return self._failed(fault, joining)
 
     def step(self) -> list[tuple[Any, Outputs | ModelFailure]]:
         """One token for every row; the requests that are done come back."""
         try:
             finished = self._decode.step()
         except Exception as exc:
-            failure = _Failure.of(exc)
+            fault = _device_fault_of(exc)
         else:
             return self._collect(finished)
         rows = self._decode.reset()  # the cache may be half updated: start again
         keys = list(dict.fromkeys(row.tag[0] for row in rows))  # type: ignore[index]
-        return self._failed(failure, keys)
+        return self._failed(fault, keys)
 
     def abandon(self) -> list[Any]:
         """Every request's tag, the session emptied (the caller fails them)."""
@@ -108,10 +108,10 @@ class GenerateSession:
         return out
 
     def _failed(
-        self, failure: _Failure, keys: list[int]
+        self, device_fault: str | None, keys: list[int]
     ) -> list[tuple[Any, Outputs | ModelFailure]]:
-        if failure.device_fault is not None:
-            return self._all_failed(failure.device_fault)
+        if device_fault is not None:
+            return self._all_failed(device_fault)
         empty_cache(self._device)
         requests = [self._requests.pop(key) for key in keys]
         # anything else: the static path answers them, with its OOM split and poison isolation
@@ -135,24 +135,15 @@ class GenerateSession:
         return [(r.tag, ModelFailure("DeviceError", message)) for r in requests]
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """What a failed session call left to act on, without its exception: the traceback holds
-    the failed forward's frames (the session's whole cache, the activations), which the retry
-    on the static path needs the memory of."""
-
-    text: str
-    device_fault: str | None  # "Type: message" of the device fault found in it, else None
-
-    @classmethod
-    def of(cls, exc: BaseException) -> _Failure:
-        cause = find_device_fault(exc)
-        fault = f"{type(cause).__name__}: {cause}" if cause is not None else None
-        if fault is not None:
-            log.error("device fault; failing every request in the session", exc_info=exc)
-        failure = cls(f"{type(exc).__name__}: {exc}"[:500], fault)
-        traceback.clear_frames(exc.__traceback__)
-        return failure
+def _device_fault_of(exc: BaseException) -> str | None:
+    """"Type: message" of the device fault in a failed session call, else None; the call's
+    frames cleared, for its traceback holds the failed forward's frames (the session's whole
+    cache, the activations), which the retry on the static path needs the memory of."""
+    cause = find_device_fault(exc)
+    if cause is not None:
+        log.error("device fault; failing every request in the session", exc_info=exc)
+    traceback.clear_frames(exc.__traceback__)
+    return f"{type(cause).__name__}: {cause}" if cause is not None else None
 
 
 @dataclass
