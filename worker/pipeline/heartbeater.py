@@ -2,7 +2,13 @@
 thread and through the control client (short timeouts), so a slow batch or a long wait for one
 never makes SQS hand a message to another replica. A failed extension is logged and counted; the
 ledger marks each job with an extension in flight (call by call), so a release waits for that
-call to return, and no extension starts for a job being released."""
+call to return, and no extension starts for a job being released.
+
+A round goes out most urgent first (the earliest deadline), up to `CALLS_IN_FLIGHT` calls at
+once: serial calls of 10 at a 50 ms round trip extend under 200 messages a second, and a worker
+holding 10,000 lost them to other replicas before their turn came. Each call's timeouts are
+planned again when it goes out, so a call that waited in the round neither falls short of its
+deadline nor passes the 12 h cap."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from worker.errors import error_code
 from worker.heartbeat import Extension, next_heartbeat_check
@@ -20,6 +27,12 @@ from worker.seams import BatchOutcome, QueueSeam
 from worker.sqs_limits import BATCH_MAX_ENTRIES
 
 log = logging.getLogger("worker.pipeline")
+
+# calls on the wire at once (each thread keeps its own connection): at a 50 ms round trip,
+# bench/heartbeat_capacity.py measured 844 extensions a second against 195 serially, and none of
+# 10,000 held messages lost where serial calls lost them all. SQS does not throttle visibility
+# changes on standard queues.
+CALLS_IN_FLIGHT = 8
 
 
 class Heartbeater:
@@ -32,6 +45,7 @@ class Heartbeater:
         visibility_s: int,
         enabled: bool,
         clock: Callable[[], float] = time.monotonic,
+        calls_in_flight: int = CALLS_IN_FLIGHT,
     ) -> None:
         self._sqs = sqs
         self._ledger = ledger
@@ -40,6 +54,9 @@ class Heartbeater:
         self._enabled = enabled
         self._clock = clock
         self._stop = threading.Event()
+        # threads start on the first call and are the heartbeat thread's alone: `beat` waits for
+        # every call it hands them, so a crash in one surfaces on the heartbeat thread
+        self._calls = ThreadPoolExecutor(calls_in_flight, thread_name_prefix="gpuqueue-heartbeat")
         self.thread: threading.Thread | None = None
 
     def start(self, spawn: Callable[[str, Callable[[], None]], threading.Thread]) -> None:
@@ -50,33 +67,41 @@ class Heartbeater:
 
     def _loop(self) -> None:
         interval = next_heartbeat_check(self._visibility_s)
-        while not self._stop.wait(interval):
-            if self._enabled:
-                self.beat()
+        try:
+            while not self._stop.wait(interval):
+                if self._enabled:
+                    self.beat()
+        finally:
+            self._calls.shutdown(wait=True)
 
     def beat(self) -> int:
         """Extend what is due now; returns how many were extended."""
         due = self._ledger.due_extensions(self._clock(), self._visibility_s)
-        extended = failed = 0
-        for planned in _by_queue_chunks(due):
-            chunk = self._ledger.begin_extensions(planned)
-            if not chunk:
-                continue
-            outcome = self._extend(chunk)
-            self._ledger.end_extensions(chunk, outcome.succeeded)
-            extended += len(outcome.succeeded)
-            if outcome.failed:
-                failed += len(outcome.failed)
-                event(
-                    log,
-                    "heartbeat failed: messages may become visible to other replicas",
-                    logging.WARNING,
-                    failed=len(outcome.failed),
-                    error=next(iter(outcome.failed.values()))[:300],
-                )
-        if due:
-            self._observer.heartbeat(extended, failed)
+        if not due:
+            return 0
+        due.sort(key=lambda item: item[0].visible_at)  # the nearest deadline goes out first
+        outcomes = list(self._calls.map(self._call, _by_queue_chunks(due)))
+        extended = sum(len(o.succeeded) for o in outcomes)
+        failed = [o for o in outcomes if o.failed]
+        if failed:
+            event(
+                log,
+                "heartbeat failed: messages may become visible to other replicas",
+                logging.WARNING,
+                failed=sum(len(o.failed) for o in failed),
+                error=next(iter(failed[0].failed.values()))[:300],
+            )
+        self._observer.heartbeat(extended, sum(len(o.failed) for o in failed))
         return extended
+
+    def _call(self, planned: Sequence[tuple[Job, Extension]]) -> BatchOutcome:
+        """One call's share of a round: claimed and planned again as it goes out."""
+        chunk = self._ledger.begin_extensions(planned, self._clock(), self._visibility_s)
+        if not chunk:
+            return BatchOutcome()
+        outcome = self._extend(chunk)
+        self._ledger.end_extensions(chunk, outcome.succeeded)
+        return outcome
 
     def _extend(self, chunk: Sequence[tuple[Job, Extension]]) -> BatchOutcome:
         queue_url = chunk[0][0].message.queue_url

@@ -175,34 +175,36 @@ class Ledger:
         """The extensions due now (none for a job being extended or released). A plan only:
         `begin_extensions` claims each call's share just before it goes out."""
         with self._cond:
-            jobs = {
-                job.key: job
-                for job in self._jobs.values()
-                if not (job.extending or job.releasing)
-            }
-            plan = plan_heartbeats(
-                (Held(k, j.received_mono, j.visible_at) for k, j in jobs.items()),
-                now,
-                visibility_s,
-            )
-            return [(jobs[e.key], e) for e in plan]
+            return self._planned(list(self._jobs.values()), now, visibility_s)
 
     def begin_extensions(
-        self, planned: Sequence[tuple[Job, Extension]]
+        self, planned: Sequence[tuple[Job, Extension]], now: float, visibility_s: int
     ) -> list[tuple[Job, Extension]]:
         """Those of one call's planned extensions still wanted (the job held, not being
-        released, none in flight), each marked in flight. Claimed call by call, not for a
-        whole round: a release waits for at most the one call on the wire, not for every call
-        ahead of its job's (which, on a slow endpoint, outlasted its wait)."""
+        released, none in flight, still due at `now`), each planned again from `now` and marked
+        in flight. Claimed call by call, not for a whole round: a release waits for at most the
+        one call on the wire, not for every call ahead of its job's (which, on a slow endpoint,
+        outlasted its wait)."""
         with self._cond:
-            claimed = [
-                (job, extension)
-                for job, extension in planned
-                if self._jobs.get(job.key) is job and not (job.extending or job.releasing)
-            ]
+            claimed = self._planned([job for job, _ in planned], now, visibility_s)
             for job, _ in claimed:
                 job.extending = True
             return claimed
+
+    def _planned(
+        self, candidates: Sequence[Job], now: float, visibility_s: int
+    ) -> list[tuple[Job, Extension]]:
+        """The extensions due at `now` for those candidates still held and not being extended
+        or released. The caller holds the lock."""
+        jobs = {
+            job.key: job
+            for job in candidates
+            if self._jobs.get(job.key) is job and not (job.extending or job.releasing)
+        }
+        plan = plan_heartbeats(
+            (Held(k, j.received_mono, j.visible_at) for k, j in jobs.items()), now, visibility_s
+        )
+        return [(jobs[extension.key], extension) for extension in plan]
 
     def end_extensions(
         self, done: Sequence[tuple[Job, Extension]], succeeded: Iterable[int]

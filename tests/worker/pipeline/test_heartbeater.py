@@ -176,7 +176,7 @@ def test_a_release_waits_only_for_its_own_call_and_no_later_call_extends_it() ->
     )
     clock.now = 40.0  # past half: all 15 due, in two calls
     beater = Heartbeater(sqs, ledger, StatsObserver(), visibility_s=60, enabled=True,
-                         clock=clock)
+                         clock=clock, calls_in_flight=1)  # the second call waits its turn
     beat = threading.Thread(target=beater.beat)
     beat.start()
     assert sqs.on_the_wire.wait(10)
@@ -190,3 +190,93 @@ def test_a_release_waits_only_for_its_own_call_and_no_later_call_extends_it() ->
     assert waited < 1.0, f"the release waited {waited:.1f} s for another message's call"
     assert sqs.extended[0] == [f"h{i}" for i in range(10)]
     assert sqs.extended[1] == [f"h{i}" for i in range(10, 14)]  # not h14
+
+
+class Recorded:
+    """The queue seam: every ChangeMessageVisibilityBatch's (handle, timeout) pairs in the order
+    they arrive, each call first running `during` (the test's hook)."""
+
+    def __init__(self, during: Any = None) -> None:
+        self.calls: list[list[tuple[str, int]]] = []
+        self.during = during
+        self._lock = threading.Lock()
+
+    def change_visibility_batch(
+        self, queue_url: str, changes: Sequence[tuple[str, int]]
+    ) -> BatchOutcome:
+        with self._lock:
+            self.calls.append(list(changes))
+        if self.during is not None:
+            self.during(len(self.calls))
+        return BatchOutcome(succeeded=list(range(len(changes))))
+
+
+def held(ledger: Ledger, count: int, visibility_s: Any = 60) -> list[Any]:
+    return [
+        job
+        for i in range(count)
+        for job in ledger.admit(
+            [ReceivedMessage("q", f"m{i}", f"h{i}", "{}", 1, None)],
+            reserved=0,
+            visibility_s=visibility_s(i) if callable(visibility_s) else visibility_s,
+        )
+    ]
+
+
+def test_a_round_extends_the_nearest_deadlines_first() -> None:
+    """With more due than one call carries, the first call must take the messages closest to
+    becoming visible, not the first received: on a slow endpoint the last calls of a round come
+    too late, and those must be the ones with time to spare."""
+    clock = Clock()
+    ledger = Ledger(clock)
+    held(ledger, 25, visibility_s=lambda i: 60 - i)  # the later received expire sooner
+    clock.now = 45.0  # every one has under half its timeout left
+    sqs = Recorded()
+    beater = Heartbeater(sqs, ledger, StatsObserver(), visibility_s=60, enabled=True,
+                         clock=clock, calls_in_flight=1)
+    assert beater.beat() == 25
+    assert [h for h, _ in sqs.calls[0]] == [f"h{i}" for i in range(24, 14, -1)]
+    assert [h for h, _ in sqs.calls[2]] == [f"h{i}" for i in range(4, -1, -1)]
+
+
+def test_a_round_has_several_calls_on_the_wire_at_once() -> None:
+    """Serial calls of 10 at a 50 ms round trip extend under 200 messages a second: a worker
+    holding 10,000 lost them to other replicas while it held them (bench/heartbeat_capacity.py).
+    Three calls here meet at a barrier that only calls in flight together can pass."""
+    clock = Clock()
+    ledger = Ledger(clock)
+    held(ledger, 30)
+    clock.now = 40.0
+    barrier = threading.Barrier(3, timeout=10)
+    sqs = Recorded(during=lambda _: barrier.wait())
+    stats = StatsObserver()
+    beater = Heartbeater(sqs, ledger, stats, visibility_s=60, enabled=True, clock=clock)
+    assert beater.beat() == 30
+    assert (stats.heartbeats, stats.heartbeat_failures) == (30, 0)
+    assert not any(job.extending for job in ledger.unstarted())
+
+
+def test_a_call_that_waited_its_turn_is_planned_from_when_it_goes_out() -> None:
+    """A round planned every timeout at its start: a call that went out 20 s later asked for a
+    hold past SQS's 12 h cap (refused, so the message was not extended at all), and its
+    deadline was booked 20 s early."""
+    from worker.heartbeat import HOLD_CAP_MARGIN_S
+    from worker.sqs_limits import MAX_HOLD_S
+
+    clock = Clock()
+    ledger = Ledger(clock)
+    jobs = held(ledger, 15)
+    limit = MAX_HOLD_S - HOLD_CAP_MARGIN_S
+    clock.now = limit - 50.0  # 50 s left of the 12 h: each extension is capped at 50 s
+
+    def slow_first_call(call: int) -> None:
+        if call == 1:
+            clock.now += 20.0  # the first call takes 20 s
+
+    sqs = Recorded(during=slow_first_call)
+    beater = Heartbeater(sqs, ledger, StatsObserver(), visibility_s=60, enabled=True,
+                         clock=clock, calls_in_flight=1)
+    assert beater.beat() == 15
+    assert {t for _, t in sqs.calls[0]} == {50}
+    assert {t for _, t in sqs.calls[1]} == {30}  # 30 s from when it went out: the cap, not past
+    assert {job.visible_at for job in jobs[10:]} == {limit}

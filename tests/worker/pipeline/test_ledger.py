@@ -62,7 +62,7 @@ def test_an_extension_in_flight_holds_back_a_release_of_the_same_job() -> None:
     ledger = Ledger(clock)
     [job] = ledger.admit(messages(1), reserved=0, visibility_s=10)
     clock.now = 6.0  # past half its timeout
-    due = ledger.begin_extensions(ledger.due_extensions(clock.now, visibility_s=10))
+    due = ledger.begin_extensions(ledger.due_extensions(clock.now, 10), clock.now, 10)
     assert [j for j, _ in due] == [job] and job.extending
     assert ledger.due_extensions(clock.now, visibility_s=10) == []  # not twice at once
     settled = threading.Event()
