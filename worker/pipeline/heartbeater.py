@@ -100,8 +100,9 @@ class Heartbeater:
         if not chunk:
             return BatchOutcome()
         outcome = self._extend(chunk)
-        self._ledger.end_extensions(chunk, outcome.succeeded)
-        return outcome
+        held = set(self._ledger.end_extensions(chunk, outcome.succeeded))
+        failed = {i: reason for i, reason in outcome.failed.items() if i in held}
+        return BatchOutcome(succeeded=outcome.succeeded, failed=failed)
 
     def _extend(self, chunk: Sequence[tuple[Job, Extension]]) -> BatchOutcome:
         queue_url = chunk[0][0].message.queue_url

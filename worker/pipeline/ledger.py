@@ -208,8 +208,10 @@ class Ledger:
 
     def end_extensions(
         self, done: Sequence[tuple[Job, Extension]], succeeded: Iterable[int]
-    ) -> None:
-        """The extension call returned: `succeeded` indexes into `done` moved their deadline."""
+    ) -> list[int]:
+        """The extension call returned: `succeeded` indexes into `done` moved their deadline.
+        Returns the indexes of the jobs still held: a failure for one the writer deleted while
+        the call was on the wire lost nothing (the receipt handle died with the message)."""
         with self._cond:
             for index in succeeded:
                 job, extension = done[index]
@@ -217,6 +219,7 @@ class Ledger:
             for job, _ in done:
                 job.extending = False
             self._cond.notify_all()
+            return [i for i, (job, _) in enumerate(done) if self._jobs.get(job.key) is job]
 
     def settle(self, jobs: Sequence[Job], timeout_s: float = 30.0) -> None:
         """Before a release: wait until no visibility extension for these jobs is in flight,

@@ -280,3 +280,27 @@ def test_a_call_that_waited_its_turn_is_planned_from_when_it_goes_out() -> None:
     assert {t for _, t in sqs.calls[0]} == {50}
     assert {t for _, t in sqs.calls[1]} == {30}  # 30 s from when it went out: the cap, not past
     assert {job.visible_at for job in jobs[10:]} == {limit}
+
+
+def test_a_failure_for_a_message_deleted_meanwhile_is_not_a_heartbeat_failure() -> None:
+    """The writer deleted a message while its extension was on the wire; SQS refused the stale
+    receipt handle. Nothing can become visible: counting it (and logging that messages may
+    reach other replicas) made the failure counter, which operators alert on, drift."""
+    clock = Clock()
+    ledger = Ledger(clock)
+    jobs = held(ledger, 2)
+    clock.now = 40.0
+
+    class DeletedMeanwhile:
+        def change_visibility_batch(
+            self, queue_url: str, changes: Sequence[tuple[str, int]]
+        ) -> BatchOutcome:
+            ledger.forget([jobs[0]])  # the writer's delete landed first
+            invalid = "ReceiptHandleIsInvalid: The input receipt handle is invalid."
+            return BatchOutcome(failed={0: invalid, 1: invalid})
+
+    stats = StatsObserver()
+    beater = Heartbeater(DeletedMeanwhile(), ledger, stats, visibility_s=60, enabled=True,
+                         clock=clock)
+    assert beater.beat() == 0
+    assert (stats.heartbeats, stats.heartbeat_failures) == (0, 1)  # only the one still held
