@@ -14,8 +14,10 @@ sent, so a bad field fails here, naming it, and not as an error result later.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -25,11 +27,13 @@ from pydantic import ValidationError
 
 from gpuqueue.errors import InvalidRequest, RequestFailed, ResultTimeout, SubmitFailed
 from gpuqueue.reply_queue import PREFIX, TTL_S, ReplyQueue
-from gpuqueue.results import DEDUP_WINDOW, Inbox, Result, ResultReader
+from gpuqueue.results import DEDUP_WINDOW, Inbox, Received, Result, ResultReader
 from gpuqueue.sending import send_all
 from worker.contract.request import MAX_INPUTS_PER_REQUEST, RequestV1
 from worker.seams import OutgoingMessage
 from worker.sqs_limits import HISTORICAL_MAX_MESSAGE_SIZE
+
+log = logging.getLogger("gpuqueue")
 
 RequestLike = str | Mapping[str, Any] | RequestV1
 #: inputs per request when embed/classify/generate split a long list (each request is one item
@@ -188,25 +192,36 @@ class Client:
         """Results from the result queue (or this client's reply queue), each deleted once it
         has been yielded (with its S3 payload unless delete_s3_objects=False), duplicates
         dropped. Ends after `max_results`, or when a `wait_s` long poll brings nothing, unless
-        `follow`. Stopping early puts the unread rest of a receive straight back."""
+        `follow`. Stopping early puts the unread rest of a receive straight back.
+
+        A receive brings up to 10; a consumer that takes more than half the queue's visibility
+        timeout over them has what it was handed deleted when it asks for the next, and the
+        rest hidden for another timeout: otherwise all ten became visible again and another
+        replica handled them a second time."""
         queue_url = self.result_queue_url or self._reply_queue.url
         if queue_url is None:
             raise ValueError("no result queue: give Client(result_queue_url=...)")
         reader = self._reader(queue_url)
         count = 0
         while max_results is None or count < max_results:
-            batch = reader.receive(wait_s)
-            if not batch:
+            polled = reader.poll(wait_s)
+            if not polled.messages:  # the long poll brought nothing at all
                 if follow:
                     continue
                 return
-            rest, yielded = list(batch), []
+            rest, yielded = list(polled.results), []
+            held_since = time.monotonic()
             try:
                 while rest and (max_results is None or count < max_results):
                     item = rest.pop(0)
                     yielded.append(item)
                     count += 1
                     yield item.result
+                    if time.monotonic() - held_since > reader.visibility_timeout_s() / 2:
+                        reader.done(yielded)
+                        yielded = []
+                        _hide_longer(reader, rest)
+                        held_since = time.monotonic()
             finally:  # also when the consumer stops early (GeneratorExit at the yield)
                 if rest:  # not handed over: the next receive of them is no duplicate
                     reader.forget(rest)  # first: a failing call below must not keep them seen
@@ -282,6 +297,18 @@ class Client:
         """Clients share an inbox only when their readers would act alike (a later
         Client(delete_s3_objects=False) had its payloads deleted by the first one's)."""
         return queue_url, self._delete_s3, self._dedup_window
+
+
+def _hide_longer(reader: ResultReader, items: list[Received]) -> None:
+    """Another visibility timeout for results received but not handed over yet; a failure
+    only risks a duplicate (dropped by a reader that saw the first), so it is logged."""
+    if not items:
+        return
+    try:
+        reader.release(items, after_s=reader.visibility_timeout_s())
+    except Exception as exc:
+        log.warning("results held for a slow consumer could not be hidden longer: %s",
+                    f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _body(request: RequestV1, n: int) -> str:

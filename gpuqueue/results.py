@@ -30,6 +30,7 @@ log = logging.getLogger("gpuqueue")
 DEDUP_WINDOW = 100_000
 STASH_LIMIT = 10_000  # results kept for waiters that are not (or no longer) waiting
 FOREIGN_RELEASE_S = 2  # a result for no waiter of this process goes back for its owner
+DEFAULT_VISIBILITY_S = 30  # SQS's, for a queue whose attributes cannot be read
 
 
 class Result(ResultV1):
@@ -38,6 +39,16 @@ class Result(ResultV1):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+@dataclass
+class Polled:
+    """What one receive brought: the results to hand over, and how many messages SQS returned
+    (duplicates, unreadable and foreign messages among them: a receive of only those is not
+    an empty queue)."""
+
+    results: list[Received]
+    messages: int
 
 
 @dataclass
@@ -86,17 +97,34 @@ class ResultReader:
         self.delete_s3_objects = delete_s3_objects
         self._seen = Bounded(dedup_window)
         self._seen_lock = threading.Lock()
+        self._visibility_s: int | None = None
         self.duplicates = 0
 
     def receive(self, wait_s: int, *, dedup: bool = True) -> list[Received]:
+        return self.poll(wait_s, dedup=dedup).results
+
+    def visibility_timeout_s(self) -> int:
+        """The queue's VisibilityTimeout (asked once; SQS's default, 30 s, when unreadable)."""
+        if self._visibility_s is None:
+            try:
+                attributes = self.sqs.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
+                )["Attributes"]
+                self._visibility_s = int(attributes["VisibilityTimeout"])
+            except Exception:
+                self._visibility_s = DEFAULT_VISIBILITY_S
+        return self._visibility_s
+
+    def poll(self, wait_s: int, *, dedup: bool = True) -> Polled:
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=max(0, min(20, wait_s)),
             MessageAttributeNames=["All"],
         )
+        messages = response.get("Messages", ())
         out: list[Received] = []
-        for message in response.get("Messages", ()):
+        for message in messages:
             key = _attribute_key(message)
             if key is not None and self.seen(key):
                 # known by its attribute: dropped unread (a duplicate claim-check's payload may
@@ -119,7 +147,7 @@ class ResultReader:
                 self._quietly(self.done, [received])  # a duplicate: delete it and drop it
                 continue
             out.append(received)
-        return out
+        return Polled(out, len(messages))
 
     def _quietly(self, delete: Callable[[Any], None], what: Any) -> None:
         """Delete a duplicate; a failure is logged, not raised: the results of this receive

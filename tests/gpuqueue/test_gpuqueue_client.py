@@ -155,6 +155,50 @@ def test_results_put_back_are_yielded_by_the_next_call(sqs_client: Any, client_f
     assert client._reader(results_q).duplicates == 0
 
 
+def test_a_receive_of_only_duplicates_does_not_end_the_results(
+    sqs_client: Any, client_for: Any
+) -> None:
+    """A worker restart redelivered ten answered requests: their duplicate results came first.
+    results() took the receive that brought only those (dropped) for an empty queue and ended,
+    yielding none of the five results behind them."""
+    results_q = sqs_client.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    for i in range(10):
+        put_result(sqs_client, results_q, f"m{i}", f"r{i}", outputs=[i])
+    client = client_for(results_q, results_q)
+    assert len(list(client.results(wait_s=1, max_results=10))) == 10
+    for i in range(10):  # the duplicates, then five new results
+        put_result(sqs_client, results_q, f"m{i}", f"r{i}", outputs=[i])
+    for i in range(10, 15):
+        put_result(sqs_client, results_q, f"m{i}", f"r{i}", outputs=[i])
+    got = [r.id for r in client.results(wait_s=1, max_results=5)]
+    assert sorted(got) == [f"r{i}" for i in range(10, 15)]
+
+
+def test_a_slow_consumer_keeps_what_it_has_not_reached_hidden(
+    sqs_client: Any, client_for: Any
+) -> None:
+    """Results were deleted only after the consumer had taken all ten of a receive, and
+    nothing extended their visibility: a consumer slower than the queue's visibility timeout
+    over them let every one become visible, and another replica handled them all again."""
+    results_q = sqs_client.create_queue(
+        QueueName=name("gq-out"), Attributes={"VisibilityTimeout": "2"}
+    )["QueueUrl"]
+    for i in range(3):
+        put_result(sqs_client, results_q, f"m{i}", f"r{i}", outputs=[i])
+    client = client_for(results_q, results_q)
+    seen_by_another: list[dict[str, Any]] = []
+    handled = []
+    for result in client.results(wait_s=1, max_results=3):
+        handled.append(result.id)
+        time.sleep(1.2)  # the consumer's work on each result: 3.6 s over a 2 s timeout
+        seen_by_another += sqs_client.receive_message(
+            QueueUrl=results_q, WaitTimeSeconds=0, VisibilityTimeout=60
+        ).get("Messages", [])
+    assert len(handled) == 3
+    assert seen_by_another == []
+    assert drain(sqs_client, results_q) == []  # and each was deleted
+
+
 def test_a_duplicate_claim_check_whose_payload_is_gone_is_dropped_not_raised(
     sqs_client: Any, s3_client: Any, moto_server: Any, sqs_server: Any
 ) -> None:
