@@ -65,7 +65,10 @@ class Client:
         self.result_queue_url = result_queue_url
         self.sqs = session.client("sqs", endpoint_url=endpoint_url)
         self.s3 = session.client("s3", endpoint_url=endpoint_url)
-        self._reply_queue = ReplyQueue(self.sqs, prefix=reply_queue_prefix, ttl_s=reply_queue_ttl_s)
+        self._reply_queue = ReplyQueue(
+            self.sqs, prefix=reply_queue_prefix, ttl_s=reply_queue_ttl_s,
+            on_replaced=self._forget_queue,
+        )
         self._delete_s3 = delete_s3_objects
         self._dedup_window = dedup_window
         self._per_request = max(1, min(MAX_INPUTS_PER_REQUEST, inputs_per_request))
@@ -87,6 +90,12 @@ class Client:
             with _INBOXES_LOCK:
                 _INBOXES.pop(self._inbox_key(url), None)
             self._reply_queue.delete()
+
+    def _forget_queue(self, url: str) -> None:
+        """A temporary reply queue replaced by a new one: its reader and inbox go with it."""
+        self._readers.pop(url, None)
+        with _INBOXES_LOCK:
+            _INBOXES.pop(self._inbox_key(url), None)
 
     @property
     def reply_queue_url(self) -> str | None:
@@ -272,7 +281,12 @@ class Client:
         inbox = self._inbox(queue_url)
         inbox.expect(ids)
         self.submit_many(requests)
-        results = inbox.wait_for(ids, timeout_s)
+        try:
+            results = inbox.wait_for(ids, timeout_s)
+        except Exception as exc:
+            if queue_url != self.result_queue_url:  # the reply queue was deleted under us
+                self._reply_queue.lost(queue_url, exc)
+            raise
         missing = [i for i in ids if i not in results]
         if missing:
             raise ResultTimeout(missing, timeout_s)

@@ -4,17 +4,24 @@ with an expiry, deleted on close. A crashed client leaves its queue behind: `swe
 whose expiry passed (ListQueues with the prefix, ListQueueTags on each).
 
 The expiry is pushed forward while the client uses the queue (when less than half of
-`ttl_s` is left), so a long-running process never has its queue swept under it.
+`ttl_s` is left), so a long-running process never has its queue swept under it. A process idle
+past the expiry (a weekend, with a 24 h ttl) may have had it swept: it makes a new queue on its
+next wait, as it does when a call finds the queue gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from worker.errors import error_code
+
+QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 PREFIX = "gpuqueue-reply-"
 EXPIRES_TAG = "gpuqueue:expires-at"  # epoch seconds, as a decimal string
@@ -30,8 +37,10 @@ class ReplyQueue:
         prefix: str = PREFIX,
         ttl_s: float = TTL_S,
         clock: Callable[[], float] = time.time,
+        on_replaced: Callable[[str], None] = lambda url: None,
     ) -> None:
         self._sqs = sqs
+        self._on_replaced = on_replaced  # told the old URL when a new queue takes its place
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._clock = clock
@@ -47,6 +56,17 @@ class ReplyQueue:
 
     def _ensure(self) -> str:
         now = self._clock()
+        if self.url is not None and self.expires_at <= now:
+            self._replace(sweep_old=True)  # past its expiry: swept, or about to be
+        if self.url is not None and self.expires_at - now < self._ttl_s / 2:
+            expires_at = now + self._ttl_s
+            try:
+                self._sqs.tag_queue(QueueUrl=self.url, Tags={EXPIRES_TAG: str(int(expires_at))})
+                self.expires_at = expires_at
+            except Exception as exc:
+                if error_code(exc) not in QUEUE_GONE_CODES:
+                    raise
+                self._replace(sweep_old=False)
         if self.url is None:
             self.expires_at = now + self._ttl_s
             retention = int(min(MAX_RETENTION_S, max(60, self._ttl_s)))
@@ -57,10 +77,27 @@ class ReplyQueue:
                     tags={EXPIRES_TAG: str(int(self.expires_at))},
                 )["QueueUrl"]
             )
-        elif self.expires_at - now < self._ttl_s / 2:
-            self.expires_at = now + self._ttl_s
-            self._sqs.tag_queue(QueueUrl=self.url, Tags={EXPIRES_TAG: str(int(self.expires_at))})
         return self.url
+
+    def lost(self, url: str, exc: BaseException) -> bool:
+        """A call on `url` failed with `exc`: whether that says the queue is gone (then the
+        next wait makes a new one)."""
+        if error_code(exc) not in QUEUE_GONE_CODES:
+            return False
+        with self._lock:
+            if self.url == url:
+                self._replace(sweep_old=False)
+        return True
+
+    def _replace(self, *, sweep_old: bool) -> None:
+        """Drop the current queue (deleting it first when it may still exist: its expiry
+        passed, so no one else reads it); the next `_ensure` makes a new one."""
+        old, self.url = self.url, None
+        assert old is not None
+        if sweep_old:
+            with contextlib.suppress(Exception):  # swept already, most likely
+                self._sqs.delete_queue(QueueUrl=old)
+        self._on_replaced(old)
 
     def delete(self) -> None:
         with self._lock:

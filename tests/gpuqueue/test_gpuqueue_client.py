@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from gpuqueue import Client, Result
-from gpuqueue.reply_queue import EXPIRES_TAG, sweep
+from gpuqueue.reply_queue import EXPIRES_TAG, ReplyQueue, sweep
 from gpuqueue.results import Inbox
 from worker.contract.request import RequestV1
 from worker.contract.result import build_result, result_message
@@ -253,6 +253,46 @@ def test_the_temporary_reply_queue_is_tagged_deleted_on_close_and_swept_when_lef
     left = sqs_client.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
     assert {u.rsplit("/", 1)[1] for u in left} == {prefix + "new", prefix + "other"}
     assert expired and valid and untagged
+
+
+def test_a_reply_queue_swept_while_the_client_was_idle_is_made_anew(sqs_client: Any) -> None:
+    """A process idle past its reply queue's expiry (a weekend, with the 24 h default) had the
+    queue swept; its next wait tagged the queue that was gone and failed, and since the expiry
+    was moved first, every later call sent requests whose reply_to no longer existed."""
+    prefix = name("gq-reply") + "-"
+    now = [time.time()]
+    replaced: list[str] = []
+    queue = ReplyQueue(sqs_client, prefix=prefix, ttl_s=100, clock=lambda: now[0],
+                       on_replaced=replaced.append)
+    first = queue.ensure()
+    now[0] += 101  # idle past the expiry
+    assert [s.deleted for s in sweep(sqs_client, prefix=prefix, now=now[0])] == [True]
+    second = queue.ensure()
+    assert second != first and replaced == [first]
+    tags = sqs_client.list_queue_tags(QueueUrl=second)["Tags"]
+    assert float(tags[EXPIRES_TAG]) == pytest.approx(now[0] + 100, abs=2)
+    # deleted under a client whose expiry had not passed: the renewal finds it gone
+    sqs_client.delete_queue(QueueUrl=second)
+    now[0] += 60  # past half the ttl: renewed on this call
+    third = queue.ensure()
+    assert third not in (first, second) and replaced == [first, second]
+    sqs_client.get_queue_attributes(QueueUrl=third)  # it exists
+    queue.delete()
+
+
+def test_a_wait_that_finds_the_reply_queue_gone_makes_the_next_call_use_a_new_one(
+    sqs_client: Any, client_for: Any
+) -> None:
+    requests_q = sqs_client.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    prefix = name("gq-reply") + "-"
+    with client_for(requests_q, reply_queue_prefix=prefix) as client:
+        gone = client._reply_queue.ensure()
+        sqs_client.delete_queue(QueueUrl=gone)
+        with pytest.raises(Exception) as failed:
+            client.embed(["hello"], timeout_s=5)
+        assert "NonExistentQueue" in str(failed.value) or "QueueDoesNotExist" in str(failed.value)
+        assert client.reply_queue_url is None and gone not in client._readers
+        assert client._reply_queue.ensure() != gone
 
 
 def test_waiters_share_one_queue_and_results_for_strangers_go_back(
