@@ -47,14 +47,18 @@ class SqsQueues:
             raise QueueError(f"SQS GetQueueAttributes {queue_url} failed: {code}: {exc}") from None
         except BotoCoreError as exc:
             raise QueueError(f"SQS GetQueueAttributes {queue_url} failed: {exc}") from None
-        attrs = resp.get("Attributes", {})
+        attrs = resp.get("Attributes") or {}
+        # a count left out is unknown, not 0: read as 0 it scaled a busy queue's workers down
+        missing = [name for name in ATTRIBUTES if name not in attrs]
+        if missing:
+            raise QueueError(f"SQS {queue_url} answered without {', '.join(missing)}")
         try:
             return QueueSnapshot(
-                visible=int(attrs.get(ATTRIBUTES[0], 0)),
-                in_flight=int(attrs.get(ATTRIBUTES[1], 0)),
-                delayed=int(attrs.get(ATTRIBUTES[2], 0)),
+                visible=int(attrs[ATTRIBUTES[0]]),
+                in_flight=int(attrs[ATTRIBUTES[1]]),
+                delayed=int(attrs[ATTRIBUTES[2]]),
             )
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise QueueError(f"SQS {queue_url} returned non-numeric counts: {exc}") from None
 
 

@@ -20,9 +20,11 @@ from scaler.policy import State, trusted
 ANNOTATION = "gpuqueue.dev/scaler-state"
 VERSION = 1
 MAX_RECOMMENDATIONS = 64
-#: seconds since the epoch up to the year 5138; replicas and backlogs up to a billion
+#: seconds since the epoch up to the year 5138; replicas and backlogs up to 2**53 (exact as the
+#: floats the policy computes with: a backlog over a billion, which SQS allows, once made the
+#: scaler refuse its own annotation on every run); larger ones are written as that
 MAX_TIME = 1e11
-MAX_COUNT = 10**9
+MAX_COUNT = 2**53
 MAX_RATE = 1e9
 
 Time = Annotated[float, Field(ge=0, le=MAX_TIME, strict=True)]
@@ -65,16 +67,21 @@ def encode(state: State) -> str:
         "arrival_rate": state.arrival_rate,
         "prev": None
         if state.prev_time is None
-        else [state.prev_time, state.prev_backlog, state.prev_visible, state.prev_ready],
+        else [state.prev_time, _count(state.prev_backlog), _count(state.prev_visible),
+              _count(state.prev_ready)],
         "last_scale_up": state.last_scale_up,
         "ready_since": state.ready_since,
-        "peaks": [[round(t, 3), n] for t, n in state.peaks[-MAX_RECOMMENDATIONS:]],
+        "peaks": [[round(t, 3), _count(n)] for t, n in state.peaks[-MAX_RECOMMENDATIONS:]],
         "since": state.history_since,
         "idle_since": state.idle_since,
         "gaps": [round(g, 3) for g in state.gaps],
         "waiting_since": state.waiting_since,
     }
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
+def _count(n: int | None) -> int | None:
+    return None if n is None else min(n, MAX_COUNT)
 
 
 def staircase(

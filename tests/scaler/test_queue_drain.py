@@ -43,6 +43,32 @@ def test_missing_queue_is_named(sqs_client: Any) -> None:
     assert url in str(info.value)
 
 
+class Answers:
+    """An SQS-compatible endpoint's GetQueueAttributes answer, as given."""
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+
+    def get_queue_attributes(self, **_: Any) -> dict[str, Any]:
+        return {"Attributes": self.attributes}
+
+
+@pytest.mark.parametrize("left_out", ["ApproximateNumberOfMessages",
+                                      "ApproximateNumberOfMessagesNotVisible",
+                                      "ApproximateNumberOfMessagesDelayed"])
+def test_a_count_left_out_of_the_answer_is_an_error_not_zero(left_out: str) -> None:
+    """Read as 0, an answer without the counts made a queue with 500 waiting look empty: the
+    Deployment was scaled to zero with no error."""
+    attributes = {"ApproximateNumberOfMessages": "500",
+                  "ApproximateNumberOfMessagesNotVisible": "20",
+                  "ApproximateNumberOfMessagesDelayed": "0"}
+    del attributes[left_out]
+    with pytest.raises(QueueError, match=f"answered without {left_out}"):
+        SqsQueues(Answers(attributes)).snapshot("https://sqs.us-east-1.amazonaws.com/1/q")
+    with pytest.raises(QueueError, match="non-numeric"):
+        SqsQueues(Answers({**attributes, left_out: None})).snapshot("q")
+
+
 def test_queue_name_from_url() -> None:
     assert queue_name("https://sqs.eu-west-1.amazonaws.com/123/jobs") == "jobs"
 

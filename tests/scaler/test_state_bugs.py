@@ -16,7 +16,7 @@ from scaler.config import Settings, TargetConfig
 from scaler.policy import Observation, PolicyConfig, State, decide
 from scaler.queue import SqsQueues
 from scaler.runner import Deps, run_once
-from scaler.state import ANNOTATION, decode
+from scaler.state import ANNOTATION, decode, encode
 
 NOW = 1_800_000_000.0
 
@@ -126,3 +126,18 @@ def test_bug4_huge_integers_in_the_annotation_reset_with_a_warning(
     clock.now += 20
     [out] = run_once(settings, deps)  # the target is no longer stuck: the next run is healthy
     assert out.error is None and out.desired == 3
+
+
+@pytest.mark.parametrize("visible", [1_200_000_000, 10**17])
+def test_a_backlog_over_a_billion_round_trips_through_the_annotation(visible: int) -> None:
+    """Counts were capped at 10**9 when read, not when written: a backlog of 1.2 billion made
+    the next run refuse the scaler's own annotation (target FAILED, history reset) on every run
+    while the backlog lasted."""
+    obs = Observation(now=NOW, visible=visible, in_flight=0, delayed=0, current=4, ready=4)
+    state = decide(obs, State(), PolicyConfig(max_replicas=20)).state
+    later = Observation(now=NOW + 20, visible=visible, in_flight=0, delayed=0, current=20,
+                        ready=4)
+    state = decide(later, state, PolicyConfig(max_replicas=20)).state
+    read, problem = decode(encode(state), NOW + 40)
+    assert problem is None
+    assert read.prev_visible == min(visible, 2**53)
