@@ -12,12 +12,27 @@ MAX_ATTEMPTS = 2
 
 
 def client(service: str, timeout_s: float) -> Any:
+    """The client; an environment boto3 cannot make one from is a ConfigError naming the
+    variable (not botocore's traceback at start)."""
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
+
+    from scaler.config import ConfigError
 
     config = Config(
         connect_timeout=min(timeout_s, 5.0),
         read_timeout=timeout_s,
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     )
-    return boto3.client(service, config=config)
+    try:
+        return boto3.client(service, config=config)
+    except NoRegionError:
+        raise ConfigError(
+            f"AWS_REGION: not set (nor AWS_DEFAULT_REGION, nor a profile's region): the {service} "
+            "client needs one"
+        ) from None
+    except ProfileNotFound as exc:
+        raise ConfigError(f"AWS_PROFILE: {exc}") from None
+    except BotoCoreError as exc:
+        raise ConfigError(f"the AWS environment: {exc}") from None

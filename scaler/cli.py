@@ -66,7 +66,14 @@ def cmd_once(args: argparse.Namespace) -> int:
     )
     # the lines go to stdout; keep the logger from printing them twice
     logging.getLogger("scaler").setLevel(logging.WARNING)
-    outcomes = run_once(settings, build_deps(settings), True if args.dry_run else None)
+    # botocore says at INFO where it found credentials, on every run
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    try:
+        deps = build_deps(settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    outcomes = run_once(settings, deps, True if args.dry_run else None)
     if args.json:
         print(json.dumps({"targets": [o.as_dict() for o in outcomes]}))
     else:

@@ -21,11 +21,13 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 class ClusterError(RuntimeError):
-    """Names the call, the object and the API's answer. `status` is the HTTP status, if any."""
+    """Names the call, the object and the API's answer. `status` is the HTTP status, if any;
+    `skipped`: no call was made (the cluster had already failed this run)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, skipped: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.skipped = skipped
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,11 @@ class Deps:
     drain: DrainSource = field(default_factory=NoDrainSource)
     drain_for: Callable[[TargetConfig], DrainSource] | None = None
     clock: Callable[[], float] = time.time
+    #: makes the cluster client afresh (build_deps: from the settings); None keeps the one given
+    connect: Callable[[], Cluster] | None = None
+    #: set by a target whose cluster call found the API unreachable or the token refused: the
+    #: rest of that run fails at once instead of each waiting out the same dead endpoint
+    cluster_down: str | None = None
 
 
 def _observe(
@@ -127,6 +132,11 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
         out.visible, out.in_flight, out.delayed = snap.visible, snap.in_flight, snap.delayed
         if deps.cluster is None:
             raise ClusterError(deps.cluster_error or "no Kubernetes cluster configured")
+        if deps.cluster_down is not None:
+            raise ClusterError(
+                f"skipped: the cluster failed an earlier target this run: {deps.cluster_down}",
+                skipped=True,
+            )
         view = deps.cluster.read(ns, name)
         out.current, out.ready = view.replicas, view.ready
         now = deps.clock()
@@ -168,22 +178,55 @@ def serve_target(target: TargetConfig, deps: Deps, dry_run: bool) -> Outcome:
         deps.cluster.write_state(ns, name, encode(decision.state))
     except (QueueError, ClusterError) as exc:
         out.error = str(exc)
-        if isinstance(exc, ClusterError) and exc.status in (None, 401):
+        if isinstance(exc, ClusterError) and exc.status in (None, 401) and not exc.skipped:
             # the cached GKE access no longer works: the token refused (401: revoked, a rotated
             # key), or the API unreachable or its certificate refused (no status: the control
             # plane's IP rotated, the cluster rebuilt under its name with a new CA). The next
             # run asks STS and GKE afresh instead of failing until close to the token's expiry.
             _GKE_CACHE.clear()
+            deps.cluster_down = str(exc)
     return out
 
 
-def run_once(settings: Settings, deps: Deps, dry_run: bool | None = None) -> list[Outcome]:
-    """Serve every target; never raises for a target's failure (see `raise_if_failed`)."""
+def _cluster_for_run(deps: Deps) -> None:
+    """Before a run: a cluster found down by the last run is connected afresh (new token, new
+    endpoint), when the deps know how."""
+    if deps.cluster_down is None:
+        return
+    deps.cluster_down = None
+    if deps.connect is not None:
+        try:
+            deps.cluster, deps.cluster_error = deps.connect(), None
+        except Exception as exc:  # AuthError, GkeError, ClusterError: all name what failed
+            deps.cluster, deps.cluster_error = None, str(exc)
+
+
+def target_budget_s(settings: Settings) -> float:
+    """The longest one target may take: a read, a patch and a state write, each up to the
+    request timeout."""
+    return 3 * settings.request_timeout_s
+
+
+def run_once(
+    settings: Settings, deps: Deps, dry_run: bool | None = None, deadline: float | None = None
+) -> list[Outcome]:
+    """Serve every target; never raises for a target's failure (see `raise_if_failed`). With a
+    `deadline` (time.monotonic), a target that might not finish before it is failed as skipped
+    instead of started: the Lambda would be killed mid-target, between patch and state write,
+    naming nothing."""
     dry = settings.dry_run if dry_run is None else dry_run
+    _cluster_for_run(deps)
     outcomes = []
     for target in settings.targets:
         try:
-            outcome = serve_target(target, deps, dry)
+            if deadline is not None and time.monotonic() + target_budget_s(settings) > deadline:
+                outcome = Outcome(
+                    target=target.label, queue_url=",".join(target.queues),
+                    error="skipped: too little of the invocation left to serve it "
+                    f"({target_budget_s(settings):.0f} s: 3 x SCALER_REQUEST_TIMEOUT_S)",
+                )
+            else:
+                outcome = serve_target(target, deps, dry)
         except Exception as exc:  # a bug for one target must not starve the others
             log.exception("target %s: unexpected error", target.label)
             outcome = Outcome(
@@ -210,6 +253,7 @@ def build_deps(settings: Settings) -> Deps:
 
     deps = Deps(queues=SqsQueues(timeout_s=settings.request_timeout_s), cluster=None)
     deps.drain, deps.drain_for = _drain(settings)
+    deps.connect = lambda: _cluster(settings)
     try:
         deps.cluster = _cluster(settings)
     except Exception as exc:  # AuthError, GkeError, ClusterError: all name what failed

@@ -87,6 +87,29 @@ def test_once_config_error_is_one_line() -> None:
     assert proc.stderr.count("\n") == 1 and "SCALER_TARGETS[0].deployment" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("unset", "extra", "named"),
+    [
+        (("AWS_REGION", "AWS_DEFAULT_REGION"), {}, "AWS_REGION"),
+        ((), {"AWS_PROFILE": "no-such-profile"}, "AWS_PROFILE"),
+    ],
+)
+def test_once_without_a_usable_aws_environment_is_a_one_line_config_error(
+    tmp_path: Path, kubeconfig: str, unset: tuple[str, ...], extra: dict[str, str], named: str
+) -> None:
+    """No region (or a profile that is not there) escaped from build_deps as botocore's
+    40-line traceback, with exit code 1 ("a target failed") instead of 2."""
+    env = scaler_env([{"queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+                       "deployment": "ml/a"}], kubeconfig, "http://127.0.0.1:9")
+    for key in (*unset, "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        env.pop(key, None)
+    env.update(extra, AWS_CONFIG_FILE=str(tmp_path / "none"), HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "scaler", "once"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and named in proc.stderr, proc.stderr
+
+
 # ---------------------------------------------------------------- Lambda, via awslambdaric
 
 

@@ -396,3 +396,72 @@ def test_queue_url_or_queue_urls_but_not_both() -> None:
     target = TargetConfig(queue_urls=["https://q/1/a", "https://q/1/b"], deployment="a/b")
     assert target.queue_url == "https://q/1/a"
     assert target.queues == ["https://q/1/a", "https://q/1/b"]
+
+
+class SilentApi:
+    """A TCP server that accepts connections and never answers (a stalled API server),
+    counting the connections made to it."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self.accepted: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.accepted.append(self._server.accept()[0])
+            except OSError:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self.accepted:
+            conn.close()
+        self._server.close()
+
+
+def test_a_stalled_api_fails_the_other_targets_of_the_run_at_once(
+    sqs: Any, tmp_path: Path
+) -> None:
+    """Every target waited out the same dead API (the request timeout, twice with urllib3's
+    retry): three targets at the default 10 s took 60 s, past the Lambda's 55 s, which then
+    killed the invocation naming nothing. The first failure now fails the rest of the run."""
+    api = SilentApi()
+    try:
+        stub = KubeApiStub.__new__(KubeApiStub)
+        stub.url = api.url  # only its kubeconfig writer is used
+        config = stub.kubeconfig(tmp_path / "kubeconfig")
+        settings = settings_for(*({"queue_url": queue_with(sqs, 1), "deployment": f"ml/w{i}"}
+                                  for i in range(3)))
+        deps = Deps(queues=SqsQueues(sqs), clock=lambda: NOW,
+                    cluster=KubeCluster.from_kubeconfig(config, request_timeout_s=0.5))
+        outcomes = run_once(settings, deps)
+        assert all(o.error for o in outcomes)
+        assert "unreachable" in (outcomes[0].error or "")
+        assert all("skipped: the cluster failed an earlier target" in (o.error or "")
+                   for o in outcomes[1:])
+        assert len(api.accepted) <= 2  # the first target's call and its one retry
+    finally:
+        api.stop()
+
+
+def test_a_target_that_might_outlast_the_deadline_is_skipped_not_started(
+    sqs: Any, kube: KubeApiStub, kubeconfig: str
+) -> None:
+    kube.deployments[("ml", "a")] = FakeDeployment(replicas=1, ready=1)
+    settings = Settings(targets=[TargetConfig(queue_url=queue_with(sqs, 1), deployment="ml/a")],
+                        drain_rate_source="prior", request_timeout_s=5.0)
+    [out] = run_once(settings, deps_for(sqs, kubeconfig), deadline=time.monotonic() + 12.0)
+    assert out.error and out.error.startswith("skipped: too little of the invocation left")
+    assert kube.requests == []
+    [out] = run_once(settings, deps_for(sqs, kubeconfig), deadline=time.monotonic() + 20.0)
+    assert out.error is None, out.error
