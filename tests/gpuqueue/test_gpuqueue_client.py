@@ -155,6 +155,33 @@ def test_results_put_back_are_yielded_by_the_next_call(sqs_client: Any, client_f
     assert client._reader(results_q).duplicates == 0
 
 
+def test_waiting_calls_split_long_texts_by_size_and_name_a_bad_one_by_its_index(
+    sqs_client: Any, client_for: Any
+) -> None:
+    """embed() split only by count: 32 texts of 10 KB made one 327 KB request, which a 256 KiB
+    queue refused (InvalidRequest "request 0 ... split its inputs", though each text fits and
+    the caller has no say in the split); and a bad texts[35] was named "request 1 ... inputs.3"."""
+    from gpuqueue.errors import InvalidRequest
+
+    requests_q = sqs_client.create_queue(
+        QueueName=name("gq-in"), Attributes={"MaximumMessageSize": "262144"}
+    )["QueueUrl"]
+    client = client_for(requests_q, requests_q)
+    texts = [f"document {i}: " + "lorem ipsum " * 850 for i in range(40)]  # ~10 KB each
+    fields = {"task": "embed", "reply_to": requests_q, "ttl_s": 60}
+    requests = client._split(texts, fields)
+    assert [t for r in requests for t in r.inputs] == texts
+    assert len(requests) == 3 and [len(r.inputs) for r in requests] == [16, 16, 8]
+    assert max(len(r.model_dump_json(exclude_none=True).encode()) for r in requests) <= 262144
+    with pytest.raises(InvalidRequest) as bad:
+        client.embed(["ok"] * 35 + ["bad \ud800"], timeout_s=5)
+    assert bad.value.index == 35 and "input 35: a lone surrogate" in str(bad.value)
+    with pytest.raises(InvalidRequest) as huge:
+        client.embed(["ok", "x" * 300_000], timeout_s=5)
+    assert huge.value.index == 1 and "input 1 makes a" in str(huge.value)
+    assert drain(sqs_client, requests_q) == []  # nothing was sent
+
+
 def test_a_receive_of_only_duplicates_does_not_end_the_results(
     sqs_client: Any, client_for: Any
 ) -> None:
