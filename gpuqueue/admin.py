@@ -19,6 +19,7 @@ COUNTS = {
     "delayed": "ApproximateNumberOfMessagesDelayed",
 }
 PEEK_HOLD_S = 30  # peeked messages are hidden this long at most, then put straight back
+PEEK_MARGIN_S = 5  # a peek stops this long before the first messages' hold ends
 TERMINAL = {"COMPLETED", "CANCELLED", "FAILED"}
 
 
@@ -55,34 +56,43 @@ class Peeked:
     body: str
 
 
-def peek(sqs: Any, dlq_url: str, max_messages: int) -> list[Peeked]:
+def peek(
+    sqs: Any, dlq_url: str, max_messages: int, clock: Callable[[], float] = time.monotonic
+) -> list[Peeked]:
     """Up to `max_messages` messages of the DLQ, left there: each receive hides them for
-    PEEK_HOLD_S, and they are made visible again at the end."""
+    PEEK_HOLD_S, and they are made visible again at the end. It stops at a receive that brings
+    nothing new, and before the first messages' hold runs out (past it they come round again:
+    on a DLQ deeper than one pass could read, --max above its depth never ended, and every
+    round added to each message's receive count)."""
     seen: dict[str, Peeked] = {}
-    handles: list[str] = []
+    handles: dict[str, str] = {}  # the latest receipt handle of each: the one SQS honours
+    stop_at = clock() + PEEK_HOLD_S - PEEK_MARGIN_S
     try:
-        while len(seen) < max_messages:
+        while len(seen) < max_messages and clock() < stop_at:
             response = sqs.receive_message(
                 QueueUrl=dlq_url, MaxNumberOfMessages=min(10, max_messages - len(seen)),
                 VisibilityTimeout=PEEK_HOLD_S, WaitTimeSeconds=1,
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             )
             messages = response.get("Messages", [])
-            if not messages:
-                break
+            new = [m for m in messages if m["MessageId"] not in seen]
             for m in messages:
-                handles.append(m["ReceiptHandle"])
+                handles[m["MessageId"]] = m["ReceiptHandle"]
+            if not new:
+                break
+            for m in new:
                 attrs = m.get("Attributes", {})
                 sent = attrs.get("SentTimestamp")
-                seen.setdefault(m["MessageId"], Peeked(
+                seen[m["MessageId"]] = Peeked(
                     m["MessageId"], int(attrs.get("ApproximateReceiveCount", 0)),
                     _iso(int(sent) / 1000) if sent else None, m.get("Body", ""),
-                ))
+                )
     finally:
-        for start in range(0, len(handles), 10):
+        held = list(handles.values())
+        for start in range(0, len(held), 10):
             sqs.change_message_visibility_batch(QueueUrl=dlq_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
-                for i, h in enumerate(handles[start : start + 10])
+                for i, h in enumerate(held[start : start + 10])
             ])
     return list(seen.values())
 

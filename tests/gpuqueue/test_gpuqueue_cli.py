@@ -128,6 +128,33 @@ def test_embed_without_a_worker_times_out_with_exit_code_4(fauxqs: tuple[str, An
     assert after <= before
 
 
+def test_dlq_peek_ends_before_the_first_messages_come_round_again(
+    fauxqs: tuple[str, Any]
+) -> None:
+    """A pass over a DLQ deeper than one peek can read within the 30 s hold: the first messages
+    came visible again, no receive was ever empty, and `dlq peek --max` above the depth never
+    ended (each round adding to every message's receive count). Here each receive takes 2 s
+    of a clock the test moves."""
+    from gpuqueue import admin
+
+    _, sqs = fauxqs
+    _, dlq = with_dlq(sqs)
+    for start in range(0, 300, 10):
+        sqs.send_message_batch(QueueUrl=dlq, Entries=[
+            {"Id": str(i), "MessageBody": f"dead {start + i}"} for i in range(10)
+        ])
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 2.0  # asked once per receive
+        return now[0]
+
+    peeked = admin.peek(sqs, dlq, max_messages=1000, clock=clock)
+    assert 0 < len(peeked) < 300 and len({p.message_id for p in peeked}) == len(peeked)
+    assert now[0] <= admin.PEEK_HOLD_S + 2.0
+    assert visible(sqs, dlq) == 300  # all put straight back
+
+
 def test_dlq_peek_leaves_messages_and_redrive_moves_them_back(fauxqs: tuple[str, Any]) -> None:
     endpoint, sqs = fauxqs
     source, dlq = with_dlq(sqs)
