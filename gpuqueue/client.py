@@ -15,6 +15,7 @@ sent, so a bad field fails here, naming it, and not as an error result later.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -267,6 +268,10 @@ class Client:
         """Submit the texts (split into requests), wait for exactly those ids, return the
         outputs in input order. The requests carry ttl_s (default: timeout_s), so a worker
         never spends a GPU on an answer nobody waits for any more."""
+        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+            # checked before anything is sent: an infinite wait raised OverflowError after the
+            # requests were on the queue, their results left for nobody
+            raise ValueError(f"timeout_s: {timeout_s!r}; give a finite number of seconds > 0")
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
             return []

@@ -17,13 +17,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from worker.contract.result import ResultV1
-from worker.contract.wire import ATTR_MESSAGE_ID, parse_s3_pointer
+from worker.contract.wire import ATTR_MESSAGE_ID, ATTR_REQUEST_ID, parse_s3_pointer
 
 log = logging.getLogger("gpuqueue")
 
@@ -49,6 +49,9 @@ class Polled:
 
     results: list[Received]
     messages: int
+    #: receipt handles of results for someone else, told by their request-id attribute and
+    #: left unread (a claim-check's payload not fetched)
+    foreign: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,7 +118,11 @@ class ResultReader:
                 self._visibility_s = DEFAULT_VISIBILITY_S
         return self._visibility_s
 
-    def poll(self, wait_s: int, *, dedup: bool = True) -> Polled:
+    def poll(
+        self, wait_s: int, *, dedup: bool = True, ours: Callable[[str], bool] | None = None
+    ) -> Polled:
+        """One receive. With `ours`, a result whose request-id attribute it refuses is left
+        unread, its handle in `foreign`."""
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=10,
@@ -124,7 +131,12 @@ class ResultReader:
         )
         messages = response.get("Messages", ())
         out: list[Received] = []
+        foreign: list[str] = []
         for message in messages:
+            request_id = _attribute(message, ATTR_REQUEST_ID)
+            if ours is not None and request_id is not None and not ours(request_id):
+                foreign.append(message["ReceiptHandle"])
+                continue
             key = _attribute_key(message)
             if key is not None and self.seen(key):
                 # known by its attribute: dropped unread (a duplicate claim-check's payload may
@@ -147,7 +159,7 @@ class ResultReader:
                 self._quietly(self.done, [received])  # a duplicate: delete it and drop it
                 continue
             out.append(received)
-        return Polled(out, len(messages))
+        return Polled(out, len(messages), foreign)
 
     def _quietly(self, delete: Callable[[Any], None], what: Any) -> None:
         """Delete a duplicate; a failure is logged, not raised: the results of this receive
@@ -220,14 +232,16 @@ class ResultReader:
 
     def release(self, items: Iterable[Received], after_s: int = 0) -> None:
         """Make these messages visible again (after `after_s`) for another reader."""
-        items = list(items)
-        for start in range(0, len(items), 10):
-            chunk = items[start : start + 10]
+        self.release_handles([r.receipt_handle for r in items], after_s)
+
+    def release_handles(self, handles: list[str], after_s: int = 0) -> None:
+        for start in range(0, len(handles), 10):
+            chunk = handles[start : start + 10]
             self.sqs.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": after_s}
-                    for i, r in enumerate(chunk)
+                    {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": after_s}
+                    for i, handle in enumerate(chunk)
                 ],
             )
 
@@ -287,15 +301,19 @@ class Inbox:
                     if not self._wanted[request_id]:
                         del self._wanted[request_id]
 
+    def _ours(self, request_id: str) -> bool:
+        with self._cond:
+            return request_id in self._wanted or request_id in self._mine
+
     def _poll_once(self, wait_s: int) -> None:
-        received = self.reader.receive(wait_s, dedup=False)
+        # told apart by the request-id attribute before reading: a shared queue's claim-checks
+        # for other processes were downloaded (and put back, and downloaded again) every 2 s
+        polled = self.reader.poll(wait_s, dedup=False, ours=self._ours)
         keep: list[Received] = []
         foreign: list[Received] = []
-        with self._cond:
-            for item in received:
-                rid = item.result.id
-                ours = rid is not None and (rid in self._wanted or rid in self._mine)
-                (keep if ours else foreign).append(item)
+        for item in polled.results:  # a result without the attribute: told by its body
+            rid = item.result.id
+            (keep if rid is not None and self._ours(rid) else foreign).append(item)
         keep = [k for k in keep if self._first_time(k)]
         with self._cond:
             for item in keep:
@@ -305,8 +323,9 @@ class Inbox:
                     self._stash.popitem(last=False)
         if keep:
             self.reader.done(keep)
-        if foreign:
-            self.reader.release(foreign, FOREIGN_RELEASE_S)
+        handles = polled.foreign + [item.receipt_handle for item in foreign]
+        if handles:
+            self.reader.release_handles(handles, FOREIGN_RELEASE_S)
 
     def _first_time(self, item: Received) -> bool:
         if self.reader.first_time(item.key):
@@ -317,7 +336,11 @@ class Inbox:
 
 
 def _attribute_key(message: dict[str, Any]) -> str | None:
-    attribute = message.get("MessageAttributes", {}).get(ATTR_MESSAGE_ID, {})
+    return _attribute(message, ATTR_MESSAGE_ID)
+
+
+def _attribute(message: dict[str, Any], name: str) -> str | None:
+    attribute = message.get("MessageAttributes", {}).get(name, {})
     value = attribute.get("StringValue")
     return str(value) if value else None
 

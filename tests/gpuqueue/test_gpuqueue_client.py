@@ -182,6 +182,19 @@ def test_waiting_calls_split_long_texts_by_size_and_name_a_bad_one_by_its_index(
     assert drain(sqs_client, requests_q) == []  # nothing was sent
 
 
+@pytest.mark.parametrize("timeout_s", [float("inf"), float("nan"), 0, -1])
+def test_a_wait_that_cannot_end_or_cannot_start_is_refused_before_sending(
+    sqs_client: Any, client_for: Any, timeout_s: float
+) -> None:
+    """timeout_s=inf sent the request, then raised OverflowError in the wait: the result was
+    left for nobody."""
+    requests_q = sqs_client.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    client = client_for(requests_q, requests_q)
+    with pytest.raises(ValueError, match="timeout_s"):
+        client.embed(["a"], timeout_s=timeout_s, ttl_s=600)
+    assert drain(sqs_client, requests_q) == []
+
+
 def test_a_receive_of_only_duplicates_does_not_end_the_results(
     sqs_client: Any, client_for: Any
 ) -> None:
@@ -346,6 +359,54 @@ def test_waiters_share_one_queue_and_results_for_strangers_go_back(
     while not left and time.monotonic() < deadline:
         left = drain(sqs_client, results_q)
     assert [json.loads(m["Body"])["id"] for m in left] == ["stranger"]
+
+
+class CountingS3:
+    """moto's S3, counting the payloads fetched."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3, self.fetched = s3, 0
+
+    def get_object(self, **kw: Any) -> Any:
+        self.fetched += 1
+        return self.s3.get_object(**kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.s3, name)
+
+
+def test_a_waiter_does_not_fetch_the_claim_checks_of_results_for_others(
+    moto_server: Any
+) -> None:
+    """Every foreign result was read, its S3 payload fetched, then put back for 2 s: a process
+    waiting on a shared queue downloaded each other process's large payloads every 2 s for as
+    long as it waited. The request-id attribute says whose each is, before any read."""
+    sqs = boto3.client("sqs", endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name=REGION)
+    results_q = sqs.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    bucket = name("gq-big")
+    s3.create_bucket(Bucket=bucket)
+    for i in range(3):
+        big = result_message(build_result(message_id=f"m{i}", request_id=f"theirs-{i}",
+                                          model="m", outputs=["y" * 5000]))
+        s3.put_object(Bucket=bucket, Key=f"k{i}", Body=big.body.encode())
+        pointer = s3_pointer_message(big, bucket, f"k{i}")
+        sqs.send_message(QueueUrl=results_q, MessageBody=pointer.body,
+                         MessageAttributes=pointer.attributes)
+    client = Client(results_q, results_q, endpoint_url=moto_server.endpoint_url)
+    counting = CountingS3(s3)
+    client.s3 = counting
+    inbox = Inbox(client._reader(results_q))
+    put_result(sqs, results_q, "m-mine", "mine", outputs=[1])
+    assert inbox.wait_for(["mine"], 20)["mine"].outputs == [1]
+    assert inbox.wait_for(["never"], 3) == {}  # waiting on while the foreign ones come round
+    assert counting.fetched == 0
+    left: list[dict[str, Any]] = []  # theirs are still there, for their owners (after 2 s)
+    deadline = time.monotonic() + 15
+    while len(left) < 3 and time.monotonic() < deadline:
+        left += drain(sqs, results_q)
+    assert sorted(m["MessageAttributes"]["gpuqueue-request-id"]["StringValue"] for m in left) \
+        == ["theirs-0", "theirs-1", "theirs-2"]
 
 
 def test_threads_waiting_at_once_share_one_reply_queue(sqs_client: Any, client_for: Any) -> None:
