@@ -133,6 +133,11 @@ def decide(obs: Observation, state: State, cfg: PolicyConfig) -> Decision:
     # like the HPA's usageRatio: compare the wanted capacity (unrounded) with what runs
     if current > 0 and need > 0 and abs(exact / current - 1.0) <= cfg.tolerance + EPS:
         need, why = current, "within tolerance"
+    if need < current and obs.drained_per_s is None and obs.in_flight > 0:
+        # nothing says what the replicas serve (SCALER_DRAIN_RATE_SOURCE=prior, or the figure
+        # failed): a steady backlog then reads as no arrivals, and scaling down the replicas
+        # keeping up with it cycled the count every few minutes, piling up a backlog each time
+        need, why = current, "held: in-flight work, and no drain figure says what is served"
     # the replicas a burst's arrivals keep busy (not what the warm ones left to do, nor the
     # backlog a cold start piles up): the reference for what to keep warm (scaler.warm). The
     # rate must have held over two runs: one noisy sample would set the floor for hours

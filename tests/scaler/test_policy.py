@@ -313,3 +313,36 @@ def test_runs_moments_apart_do_not_read_count_jitter_as_arrivals() -> None:
     later = replace(state, prev_time=980.0)
     rate = decide(obs(visible=44, current=2, ready=2), later, cfg).state.arrival_rate
     assert rate is not None and math.isclose(rate, 4 / 20 + 2 * 2.0)
+
+
+def test_steady_load_without_a_drain_figure_does_not_cycle_the_replicas() -> None:
+    """SCALER_DRAIN_RATE_SOURCE=prior (or the figure failing): with replicas keeping up, the
+    backlog holds steady, growth reads as no arrivals, and the policy scaled down to one
+    replica until the backlog tripped the saturation rule, then up again: 68 changes in two
+    hours, 172-message backlogs. Steady load here: 2 msg/s, 1 msg/s a replica, 3 replicas
+    (2.2 needed with headroom), a decision every 20 s, a 150 s start-up."""
+    cfg = PolicyConfig(drain_rate_prior=1.0, startup_delay_s=150.0)
+    state, start = State(), 1_700_000_000.0
+    now, queued, spec, ready, pending = start, 0.0, 3, 3, []
+    changes, peak = 0, 0.0
+    while now < start + 2 * 3600:
+        for _ in range(20):  # one second at a time: arrivals, start-ups, service
+            while pending and pending[0] <= now:
+                pending.pop(0)
+                ready = min(spec, ready + 1)
+            queued += 2.0 - min(queued, ready * 1.0)
+            now += 1
+        held = min(queued, ready * 10.0)  # each replica holds up to 10 s of its work
+        obs = Observation(now=now, visible=int(queued - held), in_flight=int(held), delayed=0,
+                          current=spec, ready=ready, drained_per_s=None)
+        decision = decide(obs, state, cfg)
+        state = decision.state
+        if decision.desired > spec:
+            pending += [now + 150.0] * (decision.desired - spec)
+        elif decision.desired < spec:
+            ready = min(ready, decision.desired)
+        changes += decision.desired != spec
+        spec = decision.desired
+        peak = max(peak, queued)
+    assert changes == 0 and spec == 3
+    assert peak <= 5
