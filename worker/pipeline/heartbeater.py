@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from worker.errors import error_code
 from worker.heartbeat import Extension, next_heartbeat_check
@@ -54,9 +53,7 @@ class Heartbeater:
         self._enabled = enabled
         self._clock = clock
         self._stop = threading.Event()
-        # threads start on the first call and are the heartbeat thread's alone: `beat` waits for
-        # every call it hands them, so a crash in one surfaces on the heartbeat thread
-        self._calls = ThreadPoolExecutor(calls_in_flight, thread_name_prefix="gpuqueue-heartbeat")
+        self._calls_in_flight = max(1, calls_in_flight)
         self.thread: threading.Thread | None = None
 
     def start(self, spawn: Callable[[str, Callable[[], None]], threading.Thread]) -> None:
@@ -67,12 +64,9 @@ class Heartbeater:
 
     def _loop(self) -> None:
         interval = next_heartbeat_check(self._visibility_s)
-        try:
-            while not self._stop.wait(interval):
-                if self._enabled:
-                    self.beat()
-        finally:
-            self._calls.shutdown(wait=True)
+        while not self._stop.wait(interval):
+            if self._enabled:
+                self.beat()
 
     def beat(self) -> int:
         """Extend what is due now; returns how many were extended."""
@@ -80,7 +74,7 @@ class Heartbeater:
         if not due:
             return 0
         due.sort(key=lambda item: item[0].visible_at)  # the nearest deadline goes out first
-        outcomes = list(self._calls.map(self._call, _by_queue_chunks(due)))
+        outcomes = self._calls(_by_queue_chunks(due))
         extended = sum(len(o.succeeded) for o in outcomes)
         failed = [o for o in outcomes if o.failed]
         if failed:
@@ -93,6 +87,41 @@ class Heartbeater:
             )
         self._observer.heartbeat(extended, sum(len(o.failed) for o in failed))
         return extended
+
+    def _calls(self, chunks: list[Sequence[tuple[Job, Extension]]]) -> list[BatchOutcome]:
+        """Every chunk's call, in order, up to `calls_in_flight` at once on threads of this
+        round alone (daemons, as the heartbeat thread: a call hung on a dead endpoint never
+        holds up the process's exit); a crash in one is raised here, on the heartbeat thread."""
+        if self._calls_in_flight == 1 or len(chunks) == 1:
+            return [self._call(chunk) for chunk in chunks]
+        outcomes: list[BatchOutcome] = [BatchOutcome() for _ in chunks]
+        crashed: list[BaseException] = []
+        turns = iter(range(len(chunks)))
+        lock = threading.Lock()
+
+        def take_turns() -> None:
+            while True:
+                with lock:
+                    index = next(turns, None)
+                if index is None or crashed:
+                    return
+                try:
+                    outcomes[index] = self._call(chunks[index])
+                except BaseException as exc:
+                    crashed.append(exc)
+                    return
+
+        callers = [
+            threading.Thread(target=take_turns, name="gpuqueue-heartbeat-call", daemon=True)
+            for _ in range(min(self._calls_in_flight, len(chunks)))
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        if crashed:
+            raise crashed[0]
+        return outcomes
 
     def _call(self, planned: Sequence[tuple[Job, Extension]]) -> BatchOutcome:
         """One call's share of a round: claimed and planned again as it goes out."""
