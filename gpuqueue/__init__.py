@@ -14,6 +14,7 @@ from gpuqueue.errors import (
     RequestFailed,
     ResultTimeout,
     SubmitFailed,
+    SubmitInterrupted,
 )
 from gpuqueue.results import Result
 
@@ -25,4 +26,5 @@ __all__ = [
     "Result",
     "ResultTimeout",
     "SubmitFailed",
+    "SubmitInterrupted",
 ]

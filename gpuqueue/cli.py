@@ -16,7 +16,9 @@ Exit codes (docs/producers.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,11 +94,12 @@ def _json(text: str, where: str) -> Any:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from gpuqueue.errors import InvalidRequest, SubmitFailed
+    from gpuqueue.errors import InvalidRequest, SubmitFailed, SubmitInterrupted
     from gpuqueue.progress import progress
 
     requests, origins = _read_requests(args)
     client = _client(args, args.queue)
+    failure: SubmitFailed | SubmitInterrupted | None = None
     with progress(len(requests), "submitting", len(requests) > 50 and not args.no_progress) as up:
         try:
             ids = client.submit_many(requests, on_sent=lambda n: up(advance=n))
@@ -106,11 +109,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(f"{origins[exc.index]}: {exc.reason}") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        except SubmitFailed as exc:
-            _emit({"sent": exc.sent, "failed": exc.failed}, args.json, str(exc))
-            return EXIT_FAILED
+        except (SubmitFailed, SubmitInterrupted) as exc:
+            failure = exc
+    if failure is not None:
+        _report_unsent(failure, origins, args.json)
+        return EXIT_INTERRUPTED if isinstance(failure, SubmitInterrupted) else EXIT_FAILED
     _emit({"ids": ids}, args.json, "\n".join(ids))
     return EXIT_OK
+
+
+def _report_unsent(failure: Any, origins: list[str], as_json: bool) -> None:
+    """What went out and what did not, each by the line it came from (the ids of lines without
+    an "id" are made up here, so an id alone names no line): a rerun of the failed lines sends
+    nothing twice."""
+    where = {i: o for i, o in zip(failure.ids, origins, strict=False) if o}
+    if as_json:
+        _emit({"sent": failure.sent, "failed": failure.failed, "lines": where}, True, "")
+    else:
+        sent = set(failure.sent)
+        for request_id in failure.ids:
+            status = "sent" if request_id in sent else f"not sent\t{failure.failed[request_id]}"
+            print(f"{where.get(request_id, '-')}\t{request_id}\t{status}")
+    print(f"gpuqueue: {failure}", file=sys.stderr)
 
 
 def _result_line(result: Any) -> str:
@@ -122,9 +142,21 @@ def _result_line(result: Any) -> str:
 
 def cmd_results(args: argparse.Namespace) -> int:
     client = _client(args, args.queue, args.queue, delete_s3_objects=not args.keep_s3_objects)
-    for result in client.results(wait_s=args.wait_s, max_results=args.max, follow=args.follow):
-        _emit(result.model_dump(mode="json"), args.json, _result_line(result))
-        sys.stdout.flush()
+    results = client.results(wait_s=args.wait_s, max_results=args.max, follow=args.follow)
+    for result in results:
+        try:
+            _emit(result.model_dump(mode="json"), args.json, _result_line(result))
+            sys.stdout.flush()
+        except OSError as exc:
+            # not written: put back (thrown into the loop) rather than deleted with the rest
+            with contextlib.suppress(OSError):
+                results.throw(exc)
+            if isinstance(exc, BrokenPipeError):  # the reader went away (`| head`): done
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_OK
+            print(f"gpuqueue: writing result {result.id} failed (left on the queue): {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_OK
 
 

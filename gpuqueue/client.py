@@ -20,13 +20,19 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 import boto3
 from pydantic import ValidationError
 
-from gpuqueue.errors import InvalidRequest, RequestFailed, ResultTimeout, SubmitFailed
+from gpuqueue.errors import (
+    InvalidRequest,
+    RequestFailed,
+    ResultTimeout,
+    SubmitFailed,
+    SubmitInterrupted,
+)
 from gpuqueue.reply_queue import PREFIX, TTL_S, ReplyQueue
 from gpuqueue.results import DEDUP_WINDOW, Inbox, Received, Result, ResultReader
 from gpuqueue.sending import send_all
@@ -144,11 +150,12 @@ class Client:
             messages, max_batch_bytes=limit, on_sent=on_sent,
         )
         ids = [str(r.id) for r in prepared]
+        failed = {ids[i]: reason for i, reason in sorted(report.failed.items())}
+        sent = [ids[i] for i in sorted(report.sent)]
+        if report.interrupted:
+            raise SubmitInterrupted(failed, sent, ids)
         if report.failed:
-            raise SubmitFailed(
-                {ids[i]: reason for i, reason in sorted(report.failed.items())},
-                [ids[i] for i in sorted(report.sent)],
-            )
+            raise SubmitFailed(failed, sent, ids)
         return ids
 
     def _request(self, request: RequestLike, n: int) -> RequestV1:
@@ -198,16 +205,17 @@ class Client:
 
     def results(
         self, *, wait_s: int = 20, max_results: int | None = None, follow: bool = False
-    ) -> Iterator[Result]:
+    ) -> Generator[Result, None, None]:
         """Results from the result queue (or this client's reply queue), each deleted once it
         has been yielded (with its S3 payload unless delete_s3_objects=False), duplicates
         dropped. Ends after `max_results`, or when a `wait_s` long poll brings nothing, unless
         `follow`. Stopping early puts the unread rest of a receive straight back.
 
-        A receive brings up to 10; a consumer that takes more than half the queue's visibility
-        timeout over them has what it was handed deleted when it asks for the next, and the
-        rest hidden for another timeout: otherwise all ten became visible again and another
-        replica handled them a second time."""
+        A consumer whose handling of a result fails can `throw(exc)` into the iterator: that
+        result is put back (not deleted) and `exc` raised again. A receive brings up to 10; a
+        consumer taking more than half the queue's visibility timeout over them has what it
+        was handed deleted when it asks for the next, and the rest hidden for another timeout:
+        otherwise all ten became visible again and another replica handled them again."""
         queue_url = self.result_queue_url or self._reply_queue.url
         if queue_url is None:
             raise ValueError("no result queue: give Client(result_queue_url=...)")
@@ -226,7 +234,12 @@ class Client:
                     item = rest.pop(0)
                     yielded.append(item)
                     count += 1
-                    yield item.result
+                    try:
+                        yield item.result
+                    except Exception:  # thrown in (`.throw(exc)`): handling it failed
+                        yielded.remove(item)
+                        rest.insert(0, item)  # put back with the unread rest, not deleted
+                        raise
                     if time.monotonic() - held_since > reader.visibility_timeout_s() / 2:
                         reader.done(yielded)
                         yielded = []

@@ -7,6 +7,9 @@
     │                    the ids that were sent too)
     └── InvalidRequest   a request is invalid or too large; nothing was sent (also a
                          ValueError; its index among the requests kept)
+
+    SubmitInterrupted    Ctrl-C during submit_many (a KeyboardInterrupt, so `except Exception`
+                         does not swallow it), with what was sent and what was not
 """
 
 from __future__ import annotations
@@ -49,14 +52,30 @@ class SubmitFailed(GpuqueueError):
     """Requests SQS refused even after retries: `failed` maps their ids to the reason; `sent`
     lists the ids that did go out (so a caller can retry exactly the rest)."""
 
-    def __init__(self, failed: Mapping[str, str], sent: Collection[str]) -> None:
+    def __init__(
+        self, failed: Mapping[str, str], sent: Collection[str], ids: Collection[str] = ()
+    ) -> None:
         self.failed = dict(failed)
         self.sent = list(sent)
+        self.ids = list(ids)  # every request's id, in the order given
         first_id, first_reason = next(iter(self.failed.items()))
         super().__init__(
             f"{len(self.failed)} request(s) not sent ({len(self.sent)} sent); "
             f"{first_id}: {first_reason}"
         )
+
+
+class SubmitInterrupted(KeyboardInterrupt):
+    """Ctrl-C while submit_many was sending: `sent` went out, `failed` (id -> why) did not, or
+    may have ("interrupted while being sent"); `ids` in the order given."""
+
+    def __init__(
+        self, failed: Mapping[str, str], sent: Collection[str], ids: Collection[str]
+    ) -> None:
+        self.failed = dict(failed)
+        self.sent = list(sent)
+        self.ids = list(ids)
+        super().__init__(f"interrupted: {len(self.sent)} sent, {len(self.failed)} not")
 
 
 class InvalidRequest(GpuqueueError, ValueError):

@@ -22,7 +22,12 @@ def progress(
         return
     from rich.console import Console
 
-    with Progress(console=Console(stderr=True), transient=False) as bar:
+    # stdout left alone: rich redirects it while live by default, and a report printed inside
+    # the block (`submit --json > report.json` failing part-way) went to the terminal instead
+    with Progress(
+        console=Console(stderr=True), transient=False, redirect_stdout=False,
+        redirect_stderr=False,
+    ) as bar:
         task = bar.add_task(description, total=total)
 
         def update(

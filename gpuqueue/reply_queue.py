@@ -123,14 +123,24 @@ def sweep(
         QueueNamePrefix=prefix, PaginationConfig={"PageSize": 1000}
     ):
         for url in page.get("QueueUrls", ()):
-            tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
-            raw = tags.get(EXPIRES_TAG)
             try:
-                expires_at: float | None = float(raw) if raw is not None else None
-            except ValueError:
-                expires_at = None
-            due = expires_at is not None and expires_at <= now
-            if due and not dry_run:
-                sqs.delete_queue(QueueUrl=url)
-            out.append(Swept(url, expires_at, due and not dry_run))
+                out.append(_sweep_one(sqs, url, now, dry_run))
+            except Exception as exc:
+                # deleted meanwhile (its client closed, another sweep; ListQueues lists a
+                # deleted queue for up to 60 s): the rest of the sweep goes on
+                if error_code(exc) not in QUEUE_GONE_CODES:
+                    raise
     return out
+
+
+def _sweep_one(sqs: Any, url: str, now: float, dry_run: bool) -> Swept:
+    tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    raw = tags.get(EXPIRES_TAG)
+    try:
+        expires_at: float | None = float(raw) if raw is not None else None
+    except ValueError:
+        expires_at = None
+    due = expires_at is not None and expires_at <= now
+    if due and not dry_run:
+        sqs.delete_queue(QueueUrl=url)
+    return Swept(url, expires_at, due and not dry_run)

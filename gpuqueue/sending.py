@@ -30,6 +30,7 @@ class SendReport:
     sent: list[int] = field(default_factory=list)  # indexes, in the order SQS confirmed them
     failed: dict[int, str] = field(default_factory=dict)  # index -> the last reason
     calls: int = 0
+    interrupted: bool = False  # Ctrl-C: what was not confirmed is in `failed`, saying so
 
 
 def entry(index: int, message: OutgoingMessage) -> dict[str, Any]:
@@ -48,14 +49,20 @@ def send_all(
     sleep: Callable[[float], None] = time.sleep,
     on_sent: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send every message; `on_sent(n)` after each call that confirmed n (a progress bar)."""
+    """Send every message; `on_sent(n)` after each call that confirmed n (a progress bar). A
+    KeyboardInterrupt ends it with the report so far (`interrupted`), not with nothing: a rerun
+    must know what went out."""
     report = SendReport()
     pending = list(range(len(messages)))
     for attempt in range(retries + 1):
         again: list[int] = []
         for batch in pack_send_batches([messages[i].size for i in pending], max_batch_bytes):
             indexes = [pending[j] for j in batch]
-            if not _send_one(send_batch, messages, indexes, report, again):
+            try:
+                sending = _send_one(send_batch, messages, indexes, report, again)
+            except KeyboardInterrupt:
+                return _interrupted(report, indexes, [*again, *_rest(pending, indexes)])
+            if not sending:
                 return _give_up(report, [*again, *_rest(pending, indexes)], indexes[0])
             if on_sent is not None:
                 on_sent(sum(1 for i in indexes if i not in report.failed))
@@ -102,6 +109,18 @@ def _rest(pending: list[int], current: list[int]) -> list[int]:
     """The pending indexes after the current call's (never tried, in this round)."""
     last = pending.index(current[-1])
     return pending[last + 1 :]
+
+
+def _interrupted(report: SendReport, on_the_wire: list[int], unsent: list[int]) -> SendReport:
+    confirmed = set(report.sent)
+    for i in on_the_wire:
+        if i not in confirmed:
+            report.failed[i] = "interrupted while being sent: it may have reached the queue"
+    for i in unsent:
+        if i not in confirmed and i not in report.failed:
+            report.failed[i] = "interrupted before it was sent"
+    report.interrupted = True
+    return report
 
 
 def _give_up(report: SendReport, unsent: list[int], refused: int) -> SendReport:

@@ -59,7 +59,12 @@ def default_model_name(model: str) -> str:
     Not the config's `_name_or_path`: a saved checkpoint records there the model it was
     fine-tuned from (the bundled one says nreimers/MiniLM-L6-H384-uncased)."""
     path = Path(model)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a directory the worker's user may not enter, a name too long
+        # a ValueError, so the settings report it in one line naming the variable
+        raise ValueError(f"WORKER_MODEL: cannot read {model[:200]!r}: {exc.strerror}") from None
+    if not exists:
         return model  # a Hugging Face id ("org/name")
     bundled = bundled_model_dir()
     if bundled is not None and path.resolve() == Path(bundled).resolve():

@@ -208,6 +208,94 @@ def test_stats_reads_counts_and_the_oldest_age_from_cloudwatch(moto: tuple[str, 
     assert row["oldest_age_s"] == 42.0
 
 
+def test_a_submit_that_fails_part_way_names_the_lines_sent_and_not(
+    fauxqs: tuple[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The failure report gave ids only, and uuid4s made up for lines without an "id" appear
+    nowhere in the file: a user could not tell which lines to send again, and resending the
+    file sent the rest twice. Here the queue takes 1 KiB while the client assumes 256 KiB
+    (its GetQueueAttributes refused), so the call carrying the last five lines is refused."""
+    from gpuqueue import cli
+    from gpuqueue.client import Client
+
+    endpoint, sqs = fauxqs
+    queue = sqs.create_queue(
+        QueueName=name("gq-in"), Attributes={"MaximumMessageSize": "1024"}
+    )["QueueUrl"]
+    monkeypatch.setattr(Client, "max_message_size", lambda self: 262144)
+    lines = [json.dumps({"inputs": f"line {n}"}) for n in range(1, 21)]
+    lines.insert(10, "")  # a blank line: skipped, but the numbers stay the file's
+    lines += [json.dumps({"inputs": "x" * 2000}) for _ in range(5)]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    code = cli.main(["submit", "--queue", queue, "--file", str(requests), "--json",
+                     "--endpoint-url", endpoint])
+    assert code == 1
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["sent"]) == 20 and len(report["failed"]) == 5
+    assert sorted(report["lines"][i] for i in report["failed"]) == [
+        f"{requests}:{n}" for n in range(22, 27)
+    ]
+    assert f"{requests}:12" in {report["lines"][i] for i in report["sent"]}
+    assert visible(sqs, queue) == 20
+
+
+def test_ctrl_c_during_a_submit_reports_what_went_out(
+    fauxqs: tuple[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KeyboardInterrupt went straight to exit 130 with nothing said: 110 of 400 requests were
+    on the queue and nothing named them, so a rerun sent them twice."""
+    from gpuqueue.client import Client
+    from gpuqueue.errors import SubmitInterrupted
+
+    endpoint, sqs = fauxqs
+    queue = sqs.create_queue(QueueName=name("gq-in"))["QueueUrl"]
+    client = Client(queue, endpoint_url=endpoint)
+    real = client.sqs.send_message_batch
+    calls = []
+
+    def interrupted_on_the_third(**kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(**kw)
+
+    monkeypatch.setattr(client.sqs, "send_message_batch", interrupted_on_the_third)
+    with pytest.raises(SubmitInterrupted) as info:
+        client.submit_many(f"text {i}" for i in range(40))
+    assert isinstance(info.value, KeyboardInterrupt)  # `except Exception` does not swallow it
+    assert len(info.value.sent) == 20 and len(info.value.failed) == 20
+    assert info.value.ids[:20] == sorted(info.value.sent, key=info.value.ids.index)
+    reasons = {info.value.failed[i] for i in info.value.ids[20:30]}
+    assert reasons == {"interrupted while being sent: it may have reached the queue"}
+    assert {info.value.failed[i] for i in info.value.ids[30:]} == {"interrupted before it was sent"}
+    assert visible(sqs, queue) == 20
+
+
+def test_results_not_written_stay_on_the_queue(fauxqs: tuple[str, Any]) -> None:
+    """stdout full (or closed): the generator closed, and its cleanup deleted the result whose
+    line had just failed to be written, then a traceback."""
+    endpoint, sqs = fauxqs
+    results = sqs.create_queue(QueueName=name("gq-out"))["QueueUrl"]
+    for i in range(3):
+        message = result_message(build_result(message_id=f"m{i}", request_id=f"r{i}",
+                                              model="m", outputs=[[1.0]]))
+        sqs.send_message(QueueUrl=results, MessageBody=message.body,
+                         MessageAttributes=message.attributes)
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": REGION}
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([str(SCRIPT), "results", "--queue", results, "--json",
+                               "--wait-s", "1"], env=env, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert done.returncode == 1
+    assert "left on the queue" in done.stderr and "Traceback" not in done.stderr
+    assert visible(sqs, results) == 3
+
+
 def test_sweep_deletes_only_expired_reply_queues(fauxqs: tuple[str, Any]) -> None:
     endpoint, sqs = fauxqs
     prefix = name("gq-sweep") + "-"
@@ -219,3 +307,30 @@ def test_sweep_deletes_only_expired_reply_queues(fauxqs: tuple[str, Any]) -> Non
     assert done.returncode == 0, done.stderr
     state = {s["queue_url"].rsplit("/", 1)[1]: s["deleted"] for s in json.loads(done.stdout)}
     assert state == {prefix + "old": True, prefix + "new": False}
+
+
+def test_a_queue_deleted_during_the_sweep_does_not_stop_it(fauxqs: tuple[str, Any]) -> None:
+    """A reply queue closed by its client (or by another sweep) between ListQueues and
+    ListQueueTags raised NonExistentQueue out of the sweep: the expired queues after it were
+    left, and the command exited 3."""
+    from gpuqueue.reply_queue import sweep
+
+    _, sqs = fauxqs
+    prefix = name("gq-race") + "-"
+    urls = [sqs.create_queue(QueueName=f"{prefix}{i}", tags={"gpuqueue:expires-at": "1"})
+            ["QueueUrl"] for i in range(3)]
+
+    class ClosedMeanwhile:
+        """The SQS client; the first queue is deleted just before its tags are asked."""
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(sqs, attribute)
+
+        def list_queue_tags(self, QueueUrl: str) -> Any:  # boto3 spells it so
+            if QueueUrl == urls[0]:
+                sqs.delete_queue(QueueUrl=QueueUrl)
+            return sqs.list_queue_tags(QueueUrl=QueueUrl)
+
+    swept = sweep(ClosedMeanwhile(), prefix=prefix)
+    assert sorted(s.queue_url for s in swept if s.deleted) == sorted(urls[1:])
+    assert sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []) == []

@@ -92,6 +92,20 @@ def test_bad_setting_names_the_variable(
     assert "\n" not in str(info.value)
 
 
+def test_a_model_path_that_cannot_be_read_is_one_line_naming_the_variable(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """Path.exists raises for a name too long, or a directory the worker's (non-root) user
+    may not enter: that escaped as a traceback with exit code 1."""
+    clean_env.setenv("WORKER_QUEUE_URL", QUEUE)
+    clean_env.setenv("WORKER_RESULT_QUEUE_URL", RESULTS)
+    clean_env.setenv("WORKER_MODEL", "/tmp/" + "m" * 300)  # ENAMETOOLONG
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("WORKER_MODEL: cannot read")
+    assert "\n" not in str(info.value)
+
+
 def test_no_result_queue_is_allowed_only_when_every_request_must_name_a_reply_to(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
