@@ -289,7 +289,28 @@ def console() -> NoReturn:
     os._exit(code)
 
 
+def parse_arguments(argv: list[str] | None) -> None:
+    """None are taken; `--help` lists the settings. Without this, `gpuqueue-worker --help` on a
+    configured pod started a second consumer."""
+    import argparse
+
+    from worker.config import ENV_PREFIX
+
+    settings = "\n".join(
+        f"  {ENV_PREFIX}{name.upper()}: {field.description or ''}".rstrip(": ")
+        for name, field in WorkerSettings.model_fields.items()
+    )
+    argparse.ArgumentParser(
+        prog="gpuqueue-worker",
+        description="Consume a gpuqueue SQS queue with a model; configured by environment "
+        "variables only (docs/configuration.md).",
+        epilog=f"settings:\n{settings}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    parse_arguments(sys.argv[1:] if argv is None else argv)
     try:
         settings = load_settings()
     except ConfigError as exc:

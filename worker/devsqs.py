@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devsqs: {exc}", file=sys.stderr)
         return 1
     print(f"export AWS_ENDPOINT_URL={server.endpoint_url}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    # the handler only passes the signal on: stop() waiting inside it, while this frame's
+    # wait() holds Popen's lock, never returned (the server left a zombie, this hung)
+    signal.signal(signal.SIGTERM, lambda *_: server.process.send_signal(signal.SIGTERM))
     try:
         server.process.wait()
     except KeyboardInterrupt:

@@ -48,3 +48,20 @@ def test_fauxqs_exits_when_its_launcher_dies(sig: signal.Signals) -> None:
     finally:
         if _alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_the_devsqs_command_stops_its_server_and_exits_on_sigterm() -> None:
+    """`python -m worker.devsqs` stopped the server from inside its SIGTERM handler while its
+    own wait() held Popen's lock: the server stayed a zombie and the command never exited."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", "worker.devsqs"], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert command.stdout is not None
+    try:
+        assert command.stdout.readline().startswith("export AWS_ENDPOINT_URL=")
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=15) == 0
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()

@@ -196,6 +196,26 @@ def test_process_exits_2_with_one_line_and_no_traceback(env: dict[str, str], var
     assert "Traceback" not in done.stderr
 
 
+def test_help_lists_the_settings_and_starts_nothing(fauxqs_server: Any) -> None:
+    """`gpuqueue-worker --help` on a configured pod ignored the flag and started a second
+    consumer of the queue."""
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=fauxqs_server.endpoint_url, region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="help-requests")["QueueUrl"]
+    env = {"WORKER_QUEUE_URL": queue, "WORKER_RESULT_QUEUE_URL": queue,
+           "AWS_ENDPOINT_URL": fauxqs_server.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    done = subprocess.run([sys.executable, "-m", "worker", "--help"], env={**base, **env},
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "WORKER_MAX_BATCH_SIZE" in done.stdout
+    assert "started" not in done.stderr
+    other = subprocess.run([sys.executable, "-m", "worker", "--queue", queue],
+                           env={**base, **env}, cwd=REPO, capture_output=True, text=True,
+                           timeout=60)
+    assert other.returncode == 2 and "unrecognized arguments" in other.stderr
+
+
 def test_process_names_a_queue_that_does_not_exist(fauxqs_server) -> None:  # type: ignore[no-untyped-def]
     missing = f"{fauxqs_server.endpoint_url}/000000000000/no-such-queue"
     done = _run_worker(
