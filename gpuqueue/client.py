@@ -14,6 +14,7 @@ sent, so a bad field fails here, naming it, and not as an error result later.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
@@ -145,9 +146,12 @@ class Client:
                     n, f"{message.size} bytes; the queue takes {limit}: split its inputs over "
                     "several requests", prepared[n].id,
                 )
+        fifo_keys = None
+        if self.queue_url.endswith(".fifo"):  # the request id, hashed into SQS's alphabet
+            fifo_keys = [hashlib.sha256(str(r.id).encode()).hexdigest() for r in prepared]
         report = send_all(
             lambda entries: self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries),
-            messages, max_batch_bytes=limit, on_sent=on_sent,
+            messages, max_batch_bytes=limit, on_sent=on_sent, fifo_keys=fifo_keys,
         )
         ids = [str(r.id) for r in prepared]
         failed = {ids[i]: reason for i, reason in sorted(report.failed.items())}

@@ -33,10 +33,14 @@ class SendReport:
     interrupted: bool = False  # Ctrl-C: what was not confirmed is in `failed`, saying so
 
 
-def entry(index: int, message: OutgoingMessage) -> dict[str, Any]:
+def entry(index: int, message: OutgoingMessage, fifo_key: str | None = None) -> dict[str, Any]:
     e: dict[str, Any] = {"Id": str(index), "MessageBody": message.body}
     if message.attributes:
         e["MessageAttributes"] = {k: dict(v) for k, v in message.attributes.items()}
+    if fifo_key is not None:
+        # a group per request: no request waits behind another's (a FIFO group is delivered
+        # one in-flight batch at a time); and SQS drops a resend within five minutes
+        e["MessageGroupId"] = e["MessageDeduplicationId"] = fifo_key
     return e
 
 
@@ -48,6 +52,7 @@ def send_all(
     retries: int = RETRIES,
     sleep: Callable[[float], None] = time.sleep,
     on_sent: Callable[[int], None] | None = None,
+    fifo_keys: Sequence[str] | None = None,
 ) -> SendReport:
     """Send every message; `on_sent(n)` after each call that confirmed n (a progress bar). A
     KeyboardInterrupt ends it with the report so far (`interrupted`), not with nothing: a rerun
@@ -59,7 +64,7 @@ def send_all(
         for batch in pack_send_batches([messages[i].size for i in pending], max_batch_bytes):
             indexes = [pending[j] for j in batch]
             try:
-                sending = _send_one(send_batch, messages, indexes, report, again)
+                sending = _send_one(send_batch, messages, indexes, report, again, fifo_keys)
             except KeyboardInterrupt:
                 return _interrupted(report, indexes, [*again, *_rest(pending, indexes)])
             if not sending:
@@ -80,11 +85,15 @@ def _send_one(
     indexes: list[int],
     report: SendReport,
     again: list[int],
+    fifo_keys: Sequence[str] | None = None,
 ) -> bool:
     """One SendMessageBatch; False when the queue refuses us for good (stop sending)."""
     report.calls += 1
     try:
-        response = send_batch([entry(k, messages[i]) for k, i in enumerate(indexes)])
+        response = send_batch([
+            entry(k, messages[i], fifo_keys[i] if fifo_keys is not None else None)
+            for k, i in enumerate(indexes)
+        ])
     except Exception as exc:
         code = error_code(exc)
         for i in indexes:

@@ -72,3 +72,29 @@ def test_embed_with_the_real_tiny_model(
     assert [len(v) for v in vectors] == [32, 32]  # the tiny model's width
     assert again[0] == pytest.approx(vectors[0], abs=1e-6)
     assert vectors[0] != pytest.approx(vectors[1], abs=1e-3)
+
+
+def test_a_fifo_input_queue_takes_the_clients_requests_once_each(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """Every submit to a FIFO input queue was refused (MissingParameter: no MessageGroupId).
+    Each request is its own group (none waits behind another's) and its own deduplication id,
+    so a resend of the same request within five minutes is dropped by SQS."""
+    from dataclasses import replace
+
+    queues = make_queues(sqs_client)
+    fifo = sqs_client.create_queue(
+        QueueName=queues.input.rsplit("/", 1)[1] + ".fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    with Client(fifo, queues.results, endpoint_url=sqs_server.endpoint_url) as c:
+        ids = c.submit_many([{"id": "same", "inputs": "one two"}, {"id": "other", "inputs": "x"}])
+        assert c.submit_many([{"id": "same", "inputs": "one two"}]) == ["same"]  # a resend
+        got = sqs_client.receive_message(QueueUrl=fifo, MaxNumberOfMessages=10,
+                                         AttributeNames=["MessageGroupId"], VisibilityTimeout=0)
+        assert len(got["Messages"]) == 2  # the resend dropped
+        groups = {m["Attributes"]["MessageGroupId"] for m in got["Messages"]}
+        assert len(groups) == 2
+        start_worker(sqs_server.endpoint_url, replace(queues, input=fifo), FakeRunner(),
+                     running_workers)
+        results = {r.id: r.outputs for r in c.results(wait_s=5, max_results=2)}
+    assert results == {"same": [2], "other": [1]} and sorted(ids) == ["other", "same"]
