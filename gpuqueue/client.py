@@ -35,7 +35,7 @@ from gpuqueue.errors import (
     SubmitInterrupted,
 )
 from gpuqueue.reply_queue import PREFIX, TTL_S, ReplyQueue
-from gpuqueue.results import DEDUP_WINDOW, Inbox, Received, Result, ResultReader
+from gpuqueue.results import DEDUP_WINDOW, Inbox, Received, Result, ResultReader, int_attribute
 from gpuqueue.sending import send_all
 from worker.contract.request import MAX_INPUTS_PER_REQUEST, RequestV1
 from worker.seams import OutgoingMessage
@@ -186,13 +186,9 @@ class Client:
     def max_message_size(self) -> int:
         """The input queue's MaximumMessageSize (asked once; 256 KiB when it cannot be read)."""
         if self._max_size is None:
-            try:
-                attributes = self.sqs.get_queue_attributes(
-                    QueueUrl=self.queue_url, AttributeNames=["MaximumMessageSize"]
-                )["Attributes"]
-                self._max_size = int(attributes["MaximumMessageSize"])
-            except Exception:
-                self._max_size = HISTORICAL_MAX_MESSAGE_SIZE
+            self._max_size = int_attribute(
+                self.sqs, self.queue_url, "MaximumMessageSize", HISTORICAL_MAX_MESSAGE_SIZE
+            )
         return self._max_size
 
     # ------------------------------------------------------------------ reading

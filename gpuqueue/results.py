@@ -109,13 +109,9 @@ class ResultReader:
     def visibility_timeout_s(self) -> int:
         """The queue's VisibilityTimeout (asked once; SQS's default, 30 s, when unreadable)."""
         if self._visibility_s is None:
-            try:
-                attributes = self.sqs.get_queue_attributes(
-                    QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
-                )["Attributes"]
-                self._visibility_s = int(attributes["VisibilityTimeout"])
-            except Exception:
-                self._visibility_s = DEFAULT_VISIBILITY_S
+            self._visibility_s = int_attribute(
+                self.sqs, self.queue_url, "VisibilityTimeout", DEFAULT_VISIBILITY_S
+            )
         return self._visibility_s
 
     def poll(
@@ -333,6 +329,16 @@ class Inbox:
         self.reader.duplicates += 1
         self.reader.done([item])
         return False
+
+
+def int_attribute(sqs: Any, queue_url: str, name: str, default: int) -> int:
+    """A queue's numeric attribute, or `default` when it cannot be read (no
+    sqs:GetQueueAttributes, say): what the caller then assumes."""
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[name])
+        return int(attributes["Attributes"][name])
+    except Exception:
+        return default
 
 
 def _attribute_key(message: dict[str, Any]) -> str | None:
