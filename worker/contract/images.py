@@ -27,10 +27,25 @@ class ImageRef:
     value: str
 
     def describe(self) -> str:
-        """For error messages: never the whole base64 text."""
+        """For error messages: never the whole base64 text, nor a URL's query."""
         if self.kind == "base64":
             return f"base64 ({len(self.value)} characters)"
+        if self.kind == "url":
+            return redacted_url(self.value)
         return self.value[:300]
+
+
+def redacted_url(url: str, limit: int = 300) -> str:
+    """A URL as error messages and logs show it: no query or fragment (a presigned URL's
+    signature and session token are there), no user:password@."""
+    try:
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        hidden = bool(parts.query or parts.fragment)
+    except ValueError:  # not even splittable: keep what precedes any query or credentials
+        shown = url.split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+        hidden = shown != url
+    return shown[:limit] + ("?(query not shown)" if hidden else "")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str] | None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urljoin
 
+from worker.contract.images import redacted_url
 from worker.errors import ImageRejected, RequestDeferred
 from worker.http_deadline import DeadlineAnswers
 from worker.images.policy import ImageSourcePolicy, Target
@@ -120,7 +121,7 @@ class HttpImageFetcher:
 
     def _get(self, url: str, target: Target, address: str, deadline: float) -> bytes | str:
         """The body, or the Location of a redirect."""
-        shown = url[:300]
+        shown = redacted_url(url)  # a presigned URL's signature and token stay out of the logs
         left = deadline - time.monotonic()
         if left <= 0:  # the redirects before took it all
             raise RequestDeferred(FAILED, f"{shown}: timed out")

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from worker.contract.images import redacted_url
 from worker.errors import ImageRejected
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -136,8 +137,9 @@ class ImageSourcePolicy:
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
         if scheme not in DEFAULT_PORTS or not host:
+            shown = redacted_url(url, 200)
             raise ImageRejected(
-                "ImageSourceNotAllowed", f"only http(s) URLs with a host, not {url[:200]!r}"
+                "ImageSourceNotAllowed", f"only http(s) URLs with a host, not {shown!r}"
             )
         if parts.username or parts.password:
             raise ImageRejected("ImageSourceNotAllowed", "URLs with credentials are refused")

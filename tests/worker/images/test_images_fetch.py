@@ -137,6 +137,21 @@ def test_status_codes_final_or_transient(image_server: Any) -> None:
         assert info.value.error_type == "ImageFetchFailed"
 
 
+def test_a_presigned_urls_signature_and_token_stay_out_of_the_error(image_server: Any) -> None:
+    """A transient failure's message (logged on every retry) held the URL's first 300
+    characters: a presigned URL's access key, session token and signature with them."""
+    fetch = fetcher(image_server.origin, "127.0.0.0/8")
+    signed = image_server.url("/status/503") + (
+        "?X-Amz-Credential=ASIAEXAMPLEKEY%2F20261207&X-Amz-Security-Token=SESSIONTOKEN"
+        "&X-Amz-Signature=deadbeef"
+    )
+    with pytest.raises(RequestDeferred) as info:
+        fetch.fetch(signed)
+    message = str(info.value)
+    assert "/status/503" in message and "503" in message
+    assert not any(s in message for s in ("ASIAEXAMPLEKEY", "SESSIONTOKEN", "deadbeef"))
+
+
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts connections (the kernel's backlog) and never answers."""
