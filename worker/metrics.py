@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from worker.pipeline.ledger import Job
 from worker.pipeline.observer import BatchReport, NullObserver
-from worker.pipeline.outcomes import Outcome
+from worker.pipeline.outcomes import Action, Outcome
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512)
 _TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
@@ -49,9 +49,10 @@ class Metrics:
         )
         self.failed = Counter(
             "gpuqueue_messages_failed",
-            "Requests that failed, by error type (bad input is deleted; transient errors are left "
-            "for redelivery)",
-            ["error_type"],
+            "Requests that failed, by error type and whether that was final (final=\"true\": "
+            "answered with the error and deleted; \"false\": left for redelivery, the DLQ after "
+            "maxReceiveCount)",
+            ["error_type", "final"],
             registry=r,
         )
         self.requests_expired = Counter(
@@ -244,13 +245,17 @@ class PrometheusObserver(NullObserver):
         if report.gpu_memory_bytes is not None:
             m.gpu_memory_bytes.set(report.gpu_memory_bytes)
 
-    def written(self, outcomes: Sequence[Outcome], deleted: int, now: float) -> None:
-        labels = Tally(o.label for o in outcomes if o.failed)
-        ok = sum(1 for o in outcomes if o.label == "ok")
+    def written(self, outcomes: Sequence[Outcome], deleted: Sequence[Outcome], now: float) -> None:
+        labels = Tally(
+            (o.label, "false" if o.action is Action.RELEASE else "true")
+            for o in outcomes if o.failed
+        )
+        # answered *and deleted*: one whose delete failed comes back, and counts when it goes
+        ok = sum(1 for o in deleted if o.label == "ok")
         if ok:
             self.metrics.succeeded.inc(ok)
-        for label, n in labels.items():
-            self.metrics.failed.labels(error_type=label).inc(n)
+        for (label, final), n in labels.items():
+            self.metrics.failed.labels(error_type=label, final=final).inc(n)
 
     def heartbeat(self, extended: int, failed: int) -> None:
         if extended:

@@ -38,14 +38,14 @@ def test_probes_follow_the_callables_and_metrics_render() -> None:
         assert get(server.port, "/nope")[0] == 404
 
         metrics.received.inc(3)
-        metrics.failed.labels(error_type="InvalidJSON").inc()
+        metrics.failed.labels(error_type="InvalidJSON", final="true").inc()
         metrics.batch_size.observe(32)
         metrics.ready.set(1)
         status, text = get(server.port, "/metrics")
         assert status == 200
         for name in (
             "gpuqueue_messages_received_total 3.0",
-            'gpuqueue_messages_failed_total{error_type="InvalidJSON"} 1.0',
+            'gpuqueue_messages_failed_total{error_type="InvalidJSON",final="true"} 1.0',
             "gpuqueue_messages_succeeded_total",
             "gpuqueue_batch_size_count 1.0",
             "gpuqueue_batch_tokens_bucket",

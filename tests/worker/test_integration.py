@@ -370,7 +370,7 @@ def test_claim_check_write_failure_leaves_the_request_and_recovers(
     reader = ResultReader(sqs_client, queues.results, s3_client=s3_client)
     reader.wait_for(1, timeout=60)
     assert [r["id"] for r in reader.results.values()] == ["small"]
-    failed = metrics.failed.labels(error_type="ResultWriteFailed")
+    failed = metrics.failed.labels(error_type="ResultWriteFailed", final="false")
     wait_for(lambda: failed._value.get() >= 1, 30, "a failed claim-check write")
     s3_client.create_bucket(Bucket=bucket)
     reader.wait_for(2, timeout=60)

@@ -51,8 +51,9 @@ class Observer(Protocol):
 
     def batch(self, report: BatchReport) -> None: ...
 
-    def written(self, outcomes: Sequence[Outcome], deleted: int, now: float) -> None:
-        """Outcomes carried out: results sent (and `deleted` requests deleted) or releases."""
+    def written(self, outcomes: Sequence[Outcome], deleted: Sequence[Outcome], now: float) -> None:
+        """Outcomes carried out: results sent (`deleted`: those whose request was deleted too)
+        or releases."""
 
     def heartbeat(self, extended: int, failed: int) -> None: ...
 
@@ -85,7 +86,7 @@ class Observers:
         for o in self._all:
             o.batch(report)
 
-    def written(self, outcomes: Sequence[Outcome], deleted: int, now: float) -> None:
+    def written(self, outcomes: Sequence[Outcome], deleted: Sequence[Outcome], now: float) -> None:
         for o in self._all:
             o.written(outcomes, deleted, now)
 
@@ -117,7 +118,7 @@ class NullObserver:
     def batch(self, report: BatchReport) -> None:
         pass
 
-    def written(self, outcomes: Sequence[Outcome], deleted: int, now: float) -> None:
+    def written(self, outcomes: Sequence[Outcome], deleted: Sequence[Outcome], now: float) -> None:
         pass
 
     def heartbeat(self, extended: int, failed: int) -> None:
@@ -191,10 +192,10 @@ class StatsObserver(NullObserver):
             self.padded_tokens += report.padded_tokens
             self.inference_s += report.inference_s
 
-    def written(self, outcomes: Sequence[Outcome], deleted: int, now: float) -> None:
+    def written(self, outcomes: Sequence[Outcome], deleted: Sequence[Outcome], now: float) -> None:
         ok = [o for o in outcomes if o.label == "ok"]
         with self._lock:
-            self.deleted += deleted
+            self.deleted += len(deleted)
             self.succeeded += len(ok)
             self.failed += sum(1 for o in outcomes if o.failed)
             self.released += sum(1 for o in outcomes if o.label == RELEASED)

@@ -120,7 +120,7 @@ class ResultWriter:
             except Exception:
                 # never lose track: what was not confirmed stays in the queue and comes back
                 log.exception("writer failed; %d requests left for redelivery", len(group))
-                self._done(group, deleted=0)
+                self._done(group, deleted=())
 
     # ------------------------------------------------------------------ send, then delete
 
@@ -229,7 +229,7 @@ class ResultWriter:
             self._send(errors)
 
     def _delete(self, sent: list[Outcome]) -> None:
-        deleted = 0
+        deleted: list[Outcome] = []
         for queue_url, outcomes in _by_source(sent).items():
             for chunk in _chunks(outcomes):
                 try:
@@ -240,7 +240,7 @@ class ResultWriter:
                     event(log, "delete failed: duplicate results may follow", logging.WARNING,
                           error=f"{type(exc).__name__}: {exc}"[:300], messages=len(chunk))
                     continue
-                deleted += len(result.succeeded)
+                deleted += [chunk[i] for i in result.succeeded]
                 for i, reason in result.failed.items():
                     # the result is out; the request comes back and is answered again, and the
                     # consumer drops the duplicate by gpuqueue-message-id
@@ -273,9 +273,9 @@ class ResultWriter:
                 except Exception as exc:  # they come back after their visibility timeout
                     event(log, "release failed", logging.WARNING,
                           error=f"{type(exc).__name__}: {exc}"[:300], messages=len(chunk))
-        self._done(outcomes, deleted=0)
+        self._done(outcomes, deleted=())
 
-    def _done(self, outcomes: Sequence[Outcome], deleted: int) -> None:
+    def _done(self, outcomes: Sequence[Outcome], deleted: Sequence[Outcome]) -> None:
         now = self._clock()
         self._ledger.forget(o.job for o in outcomes)
         self._capacity.record_departures(

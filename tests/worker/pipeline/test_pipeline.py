@@ -107,7 +107,7 @@ def test_transient_failure_is_left_for_redelivery_and_dead_letters(
     wait_for(lambda: counts(sqs_client, queues.dlq)[0] == 1, 40, "poison message in the DLQ")
     dead = sqs_client.receive_message(QueueUrl=queues.dlq, MaxNumberOfMessages=1)["Messages"][0]
     assert '"id": "p"' in dead["Body"]
-    assert metrics.failed.labels(error_type="ModelError")._value.get() >= 2
+    assert metrics.failed.labels(error_type="ModelError", final="false")._value.get() >= 2
     reader.poll(wait_s=0)
     assert len(reader.results) == 1  # no result was ever written for the poison message
 
@@ -239,7 +239,7 @@ def test_without_a_result_queue_a_request_without_reply_to_is_never_run_and_dead
     assert [r["id"] for r in results.values()] == ["t"]
     wait_for(lambda: counts(sqs_client, queues.dlq)[0] == 1, 40, "the unanswerable one in the DLQ")
     assert runner.batches == [1]  # only the answerable request ever reached the model
-    assert metrics.failed.labels(error_type="NoResultDestination")._value.get() >= 1
+    assert metrics.failed.labels(error_type="NoResultDestination", final="false")._value.get() >= 1
 
 
 def test_an_allowed_reply_to_that_does_not_exist_is_answered_on_the_result_queue(

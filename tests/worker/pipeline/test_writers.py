@@ -89,3 +89,44 @@ def test_max_writers_equal_to_writers_keeps_the_count_fixed(
     sqs.gate.set()
     assert len(ResultReader(sqs_client, queues.results).wait_for(60, 30)) == 60
     assert sqs.most_in_flight == 1 and len(worker.writer.threads) == 1
+
+
+class FirstDeleteFails:
+    """The real adapter; the first DeleteMessageBatch fails (the result is out, the request
+    stays and comes back)."""
+
+    def __init__(self, adapter: SqsAdapter) -> None:
+        self.adapter = adapter
+        self.deletes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+    def delete_batch(self, queue_url: str, receipt_handles: Sequence[str]) -> BatchOutcome:
+        self.deletes += 1
+        if self.deletes == 1:
+            raise ConnectionError("the delete did not reach SQS")
+        return self.adapter.delete_batch(queue_url, receipt_handles)
+
+
+def test_succeeded_counts_a_request_once_when_its_first_delete_failed(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """`gpuqueue_messages_succeeded_total` ("answered with an ok result and deleted") counted
+    every ok result sent: a request whose delete failed came back, was answered again, and
+    counted twice."""
+    from worker.metrics import Metrics
+
+    queues = make_queues(sqs_client, visibility_s=2)
+    send_bodies(sqs_client, queues.input, [request("once", id="once")])
+    sqs = FirstDeleteFails(
+        SqsAdapter.from_environment(endpoint_url=sqs_server.endpoint_url, region_name=REGION)
+    )
+    metrics = Metrics()
+    worker = start_worker(sqs_server.endpoint_url, queues, FakeRunner(), running_workers,
+                          sqs=sqs, metrics=metrics, visibility_timeout_s=2, receivers=1)
+    reader = ResultReader(sqs_client, queues.results)
+    wait_for(lambda: sqs.deletes >= 2 and worker.held == 0, 30, "the redelivered request")
+    assert next(iter(reader.wait_for(1, timeout=10).values()))["id"] == "once"
+    text = metrics.render().decode()
+    assert "gpuqueue_messages_succeeded_total 1.0" in text, text
