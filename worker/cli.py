@@ -94,6 +94,8 @@ def run(settings: WorkerSettings) -> int:
     stop = _stop_on_signals()
     metrics = Metrics()
     probes = _Probes()
+    # the gauge says what /readyz says, at each scrape: one answer to "is it receiving"
+    metrics.ready.set_function(lambda: 1.0 if probes.ready() else 0.0)
     http = _start_http(settings, metrics, probes)
     monitor = _start_queue_monitor(settings, adapter, metrics)
     try:

@@ -31,6 +31,9 @@ from worker.pipeline.threads import GrowingThreads, Spawn
 from worker.seams import QueueSeam, ReceivedMessage
 from worker.sqs_limits import RECEIVE_MAX_MESSAGES
 
+#: receives failing this long with none succeeding make the worker not ready (/readyz)
+UNREADY_AFTER_S = 30.0
+
 log = logging.getLogger("worker.pipeline")
 
 
@@ -49,8 +52,10 @@ class Receivers:
         count: int,
         max_count: int | None = None,
         weights: Sequence[int] | None = None,
+        unready_after_s: float = UNREADY_AFTER_S,
     ) -> None:
         self._sqs = sqs
+        self._unready_after_s = unready_after_s
         self._ledger = ledger
         self._capacity = capacity
         self._observer = observer
@@ -66,6 +71,7 @@ class Receivers:
         # the round trips of full receives: every receiver adds to them
         self._lock = threading.Lock()
         self._round_trips: deque[float] = deque(maxlen=16)
+        self._failing_since: float | None = None  # the first failure since the last success
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -74,6 +80,14 @@ class Receivers:
     def alive(self) -> bool:
         """Every receiver still runs (an added one that ended on a failure has left the list)."""
         return self._threads.alive()
+
+    def receiving(self) -> bool:
+        """No receive has failed for `unready_after_s` without one succeeding since: a pod that
+        may not receive (sqs:ReceiveMessage denied, the queue gone) is not ready, so a rollout
+        stops at it instead of draining the old pods; a blip of a few seconds is not that."""
+        with self._lock:
+            since = self._failing_since
+        return since is None or time.monotonic() - since < self._unready_after_s
 
     def start(self, spawn: Spawn) -> None:
         self._threads.start(
@@ -105,11 +119,16 @@ class Receivers:
             except Exception as exc:
                 self._ledger.cancel(n)
                 self._failed(exc)
+                with self._lock:
+                    if self._failing_since is None:
+                        self._failing_since = time.monotonic()
                 if added:
                     self._retire(threading.current_thread())
                     return
                 self._draining.wait(1.0)
                 continue
+            with self._lock:
+                self._failing_since = None
             jobs = self._ledger.admit(messages, n, self._visibility_s)
             if jobs:
                 self._observer.received(jobs)

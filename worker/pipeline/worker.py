@@ -228,7 +228,10 @@ class Worker:
         return all(t.is_alive() for t in self._stage_threads()) and self.receivers.alive()
 
     def ready(self) -> bool:
-        return self._receiving.is_set() and not self._draining.is_set() and self.healthy()
+        return (
+            self._receiving.is_set() and not self._draining.is_set() and self.healthy()
+            and self.receivers.receiving()
+        )
 
     @property
     def stopped(self) -> bool:

@@ -29,6 +29,7 @@ from worker.pipeline.observer import NullObserver
 from worker.pipeline.receiver import Receivers
 from worker.seams import Encoded, ReceivedMessage
 from worker.sqs import SqsAdapter
+from worker.sqs_transport import SqsApiError
 
 FORWARD_S = 0.1  # per batch of 10: the model takes 100 messages a second
 
@@ -212,3 +213,38 @@ def test_messages_a_receive_brought_are_held_even_when_no_receiver_can_be_added(
         ledger.close()
         sqs.done.set()
         started[0].join(10)
+
+
+class ReceivesRefused:
+    """The real adapter, every ReceiveMessage refused as without sqs:ReceiveMessage."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+    def receive(self, *args: Any, **kwargs: Any) -> Any:
+        self.refused += 1
+        raise SqsApiError("AccessDenied", "not authorized to perform sqs:ReceiveMessage", 403)
+
+
+def test_a_worker_whose_receives_all_fail_turns_not_ready(
+    sqs_server: Any, sqs_client: Any, running_workers: list[Worker]
+) -> None:
+    """Every ReceiveMessage failed (the role lacks sqs:ReceiveMessage) and /readyz stayed green:
+    a rollout took the new pod for ready and drained the old ones."""
+    from worker.pipeline import receiver
+
+    queues = make_queues(sqs_client)
+    sqs = ReceivesRefused(
+        SqsAdapter.from_environment(endpoint_url=sqs_server.endpoint_url, region_name=REGION)
+    )
+    worker = start_worker(sqs_server.endpoint_url, queues, FakeRunner(), running_workers, sqs=sqs,
+                          receivers=1)
+    worker.receivers._unready_after_s = 1.0  # of receiver.UNREADY_AFTER_S (30 s)
+    assert receiver.UNREADY_AFTER_S == 30.0
+    wait_for(lambda: sqs.refused >= 3, 30, "refused receives")
+    assert worker.healthy()  # not a restart: the pod is fine, its access is not
+    assert not worker.ready()
