@@ -574,3 +574,32 @@ def test_a_device_fault_on_a_join_answers_the_earlier_joins_requests_too(
     results = ResultReader(sqs_client, queues.results).wait_for(4, timeout=30)
     assert sorted(r["id"] for r in results.values()) == ["r0", "r1", "r2", "r3"]
     wait_for(lambda: worker.held == 0, 10, "nothing left held")
+
+
+def test_a_stop_string_naming_a_special_token_ends_the_row_there(tiny_chat_model: Path) -> None:
+    """stop=["<|end|>"] (a chat model's end of turn, not its EOS): stop strings are looked for
+    in text decoded without special tokens, so this one never matched, and the row ran on to
+    max_new_tokens past its turn, the text after it in the answer."""
+    continuous = ModelRunner.load(str(tiny_chat_model), "generate")
+    static = ModelRunner.load(str(tiny_chat_model), "generate", generate_batching="static")
+    tokenizer = continuous.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    prompt, plain = "hello there", {"max_new_tokens": 12}
+    ids = continuous.encode([prompt], plain).token_ids[0]
+    before = continuous.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
+                                       pad_token_id=0)[0, len(ids):].tolist()
+    # the model now prefers <|end|> where it first said a token it had not said before
+    turn = next(k for k in range(1, len(before)) if before[k] not in before[:k])
+    with torch.no_grad():
+        for runner in (continuous, static):
+            runner.model.lm_head.weight[end] = 3 * runner.model.lm_head.weight[before[turn]]
+    raw = continuous.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
+                                    pad_token_id=0)[0, len(ids):].tolist()
+    assert end in raw and raw.index(end) < 11
+    expected = tokenizer.decode(raw[: raw.index(end)], skip_special_tokens=True)
+    full = tokenizer.decode(raw, skip_special_tokens=True)
+    assert expected != full
+    params = {"max_new_tokens": 12, "stop": ["<|end|>"]}
+    for runner in (continuous, static):
+        [[text]] = runner.run(runner.prepare(items(runner, [prompt], [params])))
+        assert text == expected

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from worker.errors import InputTooLong, RequestRejected
+from worker.errors import InputTooLong, InvalidParameters, RequestRejected
 from worker.model.tokenize import TextEncoder, resolve_input_limit
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(200))  # ~600 WordPiece tokens
@@ -78,6 +78,17 @@ def test_reserved_positions_count_against_the_models_positions(fast_tokenizer: o
     assert len(limited.encode([text], reserved_positions=36).token_ids[0]) == 92
     with pytest.raises(InputTooLong, match="with max_new_tokens=37 the model's 128 positions"):
         limited.encode([text], reserved_positions=37)
+
+
+def test_max_new_tokens_no_prompt_could_fit_beside_names_the_parameter(
+    fast_tokenizer: object,
+) -> None:
+    """max_new_tokens=200 on a 128-position model refused every prompt, a 1-token one too, as
+    InputTooLong: "allow at most -72 input tokens", naming the input, not the parameter."""
+    limited = encoder(fast_tokenizer, limit=128, positions=128)
+    with pytest.raises(InvalidParameters, match="'max_new_tokens' must be at most 127") as info:
+        limited.encode(["hi"], reserved_positions=200)
+    assert info.value.error_type == "InvalidParameters"
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,23 @@ from transformers.generation.stopping_criteria import StoppingCriteria
 from worker.model.params import GenerateOptions, cut_at_stop
 
 
+def special_stop_ids(tokenizer: Any, stop: Sequence[str]) -> frozenset[int]:
+    """The ids of the stop strings that are a special token's text (`<|im_end|>`, `<|eot_id|>`:
+    a chat model's end of turn, where its EOS is another token). Stop strings are looked for in
+    the text decoded without special tokens, so these never matched: such a row ran on to
+    max_new_tokens past its turn. They end a row as its EOS does."""
+    specials = {str(t) for t in getattr(tokenizer, "all_special_tokens", ())}
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    specials |= {str(t.content) for t in added.values() if getattr(t, "special", False)}
+    ids = set()
+    for text in stop:
+        if text in specials:
+            token_id = tokenizer.convert_tokens_to_ids(text)
+            if isinstance(token_id, int) and token_id >= 0:
+                ids.add(token_id)
+    return frozenset(ids)
+
+
 def eos_ids(model: PreTrainedModel) -> set[int]:
     """The token ids that end a sequence, as `generate` reads them (generation_config first)."""
     generation_config = getattr(model, "generation_config", None)
@@ -134,6 +151,7 @@ class Row:
     processors: LogitsProcessorList
     generated: list[int] = field(default_factory=list)
     stopped_by: str = ""
+    stop_ids: frozenset[int] = frozenset()  # special tokens its stop strings name
 
     @property
     def greedy_plain(self) -> bool:
@@ -209,7 +227,8 @@ class DecodeSession:
         with torch.inference_mode():
             logits = self._forward(input_ids, mask, cache)
         rows = [
-            Row(tag, options, list(ids), now, logits_processors(options))
+            Row(tag, options, list(ids), now, logits_processors(options),
+                stop_ids=special_stop_ids(self.tokenizer, options.stop))
             for tag, ids, options in entries
         ]
         chosen = self._choose(rows, logits)
@@ -318,6 +337,8 @@ class DecodeSession:
     def _stop_reason(self, row: Row, token: int, now: float) -> str:
         if token in self.eos:
             return "eos"
+        if token in row.stop_ids:
+            return "stop"
         if len(row.generated) >= row.options.max_new_tokens:
             return "max_new_tokens"
         if row.options.stop and stop_reached(self._decode, row.generated, row.options.stop):

@@ -24,7 +24,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from worker.model.decode import StopStrings
+from worker.model.decode import StopStrings, eos_ids, special_stop_ids
 from worker.model.params import GenerateOptions, cut_at_stop, parse_generate_options
 from worker.model.tokenize import model_position_limit
 from worker.model.vectors import NON_FINITE, pooled_features, unit_rows
@@ -203,6 +203,9 @@ class GenerateHead(Head):
         if options.stop:  # each row ends at its stop string, as in a decode session
             stop = StopStrings(self._text, options.stop)
             kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
+            named = special_stop_ids(self.tokenizer, options.stop)
+            if named:  # a special token named as a stop ends the row as its EOS does
+                kwargs["eos_token_id"] = sorted(eos_ids(self.model) | named)
         generated = self.model.generate(  # type: ignore[operator]
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,

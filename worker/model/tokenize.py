@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from tokenizers import Tokenizer
 
-from worker.errors import InputTooLong, RequestRejected
+from worker.errors import InputTooLong, InvalidParameters, RequestRejected
 from worker.seams import Encoded
 
 # Tokenizers without a real limit report a huge sentinel (int(1e30)) as model_max_length.
@@ -193,6 +193,11 @@ class TextEncoder:
 
     @staticmethod
     def _check_positions(ids: list[list[int]], reserved: int, positions: int) -> None:
+        if reserved >= positions:  # no prompt could fit: the parameter is what is wrong
+            raise InvalidParameters(
+                f"parameter 'max_new_tokens' must be at most {positions - 1} for this model "
+                f"(its {positions} positions hold the prompt too), not {reserved}"
+            )
         for index, seq in enumerate(ids):
             if len(seq) + reserved > positions:
                 raise InputTooLong(
