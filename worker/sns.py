@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError
 from worker.contract.reply_to import parse_topic_arn
 from worker.errors import DestinationUnreachable, error_code
 from worker.seams import BatchOutcome, OutgoingMessage
-from worker.sqs import ENTRY_RETRY_BUDGET_S, RetryBudget
+from worker.sqs import ENTRY_RETRY_BUDGET_S, MAX_REGIONS, RetryBudget
 from worker.sqs_limits import BATCH_MAX_ENTRIES
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,20 @@ class SnsAdapter:
         self._lock = threading.Lock()
         self.calls = 0
 
-    def client(self, region: str) -> Any:
+    def client(self, region: str, topic_arn: str = "") -> Any:
+        """The region's client, made once; at most MAX_REGIONS of them (each is kept)."""
         with self._lock:
             client = self._clients.get(region)
             if client is None:
-                client = self._session.client(
-                    "sns", region_name=region, endpoint_url=self._endpoint_url,
-                    config=CLIENT_CONFIG,
-                )
+                if len(self._clients) >= MAX_REGIONS:
+                    raise DestinationUnreachable(topic_arn, f"more than {MAX_REGIONS} regions")
+                try:
+                    client = self._session.client(
+                        "sns", region_name=region, endpoint_url=self._endpoint_url,
+                        config=CLIENT_CONFIG,
+                    )
+                except ValueError as exc:  # botocore's InvalidRegionError
+                    raise DestinationUnreachable(topic_arn, f"InvalidRegion: {exc}") from None
                 self._clients[region] = client
             return client
 
@@ -91,7 +97,7 @@ class SnsAdapter:
         outcome = BatchOutcome()
         if not messages:
             return outcome
-        client = self.client(parse_topic_arn(topic_arn).region)
+        client = self.client(parse_topic_arn(topic_arn).region, topic_arn)
         entries = [_entry(m) for m in messages]
         try:
             self._count()

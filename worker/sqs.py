@@ -39,6 +39,9 @@ from worker.sqs_transport import SignedJsonTransport, SqsTransport
 log = logging.getLogger(__name__)
 
 ENTRY_RETRIES = 3  # per failed batch entry, after the batch call itself
+#: other regions' adapters kept at most (reply_to queues across regions): far more than any
+#: deployment writes to, and a bound on what requests naming regions can make the worker hold
+MAX_REGIONS = 16
 #: all the single retries of one batch call's failed entries, in seconds. A heartbeat works
 #: through its chunks of ten in order: ten entries x 3 retries x the transport's attempts once
 #: held it for 7.5 minutes while every other held message's visibility ran out.
@@ -132,8 +135,14 @@ class SqsAdapter:
         with self._making_lock:
             with self._calls_lock:
                 adapter = self._regions.get(region)
+                full = len(self._regions) >= MAX_REGIONS
             if adapter is None:
-                adapter = self._regional(region)
+                if full:  # each region's clients are kept for good: bounded
+                    raise DestinationUnreachable(queue_url, f"more than {MAX_REGIONS} regions")
+                try:
+                    adapter = self._regional(region)
+                except ValueError as exc:  # botocore's InvalidRegionError
+                    raise DestinationUnreachable(queue_url, f"InvalidRegion: {exc}") from None
                 with self._calls_lock:
                     self._regions[region] = adapter
         return adapter

@@ -119,3 +119,16 @@ def test_torch_side_names_load_on_first_use() -> None:
     assert worker.model.ModelRunner is ModelRunner
     with pytest.raises(AttributeError, match="has no attribute 'Runner'"):
         _ = worker.model.Runner
+
+
+def test_an_error_echoes_a_bounded_part_of_what_the_request_sent() -> None:
+    """A bad value or a heap of unknown names was copied whole into the error result: a 256 KB
+    request made a 768 KB answer (a claim-check, or ResultTooLarge, for input never run)."""
+    from worker.model.params import parse_generate_options
+
+    with pytest.raises(InvalidParameters) as bad:
+        parse_generate_options({"do_sample": "x" * 100_000})
+    assert len(str(bad.value)) < 200
+    with pytest.raises(InvalidParameters) as many:
+        parse_generate_options({f"key{i}" + "k" * 100: 1 for i in range(1000)})
+    assert len(str(many.value)) < 600 and "and 995 more" in str(many.value)

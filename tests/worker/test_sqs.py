@@ -289,3 +289,23 @@ def test_a_fifo_destination_gets_group_and_deduplication_ids(
                                      AttributeNames=["MessageGroupId"])
     [received] = got["Messages"]
     assert received["Attributes"]["MessageGroupId"] == "5f0c-message-id"
+
+
+def test_the_regions_a_worker_makes_clients_for_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Behind a region glob in WORKER_REPLY_TO_ALLOW, each request naming a new region made
+    three clients and three TLS contexts, kept for good: 150 regions took 425 MiB. Past
+    MAX_REGIONS a new region is unreachable (a ReplyToUnreachable answer), nothing made."""
+    from worker.sqs import MAX_REGIONS
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
+    adapter = SqsAdapter.from_environment(region_name=REGION)  # AWS's public endpoint
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for i in range(MAX_REGIONS):
+        url = f"https://sqs.zz-{letters[i]}test-1.amazonaws.com/123456789012/q"
+        assert adapter.for_queue(url) is not adapter
+    with pytest.raises(DestinationUnreachable, match=f"more than {MAX_REGIONS} regions"):
+        adapter.for_queue("https://sqs.zz-overflow-1.amazonaws.com/123456789012/q")
+    assert adapter.for_queue(f"https://sqs.zz-{letters[0]}test-1.amazonaws.com/1/q") is not None

@@ -29,15 +29,20 @@ AWS = "aws"  # the endpoint of AWS's public SQS hosts, whatever the region
 
 # sqs.REGION.amazonaws.com(.cn), the legacy REGION.queue.amazonaws.com, the dual-stack
 # sqs.REGION.api.aws
+# an AWS region's shape (us-east-1, us-gov-west-1, cn-north-1, eu-isoe-west-1): any string
+# of [a-z0-9-] let a request name endless "regions" behind a region glob in the allow-list,
+# each one a new set of clients kept for good (memory without bound), and a name botocore
+# refuses broke the writer
+_REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}"
 _AWS_SQS_HOST = re.compile(
-    r"^(?:sqs\.(?P<a>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com"
-    r"|sqs\.(?P<c>[a-z0-9-]+)\.api\.aws)$"
+    rf"^(?:sqs\.(?P<a>{_REGION})\.amazonaws\.com(?:\.cn)?|(?P<b>{_REGION})\.queue\.amazonaws\.com"
+    rf"|sqs\.(?P<c>{_REGION})\.api\.aws)$"
 )
 _ACCOUNT = r"[0-9]{12}"
 # SQS queue names: 1-80 letters, digits, hyphens and underscores; FIFO queues end in ".fifo"
 _NAME = r"[A-Za-z0-9_-]{1,80}(?:\.fifo)?"
 _ARN = re.compile(
-    rf"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sqs:(?P<region>[a-z0-9-]+):"
+    rf"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sqs:(?P<region>{_REGION}):"
     rf"(?P<account>{_ACCOUNT}):(?P<name>{_NAME})$"
 )
 _PATH = re.compile(rf"^/(?P<account>{_ACCOUNT})/(?P<name>{_NAME})$")
@@ -50,7 +55,7 @@ _SNS = re.compile(r"^arn:(?:aws|aws-cn|aws-us-gov):sns:")
 # SNS topic names: 1-256 letters, digits, hyphens and underscores (FIFO topics, ".fifo", need a
 # MessageGroupId per message: not supported as destinations)
 _TOPIC_ARN = re.compile(
-    rf"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sns:(?P<region>[a-z0-9-]+):"
+    rf"^arn:(?P<partition>aws|aws-cn|aws-us-gov):sns:(?P<region>{_REGION}):"
     rf"(?P<account>{_ACCOUNT}):(?P<name>[A-Za-z0-9_-]{{1,256}})$"
 )
 _TOPIC_PATTERN = re.compile(

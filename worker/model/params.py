@@ -72,9 +72,11 @@ def _check_keys(params: Mapping[str, Any], allowed: Sequence[str], task: str) ->
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         allowed_text = ", ".join(allowed) if allowed else "none"
+        # a few, each cut short: the error result echoes them (100 KB of keys made 186 KB)
+        named = ", ".join(k if len(k) <= 40 else k[:37] + "..." for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise InvalidParameters(
-            f"unknown parameter(s) for task {task!r}: {', '.join(unknown)} "
-            f"(allowed: {allowed_text})"
+            f"unknown parameter(s) for task {task!r}: {named}{more} (allowed: {allowed_text})"
         )
 
 
@@ -82,7 +84,7 @@ def _int_param(params: Mapping[str, Any], name: str, default: int, lo: int, hi: 
     value = params.get(name, default)
     # bool is an int subclass: `true` for a count is a client bug, not 1
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParameters(f"parameter {name!r} must be an integer, not {value!r}")
+        raise InvalidParameters(f"parameter {name!r} must be an integer, not {_shown(value)}")
     if not lo <= value <= hi:
         raise InvalidParameters(
             f"parameter {name!r} must be between {lo} and {hi}, not {_shown(value)}"
@@ -116,7 +118,7 @@ def _shown(value: Any) -> str:
 def _bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
     value = params.get(name, default)
     if not isinstance(value, bool):
-        raise InvalidParameters(f"parameter {name!r} must be true or false, not {value!r}")
+        raise InvalidParameters(f"parameter {name!r} must be true or false, not {_shown(value)}")
     return value
 
 
@@ -161,7 +163,7 @@ def _stop_param(params: Mapping[str, Any]) -> tuple[str, ...]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidParameters(
-            f"parameter 'stop' must be a string or a list of strings, not {value!r}"
+            f"parameter 'stop' must be a string or a list of strings, not {_shown(value)}"
         )
     if len(value) > STOP_MAX_STRINGS:
         raise InvalidParameters(

@@ -244,3 +244,25 @@ def test_whatever_is_allowed_is_a_clean_queue_url_the_allow_list_covers(reply_to
         reply_to=policy(patterns),
     )
     assert isinstance(parsed, Request) and parsed.reply_to == url
+
+
+@pytest.mark.parametrize(
+    "reply_to",
+    [
+        "arn:aws:sqs:-:123456789012:res-a",  # botocore refuses it: it broke the writer
+        "arn:aws:sqs:" + "a" * 64 + ":123456789012:res-a",
+        "arn:aws:sqs:zz0-x-1:123456789012:res-a",
+        "https://sqs.not-a-region.amazonaws.com/123456789012/res-a",
+        "arn:aws:sns:-:123456789012:res-a",
+    ],
+)
+def test_a_region_that_is_no_aws_region_shape_is_refused(reply_to: str) -> None:
+    """Behind a region glob (`arn:aws:sqs:*:ACCOUNT:res-*`) any [a-z0-9-] string passed as a
+    region: requests could name endless regions (each a new set of clients, kept), and one
+    botocore refuses raised out of the writer, the request re-run until the DLQ."""
+    allowing = policy(("arn:aws:sqs:*:123456789012:res-*", "arn:aws:sns:*:123456789012:res-*"))
+    with pytest.raises(ReplyToRefused):
+        allowing.resolve(reply_to)
+    for fine in ("arn:aws:sqs:eu-west-1:123456789012:res-a",
+                 "arn:aws:sqs:ap-southeast-2:123456789012:res-a"):
+        assert allowing.resolve(fine).startswith("https://sqs.")
