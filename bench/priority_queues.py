@@ -73,7 +73,7 @@ class Recorder:
     def __getattr__(self, name: str) -> Any:
         return lambda *a, **k: None
 
-    def written(self, outcomes: Sequence[Any], deleted: int, now: float) -> None:
+    def written(self, outcomes: Sequence[Any], deleted: Sequence[Any], now: float) -> None:
         stamp = time.monotonic()
         for o in outcomes:
             rid = (o.result or {}).get("id") or ""

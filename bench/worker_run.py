@@ -156,9 +156,9 @@ class Deletions(NullObserver):
         self._deleted = 0
         self._lock = threading.Lock()
 
-    def written(self, outcomes: Sequence[Any], deleted: int, now: float) -> None:
+    def written(self, outcomes: Sequence[Any], deleted: Sequence[Any], now: float) -> None:
         with self._lock:
-            self._deleted += deleted
+            self._deleted += len(deleted)
             while len(self.at) < 3 and self._deleted >= self.marks[len(self.at)]:
                 self.at.append(time.perf_counter())
             if len(self.at) == 3:
