@@ -69,6 +69,11 @@ NO_TIMINGS = Timings(0.0, 0.0, 0.0)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+#: an error result's message at most: each error names what is wrong in a line; one that echoed
+#: a request's value whole made a 256 KB request a 768 KB answer
+MAX_ERROR_MESSAGE_CHARS = 1000
+
+
 def build_result(
     *,
     message_id: str,
@@ -90,7 +95,10 @@ def build_result(
     if error is None:
         result["outputs"] = outputs
     else:
-        result["error"] = {"type": error[0], "message": _LONE_SURROGATE.sub("\ufffd", error[1])}
+        message = error[1]
+        if len(message) > MAX_ERROR_MESSAGE_CHARS:  # a backstop: what a request said, echoed
+            message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+        result["error"] = {"type": error[0], "message": _LONE_SURROGATE.sub("\ufffd", message)}
     result["model"] = model
     result["timings"] = {
         "queue_wait_s": round(timings.queue_wait_s, 6),

@@ -120,3 +120,12 @@ def test_an_error_message_quoting_a_lone_surrogate_is_valid_unicode() -> None:
     body = result_json(result)
     assert json.loads(body)["error"]["message"] == "unknown parameter(s): \ufffd"
     pydantic_core.from_json(body)  # a strict parser reads it
+
+
+def test_an_error_message_is_bounded_whatever_it_echoes() -> None:
+    from worker.contract.result import MAX_ERROR_MESSAGE_CHARS
+
+    result = build_result(message_id="m", request_id="r", model="x",
+                          error=("InvalidParameters", "not " + "x" * 100_000))
+    assert len(result["error"]["message"]) == MAX_ERROR_MESSAGE_CHARS
+    assert result["error"]["message"].endswith("...")
