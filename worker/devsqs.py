@@ -183,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     except DevServerError as exc:
         print(f"devsqs: {exc}", file=sys.stderr)
         return 1
-    print(f"export AWS_ENDPOINT_URL={server.endpoint_url}", flush=True)
     # the handler only passes the signal on: stop() waiting inside it, while this frame's
-    # wait() holds Popen's lock, never returned (the server left a zombie, this hung)
+    # wait() holds Popen's lock, never returned (the server left a zombie, this hung). Set
+    # before the line is printed: a SIGTERM sent on reading it must find the handler there.
     signal.signal(signal.SIGTERM, lambda *_: server.process.send_signal(signal.SIGTERM))
+    print(f"export AWS_ENDPOINT_URL={server.endpoint_url}", flush=True)
     try:
         server.process.wait()
     except KeyboardInterrupt:
