@@ -217,13 +217,14 @@ def run_once(
     dry = settings.dry_run if dry_run is None else dry_run
     _cluster_for_run(deps)
     outcomes = []
+    budget = target_budget_s(settings)
     for target in settings.targets:
         try:
-            if deadline is not None and time.monotonic() + target_budget_s(settings) > deadline:
+            if deadline is not None and time.monotonic() + budget > deadline:
                 outcome = Outcome(
                     target=target.label, queue_url=",".join(target.queues),
                     error="skipped: too little of the invocation left to serve it "
-                    f"({target_budget_s(settings):.0f} s: 3 x SCALER_REQUEST_TIMEOUT_S)",
+                    f"({budget:.0f} s: 3 x SCALER_REQUEST_TIMEOUT_S)",
                 )
             else:
                 outcome = serve_target(target, deps, dry)

@@ -44,6 +44,8 @@ def special_stop_ids(tokenizer: Any, stop: Sequence[str]) -> frozenset[int]:
     a chat model's end of turn, where its EOS is another token). Stop strings are looked for in
     the text decoded without special tokens, so these never matched: such a row ran on to
     max_new_tokens past its turn. They end a row as its EOS does."""
+    if not stop:  # most rows: nothing to look up at each join
+        return frozenset()
     specials = {str(t) for t in getattr(tokenizer, "all_special_tokens", ())}
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     specials |= {str(t.content) for t in added.values() if getattr(t, "special", False)}

@@ -52,10 +52,9 @@ class Receivers:
         count: int,
         max_count: int | None = None,
         weights: Sequence[int] | None = None,
-        unready_after_s: float = UNREADY_AFTER_S,
     ) -> None:
         self._sqs = sqs
-        self._unready_after_s = unready_after_s
+        self._unready_after_s = UNREADY_AFTER_S
         self._ledger = ledger
         self._capacity = capacity
         self._observer = observer
@@ -119,9 +118,6 @@ class Receivers:
             except Exception as exc:
                 self._ledger.cancel(n)
                 self._failed(exc)
-                with self._lock:
-                    if self._failing_since is None:
-                        self._failing_since = time.monotonic()
                 if added:
                     self._retire(threading.current_thread())
                     return
@@ -176,3 +172,6 @@ class Receivers:
         text = f"{error_code(exc)}: {exc}"[:500]
         event(log, "receive failed", logging.WARNING, error=text)
         self._observer.receive_failed(text)
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
